@@ -1,0 +1,232 @@
+//! The agent's configuration file (TOML). Unknown fields are errors that name the field.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Flow table and reassembly bounds.
+    pub flows: FlowsConfig,
+    /// Request/response matching.
+    pub matching: MatchingConfig,
+    /// Plugin runtime bounds and per-plugin configuration.
+    pub plugins: PluginsConfig,
+    /// Service map: which observed service a server endpoint is.
+    pub services: Vec<ServiceEntry>,
+    /// Telemetry limits.
+    pub telemetry: TelemetrySection,
+}
+
+/// Flow table and reassembly bounds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    /// Flows tracked at once; the least recently seen is evicted beyond it.
+    pub max_flows: usize,
+    /// Idle TCP flows end after this many seconds (capture time).
+    pub tcp_idle_timeout_secs: u64,
+    /// Idle UDP flows end after this many seconds.
+    pub udp_idle_timeout_secs: u64,
+    /// A hole in a TCP stream is reported as a gap after this wait (capture time).
+    pub gap_timeout_ms: u64,
+    /// Out-of-order bytes buffered per flow direction.
+    pub max_ooo_bytes_per_direction: usize,
+    /// Out-of-order bytes buffered over all flows.
+    pub max_ooo_bytes_total: usize,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        Self {
+            max_flows: 262_144,
+            tcp_idle_timeout_secs: 300,
+            udp_idle_timeout_secs: 60,
+            gap_timeout_ms: 2_000,
+            max_ooo_bytes_per_direction: 1 << 20,
+            max_ooo_bytes_total: 256 << 20,
+        }
+    }
+}
+
+/// Request/response matching.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatchingConfig {
+    /// A request without response after this long becomes an error span.
+    pub response_timeout_ms: u64,
+    /// Requests waiting per flow; beyond it the oldest becomes unanswered.
+    pub max_pending_per_flow: usize,
+}
+
+impl Default for MatchingConfig {
+    fn default() -> Self {
+        Self { response_timeout_ms: 30_000, max_pending_per_flow: 1024 }
+    }
+}
+
+/// Plugin runtime bounds and per-plugin configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Linear memory per plugin instance, MiB.
+    pub max_memory_mib: usize,
+    /// Unconsumed bytes kept per flow direction, KiB.
+    pub max_pending_kib: usize,
+    /// Messages accepted per call.
+    pub max_messages_per_call: usize,
+    /// Attributes kept per message.
+    pub max_attributes_per_message: usize,
+    /// Bytes kept of an attribute value.
+    pub max_attribute_value_len: usize,
+    /// Per-plugin configuration, by plugin name; handed to the plugin as JSON.
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        let d = wasmtap_runtime::RuntimeConfig::default();
+        Self {
+            max_memory_mib: d.max_memory_bytes >> 20,
+            max_pending_kib: d.max_pending_bytes >> 10,
+            max_messages_per_call: d.max_messages_per_call,
+            max_attributes_per_message: d.max_attributes_per_message,
+            max_attribute_value_len: d.max_attribute_value_len,
+            config: BTreeMap::new(),
+        }
+    }
+}
+
+/// One service-map entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEntry {
+    /// `10.0.0.0/8`, `10.1.2.3:8080`, `[2001:db8::1]:80`, `:5432`.
+    #[serde(rename = "match")]
+    pub matches: String,
+    /// The `service.name` to report.
+    pub name: String,
+}
+
+/// Telemetry limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// RED metric series kept before new ones go to the overflow series.
+    pub max_series: usize,
+    /// Spans per batch handed to outputs.
+    pub batch_spans: usize,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        Self { max_series: 10_000, batch_spans: 1024 }
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let cfg: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let nonzero = [
+            ("flows.max_flows", self.flows.max_flows as u64),
+            ("flows.tcp_idle_timeout_secs", self.flows.tcp_idle_timeout_secs),
+            ("flows.udp_idle_timeout_secs", self.flows.udp_idle_timeout_secs),
+            ("matching.response_timeout_ms", self.matching.response_timeout_ms),
+            ("matching.max_pending_per_flow", self.matching.max_pending_per_flow as u64),
+            ("plugins.max_memory_mib", self.plugins.max_memory_mib as u64),
+            ("plugins.max_pending_kib", self.plugins.max_pending_kib as u64),
+            ("plugins.max_messages_per_call", self.plugins.max_messages_per_call as u64),
+            ("telemetry.max_series", self.telemetry.max_series as u64),
+            ("telemetry.batch_spans", self.telemetry.batch_spans as u64),
+        ];
+        for (name, v) in nonzero {
+            anyhow::ensure!(v > 0, "{name} must be greater than 0");
+        }
+        anyhow::ensure!(self.plugins.max_memory_mib <= 4096, "plugins.max_memory_mib must be at most 4096");
+        for (i, s) in self.services.iter().enumerate() {
+            wasmtap_telemetry::services::ServiceRule::parse(&s.matches, &s.name)
+                .map_err(|e| anyhow::anyhow!("services[{i}]: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The plugin runtime bounds.
+    pub fn runtime(&self) -> wasmtap_runtime::RuntimeConfig {
+        wasmtap_runtime::RuntimeConfig {
+            max_memory_bytes: self.plugins.max_memory_mib << 20,
+            max_pending_bytes: self.plugins.max_pending_kib << 10,
+            max_messages_per_call: self.plugins.max_messages_per_call,
+            max_attributes_per_message: self.plugins.max_attributes_per_message,
+            max_attribute_value_len: self.plugins.max_attribute_value_len,
+            ..Default::default()
+        }
+    }
+
+    /// A plugin's configuration section as JSON (`{}` if none).
+    pub fn plugin_json(&self, name: &str) -> String {
+        self.plugins
+            .config
+            .get(name)
+            .and_then(|v| serde_json::to_string(v).ok())
+            .unwrap_or_else(|| "{}".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = Config::parse("[flows]\nmax_flow = 3\n").unwrap_err();
+        assert!(format!("{e:#}").contains("max_flow"), "{e:#}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::parse("[matching]\nresponse_timeout_ms = 0\n").unwrap_err();
+        assert!(format!("{e:#}").contains("matching.response_timeout_ms"));
+        let e = Config::parse("[[services]]\nmatch = \"10.0.0.0/33\"\nname = \"x\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("services[0]"));
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = Config::parse(
+            r#"
+[flows]
+max_flows = 1000
+[matching]
+response_timeout_ms = 5000
+[plugins]
+max_memory_mib = 32
+[plugins.config.http1]
+mask_query = true
+[[services]]
+match = "10.0.0.0/8"
+name = "internal"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.flows.max_flows, 1000);
+        assert_eq!(c.plugin_json("http1"), r#"{"mask_query":true}"#);
+        assert_eq!(c.plugin_json("redis"), "{}");
+    }
+}

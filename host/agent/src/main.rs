@@ -1,0 +1,299 @@
+//! `wasmtap`: the agent binary.
+
+// A binary crate: `pub` marks what a module offers the rest of the crate.
+#![allow(unreachable_pub)]
+
+mod config;
+mod output;
+mod pipeline;
+mod plugins;
+mod selftel;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::output::Outputs;
+use crate::pipeline::{Shard, ShardConfig};
+
+/// Network-capture application monitoring with WebAssembly protocol decoders.
+#[derive(Parser)]
+#[command(name = "wasmtap", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decode a pcap/pcapng file and report every exchange as spans and RED metrics.
+    Replay(ReplayArgs),
+    /// List the decoders that would be loaded (embedded and from --plugins).
+    Plugins {
+        /// Directory of extra `.wasm` decoders.
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+        /// Configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and print the effective settings.
+    CheckConfig {
+        /// Configuration file.
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// A summary table per service and operation.
+    Table,
+    /// One JSON object per span, per line.
+    Jsonl,
+    /// Nothing on stdout (use with OTLP).
+    None,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The capture file (pcap or pcapng).
+    file: PathBuf,
+    /// Directory of extra `.wasm` decoders (a file overrides an embedded decoder of the same name).
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Console output.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// OTLP base URL (as OTEL_EXPORTER_OTLP_ENDPOINT), e.g. http://collector:4317.
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// OTLP protocol: grpc or http (HTTP/protobuf). Default: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc.
+    #[arg(long)]
+    otlp_protocol: Option<String>,
+    /// Print pipeline counters to stderr at the end.
+    #[arg(long)]
+    stats: bool,
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WASMTAP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Replay(a) => replay(a),
+        Command::Plugins { plugins, config } => list_plugins(plugins.as_deref(), config.as_deref()),
+        Command::CheckConfig { config } => check_config(&config),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("wasmtap: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Ok(Config::default()),
+    }
+}
+
+fn check_config(path: &Path) -> Result<()> {
+    let cfg = Config::load(path)?;
+    println!("{}: ok", path.display());
+    println!("{cfg:#?}");
+    Ok(())
+}
+
+fn list_plugins(dir: Option<&Path>, config: Option<&Path>) -> Result<()> {
+    let cfg = load_config(config)?;
+    let host = wasmtap_runtime::PluginHost::new(cfg.runtime())?;
+    let set = plugins::load_all(&host, &cfg, dir)?;
+    println!("{:<12} {:<10} {:<8} {:<10} {:<64} SOURCE", "NAME", "VERSION", "WIT", "STATE", "SHA256");
+    for p in &set {
+        let i = p.info();
+        let src = match &i.source {
+            wasmtap_runtime::PluginSource::Embedded => "embedded".to_string(),
+            wasmtap_runtime::PluginSource::File(f) => f.display().to_string(),
+        };
+        println!(
+            "{:<12} {:<10} {:<8} {:<10} {:<64} {}",
+            i.name,
+            i.version,
+            wasmtap_runtime::WIT_VERSION,
+            "active",
+            i.sha256,
+            src
+        );
+    }
+    Ok(())
+}
+
+fn replay(a: ReplayArgs) -> Result<()> {
+    let cfg = load_config(a.config.as_deref())?;
+    let protocol = a.otlp_protocol.as_deref().map(str::parse).transpose().map_err(|e| anyhow::anyhow!("--otlp-protocol: {e}"))?;
+    let otlp_cfg = wasmtap_export::ExporterConfig::from_env_and(a.otlp_endpoint.clone(), protocol)?;
+
+    let mut source = wasmtap_capture::FileSource::open(&a.file)?;
+    let dlt = source.datalink();
+    let Some(link) = wasmtap_decode::LinkType::from_dlt(dlt) else {
+        bail!("{}: unsupported link type {dlt}", a.file.display());
+    };
+
+    let host = wasmtap_runtime::PluginHost::new(cfg.runtime())?;
+    let set = plugins::load_all(&host, &cfg, a.plugins.as_deref())?;
+    let worker = wasmtap_runtime::Worker::new(&host, &set)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("wasmtap-export")
+        .build()
+        .context("start the export runtime")?;
+    let exporter = match &otlp_cfg {
+        Some(c) => Some(wasmtap_export::Exporter::start(c.clone(), rt.handle())?),
+        None => None,
+    };
+
+    let rules = cfg
+        .services
+        .iter()
+        .map(|s| wasmtap_telemetry::services::ServiceRule::parse(&s.matches, &s.name))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let extra = vec![
+        wasmtap_telemetry::model::KeyValue::str("telemetry.distro.name", "wasmtap"),
+        wasmtap_telemetry::model::KeyValue::str("telemetry.distro.version", env!("CARGO_PKG_VERSION")),
+    ];
+    let telemetry = wasmtap_telemetry::red::Telemetry::new(
+        wasmtap_telemetry::services::ServiceMap::new(rules, extra),
+        wasmtap_telemetry::red::TelemetryConfig { max_series: cfg.telemetry.max_series },
+    );
+    let flows = wasmtap_flow::FlowConfig {
+        max_flows: cfg.flows.max_flows,
+        tcp_idle_timeout_ns: cfg.flows.tcp_idle_timeout_secs * 1_000_000_000,
+        udp_idle_timeout_ns: cfg.flows.udp_idle_timeout_secs * 1_000_000_000,
+        gap_timeout_ns: cfg.flows.gap_timeout_ms * 1_000_000,
+        max_ooo_bytes_per_direction: cfg.flows.max_ooo_bytes_per_direction,
+        max_ooo_bytes_total: cfg.flows.max_ooo_bytes_total,
+        ..Default::default()
+    };
+    let mut shard = Shard::new(
+        ShardConfig {
+            flows,
+            batch: cfg.telemetry.batch_spans,
+            max_pending: cfg.matching.max_pending_per_flow,
+            response_timeout_ns: cfg.matching.response_timeout_ms * 1_000_000,
+        },
+        worker,
+        telemetry,
+    );
+
+    let mut out = Outputs {
+        jsonl: (a.format == Format::Jsonl).then(|| std::io::BufWriter::new(std::io::stdout())),
+        otlp: exporter,
+        spans: 0,
+        write_error: None,
+    };
+
+    let progress = progress_bar(&a.file);
+    let started = Instant::now();
+    let mut last_ts = 0u64;
+    let mut read_error = None;
+    let mut bytes_read = 0u64;
+    loop {
+        match source.next_frame() {
+            Ok(Some(f)) => {
+                last_ts = last_ts.max(f.ts_ns);
+                bytes_read += f.data.len() as u64 + 16;
+                shard.frame(link, f.ts_ns, f.data, &mut out);
+                if let Some(pb) = &progress {
+                    if shard.frames % 4096 == 0 {
+                        pb.set_position(bytes_read);
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                read_error = Some(e);
+                break;
+            }
+        }
+    }
+    shard.finish(last_ts, &mut out);
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    let elapsed = started.elapsed();
+
+    if let Some(w) = out.jsonl.as_mut() {
+        w.flush().ok();
+    }
+    if let Some(e) = out.write_error.take() {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            bail!("writing spans to stdout: {e}");
+        }
+    }
+    if a.format == Format::Table {
+        let mut stdout = std::io::stdout().lock();
+        output::write_table(&mut stdout, &shard.handler.telemetry.summary())?;
+    }
+
+    let export_stats = match out.otlp.take() {
+        Some(x) => {
+            x.send_metrics_blocking(shard.handler.telemetry.snapshot(last_ts));
+            Some(x.shutdown_blocking(Duration::from_secs(30)))
+        }
+        None => None,
+    };
+    let counters = selftel::Counters::collect(&shard, out.spans, export_stats.as_ref(), elapsed);
+    if let Some(c) = &otlp_cfg {
+        rt.block_on(selftel::export(c, &counters));
+    }
+    if a.stats {
+        counters.print(&mut std::io::stderr())?;
+    }
+    if let Some(s) = &export_stats {
+        if s.spans_failed > 0 || s.spans_dropped_queue_full > 0 {
+            eprintln!(
+                "wasmtap: warning: {} spans failed to export, {} dropped (queue full)",
+                s.spans_failed, s.spans_dropped_queue_full
+            );
+        }
+    }
+    if let Some(e) = read_error {
+        // Everything before the damage was decoded and reported above.
+        eprintln!("wasmtap: warning: {e}");
+    }
+    drop(rt);
+    Ok(())
+}
+
+fn progress_bar(file: &Path) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let len = std::fs::metadata(file).ok()?.len();
+    if len < 8 << 20 {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .ok()?,
+    );
+    Some(pb)
+}
+

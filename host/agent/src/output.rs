@@ -1,0 +1,136 @@
+//! Outputs: the console summary table, JSON lines, and OTLP.
+
+use std::io::Write;
+
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use wasmtap_telemetry::model::{KeyValue, SpanKind, SpanRecord, StatusCode};
+use wasmtap_telemetry::red::SummaryRow;
+
+use crate::pipeline::SpanSink;
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+struct Attrs<'a>(&'a [KeyValue]);
+
+impl Serialize for Attrs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for kv in self.0 {
+            m.serialize_entry(&kv.key, &kv.value)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    code: StatusCode,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonSpan<'a> {
+    trace_id: String,
+    span_id: String,
+    name: &'a str,
+    kind: SpanKind,
+    start_unix_nano: u64,
+    end_unix_nano: u64,
+    status: Status<'a>,
+    resource: Attrs<'a>,
+    attributes: Attrs<'a>,
+}
+
+/// Writes one JSON object per span, one per line.
+pub fn write_jsonl(w: &mut dyn Write, spans: &[SpanRecord]) -> std::io::Result<()> {
+    for s in spans {
+        let j = JsonSpan {
+            trace_id: hex(&s.trace_id),
+            span_id: hex(&s.span_id),
+            name: &s.name,
+            kind: s.kind,
+            start_unix_nano: s.start_unix_nano,
+            end_unix_nano: s.end_unix_nano,
+            status: Status { code: s.status, message: &s.status_message },
+            resource: Attrs(&s.resource.attributes),
+            attributes: Attrs(&s.attributes),
+        };
+        serde_json::to_writer(&mut *w, &j)?;
+        w.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Formats the summary table.
+pub fn write_table(w: &mut dyn Write, rows: &[SummaryRow]) -> std::io::Result<()> {
+    let sw = rows.iter().map(|r| r.service.len()).max().unwrap_or(0).max(7);
+    let ow = rows.iter().map(|r| r.operation.len()).max().unwrap_or(0).clamp(9, 40);
+    writeln!(
+        w,
+        "{:<sw$}  {:<8}  {:<ow$}  {:>9}  {:>7}  {:>10}  {:>10}  {:>10}",
+        "SERVICE", "PROTOCOL", "OPERATION", "REQUESTS", "ERRORS", "P50", "P95", "P99"
+    )?;
+    for r in rows {
+        let op: String = r.operation.chars().take(ow).collect();
+        writeln!(
+            w,
+            "{:<sw$}  {:<8}  {:<ow$}  {:>9}  {:>7}  {:>10}  {:>10}  {:>10}",
+            r.service,
+            r.protocol,
+            op,
+            r.requests,
+            r.errors,
+            dur(r.p50),
+            dur(r.p95),
+            dur(r.p99)
+        )?;
+    }
+    Ok(())
+}
+
+fn dur(secs: f64) -> String {
+    if secs >= 1.0 {
+        format!("{secs:.2}s")
+    } else if secs >= 1e-3 {
+        format!("{:.2}ms", secs * 1e3)
+    } else {
+        format!("{:.0}µs", secs * 1e6)
+    }
+}
+
+/// Fans a span batch out to the configured outputs.
+pub struct Outputs {
+    /// JSON lines to stdout.
+    pub jsonl: Option<std::io::BufWriter<std::io::Stdout>>,
+    /// OTLP exporter.
+    pub otlp: Option<wasmtap_export::Exporter>,
+    /// Spans handed out so far.
+    pub spans: u64,
+    /// Errors writing JSON lines (stdout closed...).
+    pub write_error: Option<std::io::Error>,
+}
+
+impl SpanSink for Outputs {
+    fn spans(&mut self, batch: Vec<SpanRecord>) {
+        self.spans += batch.len() as u64;
+        if let Some(w) = self.jsonl.as_mut() {
+            if self.write_error.is_none() {
+                if let Err(e) = write_jsonl(w, &batch) {
+                    self.write_error = Some(e);
+                }
+            }
+        }
+        if let Some(x) = &self.otlp {
+            // Replay applies back-pressure rather than dropping.
+            x.send_spans_blocking(batch);
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! One shard of the packet path: decode → flows → plugin sessions → matching → spans.
+//!
+//! A shard owns its flow table, its plugin instances and its telemetry state:
+//! nothing on this path takes a lock or reads a clock (capture timestamps drive
+//! every timeout), so a replay is deterministic.
+
+use std::sync::Arc;
+
+use wasmtap_decode::{Decoder, LinkType};
+use wasmtap_flow::{CloseReason, Direction, FlowHandler, FlowMeta, FlowTable, L4};
+use wasmtap_runtime::{Dir, FlowClose, L4 as RtL4, Session, Worker};
+use wasmtap_telemetry::exchange::{Exchange, MatchStats, Matcher, Message};
+use wasmtap_telemetry::model::SpanRecord;
+use wasmtap_telemetry::red::{FlowCtx, Telemetry};
+
+/// Per-flow state kept in the flow table.
+pub struct FlowState {
+    session: Session,
+    matcher: Matcher,
+}
+
+/// Where finished spans go.
+pub trait SpanSink {
+    /// Takes a batch of spans (in completion order).
+    fn spans(&mut self, batch: Vec<SpanRecord>);
+}
+
+/// Matching and batching, the part of a shard the flow table calls back into.
+pub struct Handler {
+    worker: Worker,
+    pub(crate) telemetry: Telemetry,
+    pub(crate) match_stats: MatchStats,
+    msgs: Vec<Message>,
+    exchanges: Vec<Exchange>,
+    spans: Vec<SpanRecord>,
+    batch: usize,
+    max_pending: usize,
+    response_timeout_ns: u64,
+    pub(crate) sessions_ended: std::collections::BTreeMap<&'static str, u64>,
+}
+
+fn dir(d: Direction) -> Dir {
+    match d {
+        Direction::ToServer => Dir::ToServer,
+        Direction::ToClient => Dir::ToClient,
+    }
+}
+
+fn close(r: CloseReason) -> FlowClose {
+    match r {
+        CloseReason::Fin => FlowClose::Fin,
+        CloseReason::Reset => FlowClose::Reset,
+        CloseReason::IdleTimeout => FlowClose::IdleTimeout,
+        CloseReason::EndOfCapture => FlowClose::EndOfCapture,
+        CloseReason::Evicted => FlowClose::Evicted,
+    }
+}
+
+impl Handler {
+    fn drain(&mut self, flow: &FlowMeta, st: &mut FlowState, sink: &mut dyn SpanSink) {
+        for m in self.msgs.drain(..) {
+            st.matcher.push(m, self.max_pending, &mut self.match_stats, &mut self.exchanges);
+        }
+        self.emit(flow, st, sink);
+    }
+
+    fn emit(&mut self, flow: &FlowMeta, st: &FlowState, sink: &mut dyn SpanSink) {
+        if self.exchanges.is_empty() {
+            return;
+        }
+        let protocol: Arc<str> = st.session.protocol().cloned().unwrap_or_else(|| Arc::from("unknown"));
+        let ctx = FlowCtx {
+            client: flow.client,
+            server: flow.server,
+            protocol: &protocol,
+            transport: match flow.l4 {
+                L4::Tcp => "tcp",
+                L4::Udp => "udp",
+            },
+            flow_id: flow.id,
+        };
+        for ex in self.exchanges.drain(..) {
+            self.spans.push(self.telemetry.record(ex, &ctx));
+        }
+        if self.spans.len() >= self.batch {
+            sink.spans(std::mem::replace(&mut self.spans, Vec::with_capacity(self.batch)));
+        }
+    }
+
+    fn count_end(&mut self, s: &Session) {
+        if let Some(e) = s.ended() {
+            *self.sessions_ended.entry(e.as_str()).or_default() += 1;
+        }
+    }
+}
+
+/// The flow-table callbacks, with the sink for this call.
+struct Bound<'a> {
+    h: &'a mut Handler,
+    sink: &'a mut dyn SpanSink,
+}
+
+impl FlowHandler<FlowState> for Bound<'_> {
+    fn on_open(&mut self, flow: &FlowMeta, _ts_ns: u64) -> FlowState {
+        let l4 = match flow.l4 {
+            L4::Tcp => RtL4::Tcp,
+            L4::Udp => RtL4::Udp,
+        };
+        FlowState { session: self.h.worker.open(l4, flow.server.port()), matcher: Matcher::default() }
+    }
+
+    fn on_data(&mut self, flow: &FlowMeta, st: &mut FlowState, d: Direction, ts_ns: u64, data: &[u8]) {
+        self.h.worker.data(&mut st.session, dir(d), ts_ns, data, &mut self.h.msgs);
+        self.h.drain(flow, st, self.sink);
+    }
+
+    fn on_gap(&mut self, flow: &FlowMeta, st: &mut FlowState, d: Direction, _ts_ns: u64, len: u64) {
+        self.h.worker.gap(&mut st.session, dir(d), len, &mut self.h.msgs);
+        self.h.drain(flow, st, self.sink);
+    }
+
+    fn on_close(&mut self, flow: &FlowMeta, mut st: FlowState, reason: CloseReason, ts_ns: u64) {
+        self.h.count_end(&st.session);
+        self.h.worker.close(&mut st.session, close(reason), ts_ns, &mut self.h.msgs);
+        self.h.drain(flow, &mut st, self.sink);
+        st.matcher.finish(&mut self.h.match_stats, &mut self.h.exchanges);
+        self.h.emit(flow, &st, self.sink);
+    }
+}
+
+/// Settings of a shard.
+pub struct ShardConfig {
+    /// Flow table bounds.
+    pub flows: wasmtap_flow::FlowConfig,
+    /// Spans per batch.
+    pub batch: usize,
+    /// Pending requests per flow.
+    pub max_pending: usize,
+    /// Response timeout, ns.
+    pub response_timeout_ns: u64,
+}
+
+/// One shard: decoder, flow table, plugin worker, telemetry.
+pub struct Shard {
+    decoder: Decoder,
+    flows: FlowTable<FlowState>,
+    pub(crate) handler: Handler,
+    last_expiry_ns: u64,
+    pub(crate) frames: u64,
+    pub(crate) frame_bytes: u64,
+    pub(crate) decode_errors: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl Shard {
+    /// Builds a shard around a plugin worker.
+    pub fn new(cfg: ShardConfig, worker: Worker, telemetry: Telemetry) -> Self {
+        let mut flows = FlowTable::new(cfg.flows);
+        flows.set_server_ports(&worker.server_ports());
+        Self {
+            decoder: Decoder::new(wasmtap_decode::DecoderConfig::default()),
+            flows,
+            handler: Handler {
+                worker,
+                telemetry,
+                match_stats: MatchStats::default(),
+                msgs: Vec::new(),
+                exchanges: Vec::new(),
+                spans: Vec::with_capacity(cfg.batch),
+                batch: cfg.batch,
+                max_pending: cfg.max_pending,
+                response_timeout_ns: cfg.response_timeout_ns,
+                sessions_ended: Default::default(),
+            },
+            last_expiry_ns: 0,
+            frames: 0,
+            frame_bytes: 0,
+            decode_errors: Default::default(),
+        }
+    }
+
+    /// Processes one captured frame.
+    pub fn frame(&mut self, link: LinkType, ts_ns: u64, data: &[u8], sink: &mut dyn SpanSink) {
+        self.frames += 1;
+        self.frame_bytes += data.len() as u64;
+        let mut bound = Bound { h: &mut self.handler, sink };
+        match self.decoder.decode(link, ts_ns, data) {
+            Ok(Some(pkt)) => self.flows.process(&pkt, ts_ns, &mut bound),
+            Ok(None) => {}
+            Err(e) => *self.decode_errors.entry(e.as_str()).or_default() += 1,
+        }
+        self.flows.advance(ts_ns, &mut bound);
+        // Response timeouts: swept once per second of capture time.
+        if ts_ns.saturating_sub(self.last_expiry_ns) >= 1_000_000_000 {
+            self.last_expiry_ns = ts_ns;
+            self.expire(ts_ns, sink);
+        }
+    }
+
+    fn expire(&mut self, now_ns: u64, sink: &mut dyn SpanSink) {
+        let h = &mut self.handler;
+        let timeout = h.response_timeout_ns;
+        self.flows.for_each_mut(|flow, st| {
+            if st.matcher.pending() > 0 {
+                st.matcher.expire(now_ns, timeout, &mut h.match_stats, &mut h.exchanges);
+                h.emit(flow, st, sink);
+            }
+        });
+    }
+
+    /// End of capture: closes every flow and hands out the last spans.
+    pub fn finish(&mut self, ts_ns: u64, sink: &mut dyn SpanSink) {
+        let mut bound = Bound { h: &mut self.handler, sink };
+        self.flows.close_all(CloseReason::EndOfCapture, ts_ns, &mut bound);
+        let rest = std::mem::take(&mut self.handler.spans);
+        if !rest.is_empty() {
+            sink.spans(rest);
+        }
+    }
+
+    /// Flow-table counters.
+    pub fn flow_stats(&self) -> &wasmtap_flow::FlowStats {
+        self.flows.stats()
+    }
+
+    /// Plugin counters.
+    pub fn worker_stats(&self) -> &wasmtap_runtime::WorkerStats {
+        self.handler.worker.stats()
+    }
+
+    /// Decoder counters.
+    pub fn decode_stats(&self) -> &wasmtap_decode::DecodeStats {
+        self.decoder.stats()
+    }
+}

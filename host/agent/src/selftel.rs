@@ -1,0 +1,128 @@
+//! The agent's own telemetry: pipeline counters, printed or exported with the
+//! OpenTelemetry SDK (as service `wasmtap-agent`).
+
+use std::io::Write;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+
+use crate::pipeline::Shard;
+
+/// Counters of one run, with their metric names.
+pub struct Counters {
+    values: Vec<(&'static str, Vec<(&'static str, String)>, u64)>,
+    elapsed: Duration,
+}
+
+impl Counters {
+    /// Collects the counters of a finished shard.
+    pub fn collect(
+        shard: &Shard,
+        spans: u64,
+        export: Option<&wasmtap_export::ExportStats>,
+        elapsed: Duration,
+    ) -> Self {
+        let mut v: Vec<(&'static str, Vec<(&'static str, String)>, u64)> = Vec::new();
+        v.push(("wasmtap.agent.frames", vec![], shard.frames));
+        v.push(("wasmtap.agent.frame_bytes", vec![], shard.frame_bytes));
+        for (k, n) in &shard.decode_errors {
+            v.push(("wasmtap.agent.decode.errors", vec![("error_type", k.to_string())], *n));
+        }
+        let f = shard.flow_stats();
+        v.push(("wasmtap.agent.flows.opened", vec![], f.flows_opened));
+        v.push(("wasmtap.agent.flows.evicted", vec![], f.flows_evicted));
+        v.push(("wasmtap.agent.reassembly.gaps", vec![], f.gaps));
+        v.push(("wasmtap.agent.reassembly.gap_bytes", vec![], f.gap_bytes));
+        v.push(("wasmtap.agent.reassembly.retransmitted_bytes", vec![], f.retransmitted_bytes));
+        v.push(("wasmtap.agent.reassembly.ooo_cap_drops", vec![], f.ooo_cap_drops));
+        let w = shard.worker_stats();
+        v.push(("wasmtap.agent.plugin.calls", vec![], w.calls));
+        v.push(("wasmtap.agent.plugin.bytes_in", vec![], w.bytes_in));
+        v.push(("wasmtap.agent.plugin.messages", vec![], w.messages));
+        v.push(("wasmtap.agent.plugin.traps", vec![], w.traps));
+        v.push(("wasmtap.agent.plugin.decode_errors", vec![], w.decode_errors));
+        v.push(("wasmtap.agent.plugin.pending_overflows", vec![], w.pending_overflows));
+        v.push(("wasmtap.agent.plugin.capped", vec![], w.capped));
+        v.push(("wasmtap.agent.flows.no_decoder", vec![], w.no_decoder));
+        for (k, n) in &shard.handler.sessions_ended {
+            v.push(("wasmtap.agent.sessions.ended", vec![("reason", k.to_string())], *n));
+        }
+        let m = &shard.handler.match_stats;
+        v.push(("wasmtap.agent.exchanges", vec![("kind", "complete".into())], m.complete));
+        v.push(("wasmtap.agent.exchanges", vec![("kind", "unanswered".into())], m.unanswered));
+        v.push(("wasmtap.agent.exchanges", vec![("kind", "one_way".into())], m.one_way));
+        v.push(("wasmtap.agent.responses.unmatched", vec![], m.unmatched_responses));
+        v.push(("wasmtap.agent.spans", vec![], spans));
+        v.push(("wasmtap.agent.metrics.overflow", vec![], shard.handler.telemetry.overflowed()));
+        if let Some(e) = export {
+            v.push(("wasmtap.agent.export.spans", vec![("outcome", "exported".into())], e.spans_exported));
+            v.push(("wasmtap.agent.export.spans", vec![("outcome", "failed".into())], e.spans_failed));
+            v.push((
+                "wasmtap.agent.export.spans",
+                vec![("outcome", "dropped_queue_full".into())],
+                e.spans_dropped_queue_full,
+            ));
+            v.push(("wasmtap.agent.export.retries", vec![], e.retries));
+        }
+        Self { values: v, elapsed }
+    }
+
+    /// Prints `name{attrs} value` lines.
+    pub fn print(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        for (name, attrs, n) in &self.values {
+            let a: Vec<String> = attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            if a.is_empty() {
+                writeln!(w, "{name} {n}")?;
+            } else {
+                writeln!(w, "{name}{{{}}} {n}", a.join(","))?;
+            }
+        }
+        writeln!(w, "wasmtap.agent.elapsed_seconds {:.3}", self.elapsed.as_secs_f64())
+    }
+}
+
+/// Exports the counters once through the OpenTelemetry SDK and OTLP.
+pub async fn export(cfg: &wasmtap_export::ExporterConfig, c: &Counters) {
+    let endpoint = cfg.endpoint.trim_end_matches('/').to_string();
+    let grpc = matches!(cfg.protocol, wasmtap_export::Protocol::Grpc);
+    let values = c.values.clone();
+    let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let exporter = if grpc {
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(Duration::from_secs(10))
+                .build()
+        } else {
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{endpoint}/v1/metrics"))
+                .with_timeout(Duration::from_secs(10))
+                .build()
+        }
+        .map_err(|e| e.to_string())?;
+        let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+            .with_periodic_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name("wasmtap-agent")
+                    .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+                    .build(),
+            )
+            .build();
+        let meter = provider.meter("wasmtap");
+        for (name, attrs, n) in values {
+            let kv: Vec<KeyValue> = attrs.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
+            meter.u64_counter(name).build().add(n, &kv);
+        }
+        provider.shutdown().map_err(|e| e.to_string())
+    })
+    .await;
+    match res {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("exporting the agent's own metrics failed: {e}"),
+        Err(e) => tracing::warn!("exporting the agent's own metrics failed: {e}"),
+    }
+}

@@ -1,0 +1,108 @@
+//! wasmtap-capture: the only crate that touches libpcap.
+//!
+//! Reads frames with their capture timestamps from pcap/pcapng files (and, in
+//! later work, live interfaces). Nothing here parses packets beyond what
+//! libpcap does; [`Frame`]s go to `wasmtap-decode`.
+
+use std::path::Path;
+
+/// Errors opening or reading a capture; each names the source.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The file could not be opened or is not a pcap/pcapng capture.
+    #[error("{path}: cannot read as a pcap/pcapng capture: {reason}")]
+    Open {
+        /// The file.
+        path: String,
+        /// libpcap's reason.
+        reason: String,
+    },
+    /// The file broke off or is corrupt after some packets.
+    #[error("{path}: capture unreadable after {packets} packets: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Packets read before the error.
+        packets: u64,
+        /// libpcap's reason.
+        reason: String,
+    },
+}
+
+/// One captured frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    /// Capture time, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    /// Length on the wire as recorded (may exceed `data.len()`, and is not always right).
+    pub wire_len: u32,
+    /// The captured bytes.
+    pub data: &'a [u8],
+}
+
+/// A pcap or pcapng file read frame by frame.
+pub struct FileSource {
+    cap: pcap::Capture<pcap::Offline>,
+    path: String,
+    packets: u64,
+    link: i32,
+}
+
+impl FileSource {
+    /// Opens a capture file (pcap or pcapng, any link type libpcap knows).
+    pub fn open(path: &Path) -> Result<Self, CaptureError> {
+        let p = path.display().to_string();
+        let cap = pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano)
+            .map_err(|e| CaptureError::Open { path: p.clone(), reason: e.to_string() })?;
+        let link = cap.get_datalink().0;
+        Ok(Self { cap, path: p, packets: 0, link })
+    }
+
+    /// The file's link type (DLT number).
+    pub fn datalink(&self) -> i32 {
+        self.link
+    }
+
+    /// Frames read so far.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// The next frame; `Ok(None)` at the end of the file.
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        match self.cap.next_packet() {
+            Ok(pkt) => {
+                self.packets += 1;
+                let ts = pkt.header.ts;
+                // Opened with nanosecond precision: tv_usec carries nanoseconds.
+                let ts_ns = (ts.tv_sec.max(0) as u64)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(ts.tv_usec.max(0) as u64);
+                Ok(Some(Frame { ts_ns, wire_len: pkt.header.len, data: pkt.data }))
+            }
+            Err(pcap::Error::NoMorePackets) => Ok(None),
+            Err(e) => Err(CaptureError::Read {
+                path: self.path.clone(),
+                packets: self.packets,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_a_capture_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("wasmtap-capture-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("junk.pcap");
+        std::fs::write(&f, b"this is not a capture file at all").unwrap();
+        let err = FileSource::open(&f).err().expect("must fail");
+        assert!(err.to_string().contains("junk.pcap"), "{err}");
+        let missing = FileSource::open(&dir.join("missing.pcap")).err().expect("must fail");
+        assert!(missing.to_string().contains("missing.pcap"));
+    }
+}

@@ -1,0 +1,219 @@
+//! Compiling plugins and the engine they share.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::bindings::{Plugin as PluginBindings, PluginPre};
+use crate::worker::StoreState;
+
+/// Bounds applied to every plugin instance and call.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Linear-memory bytes one instance may grow to.
+    pub max_memory_bytes: usize,
+    /// Unconsumed bytes the host keeps per flow direction before it ends the session.
+    pub max_pending_bytes: usize,
+    /// Messages accepted from one call; the rest are dropped and counted.
+    pub max_messages_per_call: usize,
+    /// Attributes kept per message; the rest are dropped and counted.
+    pub max_attributes_per_message: usize,
+    /// Bytes kept of an attribute's string value (longer values are cut and counted).
+    pub max_attribute_value_len: usize,
+    /// Minimum `probe` confidence for a decoder to take a flow not matched by port.
+    pub probe_threshold: u8,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 64 << 20,
+            max_pending_bytes: 256 << 10,
+            max_messages_per_call: 1024,
+            max_attributes_per_message: 64,
+            max_attribute_value_len: 4096,
+            probe_threshold: 50,
+        }
+    }
+}
+
+/// Errors loading a plugin. Each names the plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The engine could not be configured.
+    #[error("wasm engine: {0}")]
+    Engine(String),
+    /// The bytes are not a valid component, or compilation failed.
+    #[error("plugin {name}: not a valid wasmtap decoder component: {reason}")]
+    Compile {
+        /// Plugin name (file name or embedded name).
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The component does not implement the supported WIT world.
+    #[error("plugin {name}: incompatible with wasmtap:decoder@{}: {reason}", crate::WIT_VERSION)]
+    Incompatible {
+        /// Plugin name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// `describe` failed or returned nonsense.
+    #[error("plugin {name}: describe failed: {reason}")]
+    Describe {
+        /// Plugin name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// Compiled into the agent binary.
+    Embedded,
+    /// Loaded from a file.
+    File(PathBuf),
+}
+
+/// What a plugin says about itself (from `describe`), plus where it came from.
+#[derive(Debug, Clone)]
+pub struct PluginInfo {
+    /// Decoder name.
+    pub name: String,
+    /// Decoder version.
+    pub version: String,
+    /// Protocols decoded (the first one names the protocol in telemetry).
+    pub protocols: Vec<String>,
+    /// Accepts TCP flows.
+    pub tcp: bool,
+    /// Accepts UDP datagrams.
+    pub udp: bool,
+    /// Default server ports.
+    pub ports: Vec<u16>,
+    /// Where it came from.
+    pub source: PluginSource,
+    /// SHA-256 of the component bytes, hex.
+    pub sha256: String,
+}
+
+impl PluginInfo {
+    /// The protocol name used in telemetry (first declared protocol, else the decoder name).
+    pub fn protocol(&self) -> &str {
+        self.protocols.first().map(String::as_str).unwrap_or(&self.name)
+    }
+}
+
+/// A compiled plugin, ready to instantiate on any worker.
+pub struct Plugin {
+    pub(crate) pre: PluginPre<StoreState>,
+    pub(crate) info: PluginInfo,
+    pub(crate) config_json: Arc<str>,
+}
+
+impl Plugin {
+    /// What the plugin says about itself.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+}
+
+/// The wasm engine and linker shared by all plugins and workers.
+pub struct PluginHost {
+    pub(crate) engine: Engine,
+    linker: Linker<StoreState>,
+    pub(crate) config: RuntimeConfig,
+}
+
+impl PluginHost {
+    /// Creates the engine (Cranelift, component model) and the host linker.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let mut cfg = Config::new();
+        cfg.wasm_component_model(true);
+        let engine = Engine::new(&cfg).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        // WASI is linked for plugins built for wasm32-wasip2 (and by other
+        // languages' toolchains), but the context grants nothing: no
+        // preopened directories, no sockets, no environment, no arguments.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        PluginBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        Ok(Self { engine, linker, config })
+    }
+
+    /// The bounds in force.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Compiles and validates a component, calls `describe` once, and returns
+    /// the plugin ready for workers. `config_json` is what the plugin's
+    /// `config` import returns.
+    pub fn load(
+        &self,
+        name_hint: &str,
+        bytes: &[u8],
+        source: PluginSource,
+        config_json: &str,
+    ) -> Result<Plugin, RuntimeError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Compile {
+            name: name_hint.to_string(),
+            reason: format!("{e:#}"),
+        })?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            RuntimeError::Incompatible { name: name_hint.to_string(), reason: format!("{e:#}") }
+        })?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| RuntimeError::Incompatible {
+            name: name_hint.to_string(),
+            reason: format!("{e:#}"),
+        })?;
+        let config_json: Arc<str> = Arc::from(config_json);
+        // Describe once in a throwaway store to learn the plugin's identity.
+        let mut store = crate::worker::new_store(
+            &self.engine,
+            self.config.max_memory_bytes,
+            Arc::from(name_hint),
+            config_json.clone(),
+        );
+        let bindings = pre.instantiate(&mut store).map_err(|e| RuntimeError::Describe {
+            name: name_hint.to_string(),
+            reason: format!("{e:#}"),
+        })?;
+        let d = bindings.wasmtap_decoder_decoder().call_describe(&mut store).map_err(|e| {
+            RuntimeError::Describe { name: name_hint.to_string(), reason: format!("{e:#}") }
+        })?;
+        if d.name.is_empty() || d.name.len() > 64 {
+            return Err(RuntimeError::Describe {
+                name: name_hint.to_string(),
+                reason: "name must be 1-64 bytes".into(),
+            });
+        }
+        use crate::bindings::wasmtap::decoder::types::Transport;
+        let info = PluginInfo {
+            tcp: d.transports.contains(&Transport::Tcp),
+            udp: d.transports.contains(&Transport::Udp),
+            name: d.name,
+            version: d.version,
+            protocols: d.protocols,
+            ports: d.default_ports,
+            source,
+            sha256: sha256_hex(bytes),
+        };
+        Ok(Plugin { pre, info, config_json })
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}

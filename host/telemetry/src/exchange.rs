@@ -1,0 +1,264 @@
+//! Messages from decoders and the host-side matching of requests to responses.
+//!
+//! Matching is done once, here, for every protocol: by correlation key when the
+//! decoder gives one, otherwise by order on the connection (pipelining). A
+//! request left without response past the timeout (or at the flow's end)
+//! becomes an unanswered exchange; a response with no request is counted.
+
+use std::collections::VecDeque;
+
+use crate::model::KeyValue;
+
+/// What a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A request.
+    Request,
+    /// A response.
+    Response,
+    /// A message expecting no answer.
+    OneWay,
+}
+
+/// Outcome as the protocol reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not set.
+    Unset,
+    /// Success.
+    Ok,
+    /// Error.
+    Error,
+}
+
+/// A decoded message, checked against the host's caps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Request, response or one-way.
+    pub kind: MessageKind,
+    /// Correlation key; `None` pairs by order.
+    pub correlation: Option<u64>,
+    /// First byte, ns since the Unix epoch.
+    pub start_ns: u64,
+    /// Last byte, ns since the Unix epoch.
+    pub end_ns: u64,
+    /// Bytes on the wire.
+    pub size: u64,
+    /// Low-cardinality operation name.
+    pub operation: String,
+    /// Outcome class.
+    pub status: Outcome,
+    /// Protocol status code.
+    pub status_code: String,
+    /// Semantic-convention attributes.
+    pub attributes: Vec<KeyValue>,
+}
+
+/// How an exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    /// Request and response paired.
+    Complete,
+    /// The request got no response in time, or before the flow ended.
+    Unanswered,
+    /// A one-way message.
+    OneWay,
+}
+
+/// A request paired with its response (or not).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    /// How it ended.
+    pub kind: ExchangeKind,
+    /// The request (or the one-way message).
+    pub request: Message,
+    /// The response, for complete exchanges.
+    pub response: Option<Message>,
+}
+
+impl Exchange {
+    /// Start: the request's first byte.
+    pub fn start_ns(&self) -> u64 {
+        self.request.start_ns
+    }
+    /// End: the response's last byte (or the request's, when unanswered).
+    pub fn end_ns(&self) -> u64 {
+        self.response.as_ref().map_or(self.request.end_ns, |r| r.end_ns.max(self.request.start_ns))
+    }
+}
+
+/// Counters of matching.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MatchStats {
+    /// Complete exchanges.
+    pub complete: u64,
+    /// Requests that timed out or were left at flow end.
+    pub unanswered: u64,
+    /// Responses with no request to pair.
+    pub unmatched_responses: u64,
+    /// Requests dropped because a flow had too many pending (counted as unanswered too).
+    pub pending_overflow: u64,
+    /// One-way messages.
+    pub one_way: u64,
+}
+
+/// Per-flow matcher. Bounded: at most `max_pending` requests wait per flow.
+#[derive(Debug, Default)]
+pub struct Matcher {
+    fifo: VecDeque<Message>,
+    keyed: Vec<Message>,
+}
+
+impl Matcher {
+    /// Adds a message; pushes any exchange it completes or evicts.
+    pub fn push(
+        &mut self,
+        msg: Message,
+        max_pending: usize,
+        stats: &mut MatchStats,
+        out: &mut Vec<Exchange>,
+    ) {
+        match msg.kind {
+            MessageKind::OneWay => {
+                stats.one_way += 1;
+                out.push(Exchange { kind: ExchangeKind::OneWay, request: msg, response: None });
+            }
+            MessageKind::Request => {
+                if self.fifo.len() + self.keyed.len() >= max_pending.max(1) {
+                    // Oldest first: it is the likeliest to never be answered.
+                    let old = if !self.fifo.is_empty() {
+                        self.fifo.pop_front()
+                    } else if !self.keyed.is_empty() {
+                        Some(self.keyed.remove(0))
+                    } else {
+                        None
+                    };
+                    if let Some(old) = old {
+                        stats.pending_overflow += 1;
+                        stats.unanswered += 1;
+                        out.push(Exchange { kind: ExchangeKind::Unanswered, request: old, response: None });
+                    }
+                }
+                if msg.correlation.is_some() {
+                    self.keyed.push(msg);
+                } else {
+                    self.fifo.push_back(msg);
+                }
+            }
+            MessageKind::Response => {
+                let req = match msg.correlation {
+                    Some(k) => self
+                        .keyed
+                        .iter()
+                        .position(|r| r.correlation == Some(k))
+                        .map(|i| self.keyed.remove(i)),
+                    None => self.fifo.pop_front(),
+                };
+                match req {
+                    Some(request) => {
+                        stats.complete += 1;
+                        out.push(Exchange { kind: ExchangeKind::Complete, request, response: Some(msg) });
+                    }
+                    None => stats.unmatched_responses += 1,
+                }
+            }
+        }
+    }
+
+    /// Requests waiting for a response.
+    pub fn pending(&self) -> usize {
+        self.fifo.len() + self.keyed.len()
+    }
+
+    /// Turns requests older than `timeout_ns` at `now_ns` into unanswered exchanges.
+    pub fn expire(&mut self, now_ns: u64, timeout_ns: u64, stats: &mut MatchStats, out: &mut Vec<Exchange>) {
+        let old = |m: &Message| now_ns.saturating_sub(m.end_ns) >= timeout_ns;
+        // Pairing by order: a timed-out head is dropped; later ones may still be answered.
+        while self.fifo.front().is_some_and(old) {
+            if let Some(r) = self.fifo.pop_front() {
+                stats.unanswered += 1;
+                out.push(Exchange { kind: ExchangeKind::Unanswered, request: r, response: None });
+            }
+        }
+        let mut i = 0;
+        while i < self.keyed.len() {
+            if old(&self.keyed[i]) {
+                let r = self.keyed.remove(i);
+                stats.unanswered += 1;
+                out.push(Exchange { kind: ExchangeKind::Unanswered, request: r, response: None });
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// The flow ended: every waiting request is unanswered.
+    pub fn finish(&mut self, stats: &mut MatchStats, out: &mut Vec<Exchange>) {
+        for r in self.fifo.drain(..).chain(self.keyed.drain(..)) {
+            stats.unanswered += 1;
+            out.push(Exchange { kind: ExchangeKind::Unanswered, request: r, response: None });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(kind: MessageKind, key: Option<u64>, t: u64, op: &str) -> Message {
+        Message {
+            kind,
+            correlation: key,
+            start_ns: t,
+            end_ns: t + 1,
+            size: 10,
+            operation: op.into(),
+            status: Outcome::Unset,
+            status_code: String::new(),
+            attributes: vec![],
+        }
+    }
+
+    #[test]
+    fn pipelined_pairs_in_order() {
+        let (mut mt, mut st, mut out) = (Matcher::default(), MatchStats::default(), vec![]);
+        for (i, op) in ["A", "B", "C"].iter().enumerate() {
+            mt.push(m(MessageKind::Request, None, i as u64, op), 8, &mut st, &mut out);
+        }
+        for i in 0..3 {
+            mt.push(m(MessageKind::Response, None, 10 + i, ""), 8, &mut st, &mut out);
+        }
+        let ops: Vec<_> = out.iter().map(|e| e.request.operation.as_str()).collect();
+        assert_eq!(ops, ["A", "B", "C"]);
+        assert_eq!(out[2].end_ns(), 13);
+        assert_eq!(st.complete, 3);
+    }
+
+    #[test]
+    fn keyed_pairs_out_of_order_and_counts_strays() {
+        let (mut mt, mut st, mut out) = (Matcher::default(), MatchStats::default(), vec![]);
+        mt.push(m(MessageKind::Request, Some(1), 0, "one"), 8, &mut st, &mut out);
+        mt.push(m(MessageKind::Request, Some(2), 1, "two"), 8, &mut st, &mut out);
+        mt.push(m(MessageKind::Response, Some(2), 5, ""), 8, &mut st, &mut out);
+        mt.push(m(MessageKind::Response, Some(9), 6, ""), 8, &mut st, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].request.operation, "two");
+        assert_eq!(st.unmatched_responses, 1);
+        mt.finish(&mut st, &mut out);
+        assert_eq!(out[1].kind, ExchangeKind::Unanswered);
+        assert_eq!(out[1].request.operation, "one");
+    }
+
+    #[test]
+    fn timeout_and_bound() {
+        let (mut mt, mut st, mut out) = (Matcher::default(), MatchStats::default(), vec![]);
+        for i in 0..5 {
+            mt.push(m(MessageKind::Request, None, i * 100, "r"), 3, &mut st, &mut out);
+        }
+        assert_eq!(st.pending_overflow, 2);
+        assert_eq!(mt.pending(), 3);
+        mt.expire(350, 100, &mut st, &mut out);
+        assert_eq!(mt.pending(), 1);
+        assert_eq!(st.unanswered, 4);
+    }
+}

@@ -1,0 +1,176 @@
+//! HTTP/1.x decoder plugin for wasmtap.
+//!
+//! `parser` is pure bytes-to-structs code (tested natively); this file maps
+//! its messages to the SDK's messages with OpenTelemetry semantic-convention
+//! attributes. Authorization, Cookie and Set-Cookie values are never read.
+
+pub mod parser;
+
+use wasmtap_sdk::{
+    Attribute, CloseReason, DecodeError, Decoder, Descriptor, Direction, Message, Session, Transport,
+};
+
+/// The HTTP/1.x decoder.
+pub struct Http1;
+
+/// Methods named by RFC 9110 and RFC 5789; others are reported as `_OTHER`
+/// (OpenTelemetry semantic conventions keep `http.request.method` bounded).
+const KNOWN_METHODS: [&str; 9] =
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+impl Decoder for Http1 {
+    type Session = Http1Session;
+
+    fn describe() -> Descriptor {
+        Descriptor::new("http1", env!("CARGO_PKG_VERSION"))
+            .protocol("http")
+            .transport(Transport::Tcp)
+            .port(80)
+            .port(8080)
+            .port(8000)
+            .port(8008)
+            .port(8081)
+            .port(8888)
+    }
+
+    fn probe(transport: Transport, _dir: Direction, data: &[u8]) -> u8 {
+        if transport != Transport::Tcp {
+            return 0;
+        }
+        if data.starts_with(b"HTTP/1.") {
+            return 90;
+        }
+        let line_end = data.iter().position(|&b| b == b'\n').unwrap_or(data.len()).min(8192);
+        let line = &data[..line_end];
+        let Some(sp) = line.iter().position(|&b| b == b' ') else { return 0 };
+        let method = &line[..sp];
+        let token = !method.is_empty() && method.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let has_version = line.windows(7).any(|w| w == b" HTTP/1");
+        if token && has_version { 90 } else { 0 }
+    }
+
+    fn new_session(_transport: Transport, _server_port: u16) -> Http1Session {
+        Http1Session { parser: parser::Parser::new(parser::Limits::default()), buf: Vec::new() }
+    }
+}
+
+/// Per-flow HTTP/1.x state.
+pub struct Http1Session {
+    parser: parser::Parser,
+    buf: Vec<parser::Message>,
+}
+
+fn pdir(d: Direction) -> parser::Dir {
+    match d {
+        Direction::ToServer => parser::Dir::ToServer,
+        Direction::ToClient => parser::Dir::ToClient,
+    }
+}
+
+fn derr(e: parser::ParseError) -> DecodeError {
+    DecodeError::new(e.reason, e.offset)
+}
+
+/// Maps a parsed message to a wasmtap message with semantic-convention attributes.
+pub fn to_message(m: parser::Message) -> Message {
+    match m.kind {
+        parser::Kind::Request => {
+            let method = m.method.unwrap_or_default();
+            let known = KNOWN_METHODS.contains(&method.as_str());
+            // Span names must stay low-cardinality: unknown methods are `HTTP`.
+            let op = if known { method.as_str() } else { "HTTP" };
+            let mut msg = Message::request(m.start_ns, m.end_ns, m.size, op);
+            if known {
+                msg = msg.attribute(Attribute::str("http.request.method", method.clone()));
+            } else {
+                msg = msg
+                    .attribute(Attribute::str("http.request.method", "_OTHER"))
+                    .attribute(Attribute::str("http.request.method_original", method.clone()));
+            }
+            if let Some(p) = m.path {
+                msg = msg.attribute(Attribute::str("url.path", p));
+            }
+            if let Some(q) = m.query {
+                msg = msg.attribute(Attribute::str("url.query", q));
+            }
+            if let Some(h) = m.host {
+                msg = msg.attribute(Attribute::str("server.address", strip_port(&h)));
+            }
+            if let Some(ua) = m.user_agent {
+                msg = msg.attribute(Attribute::str("user_agent.original", ua));
+            }
+            if !m.version.is_empty() {
+                msg = msg.attribute(Attribute::str("network.protocol.version", m.version));
+            }
+            msg.attribute(Attribute::int("http.request.body.size", m.body_size as i64))
+        }
+        parser::Kind::Response => {
+            let code = m.status_code.unwrap_or(0);
+            let text = code.to_string();
+            // Server spans: 5xx is an error, 4xx is the client's (semantic conventions).
+            let msg = Message::response(m.start_ns, m.end_ns, m.size);
+            let msg = if code >= 500 { msg.error(&text) } else { msg.ok(&text) };
+            let msg = msg
+                .attribute(Attribute::int("http.response.status_code", i64::from(code)))
+                .attribute(Attribute::int("http.response.body.size", m.body_size as i64));
+            if m.truncated { msg.attribute(Attribute::boolean("wasmtap.truncated", true)) } else { msg }
+        }
+    }
+}
+
+fn strip_port(host: &str) -> String {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest).to_string();
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+        _ => host.to_string(),
+    }
+}
+
+impl Session for Http1Session {
+    fn feed(
+        &mut self,
+        dir: Direction,
+        timestamp_ns: u64,
+        data: &[u8],
+        out: &mut Vec<Message>,
+    ) -> Result<usize, DecodeError> {
+        let r = self.parser.feed(pdir(dir), timestamp_ns, data, &mut self.buf);
+        out.extend(self.buf.drain(..).map(to_message));
+        r.map_err(derr)
+    }
+
+    fn gap(&mut self, dir: Direction, len: u64, out: &mut Vec<Message>) -> Result<(), DecodeError> {
+        let r = self.parser.gap(pdir(dir), len, &mut self.buf);
+        out.extend(self.buf.drain(..).map(to_message));
+        r.map_err(derr)
+    }
+
+    fn close(&mut self, _reason: CloseReason, timestamp_ns: u64, out: &mut Vec<Message>) {
+        self.parser.close(timestamp_ns, &mut self.buf);
+        out.extend(self.buf.drain(..).map(to_message));
+    }
+}
+
+wasmtap_sdk::export_decoder!(Http1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_accepts_http_and_rejects_other() {
+        assert!(Http1::probe(Transport::Tcp, Direction::ToServer, b"GET / HTTP/1.1\r\n") >= 50);
+        assert!(Http1::probe(Transport::Tcp, Direction::ToClient, b"HTTP/1.1 200 OK\r\n") >= 50);
+        assert_eq!(Http1::probe(Transport::Tcp, Direction::ToServer, b"\x16\x03\x01\x02\x00"), 0);
+        assert_eq!(Http1::probe(Transport::Udp, Direction::ToServer, b"GET / HTTP/1.1\r\n"), 0);
+    }
+
+    #[test]
+    fn host_port_is_stripped() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("example.com"), "example.com");
+    }
+}

@@ -1,0 +1,1449 @@
+//! Pure HTTP/1.x parser (RFC 9112): reassembled TCP bytes in, [`Message`]s out.
+//!
+//! One [`Parser`] per flow holds a state machine for each direction. The host
+//! offers bytes with [`Parser::feed`]; `data` is the unconsumed remainder of
+//! the previous offer of that direction followed by new bytes. A header block
+//! (or a chunk-size line, or a trailer line) is consumed only once complete;
+//! body bytes are consumed as they arrive, so the host never buffers a body.
+//!
+//! * Framing: `Content-Length`, `Transfer-Encoding: chunked` (extensions and
+//!   trailers), close-delimited response bodies (finished by
+//!   [`Parser::close`]); requests without either have no body.
+//! * Responses are matched in order against a bounded queue of the requests
+//!   seen (pipelining): responses to `HEAD`, and 1xx/204/304, have no body; a
+//!   2xx to `CONNECT` and a `101` start a tunnel, after which both directions
+//!   are consumed and ignored. Interim 1xx responses produce no message; their
+//!   bytes count into the final response.
+//! * A direction's first bytes, and the bytes after a gap that broke framing,
+//!   are scanned for something that looks like a start line (a flow may be
+//!   captured mid-stream); junk is consumed, up to [`MAX_RESYNC_BYTES`].
+//!   Between messages of a synchronised stream a bad start line is an error.
+//! * After [`Parser::gap`], the next `feed` of that direction must start with
+//!   the first byte after the hole (the host drops any remainder it kept).
+//!
+//! Nothing here panics on input, every buffer is bounded, and the values of
+//! `Authorization`, `Cookie` and `Set-Cookie` are never extracted.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+#[cfg(test)]
+mod tests;
+
+/// Stable, kebab-case reasons carried by [`ParseError`].
+pub mod reason {
+    /// A request line is malformed where a request must start.
+    pub const BAD_REQUEST_LINE: &str = "bad-request-line";
+    /// A status line is malformed where a response must start.
+    pub const BAD_STATUS_LINE: &str = "bad-status-line";
+    /// A header line is malformed (no colon, bad name, fold without field).
+    pub const BAD_HEADER: &str = "bad-header";
+    /// A header block or trailer section exceeds `Limits::max_header_bytes`.
+    pub const HEADER_TOO_LARGE: &str = "header-too-large";
+    /// More header (or trailer) lines than `Limits::max_headers`.
+    pub const TOO_MANY_HEADERS: &str = "too-many-headers";
+    /// A `Content-Length` value is not a decimal number.
+    pub const BAD_CONTENT_LENGTH: &str = "bad-content-length";
+    /// `Content-Length` values that differ.
+    pub const CONFLICTING_CONTENT_LENGTH: &str = "conflicting-content-length";
+    /// A request whose `Transfer-Encoding` does not end in `chunked`.
+    pub const BAD_TRANSFER_ENCODING: &str = "bad-transfer-encoding";
+    /// Malformed chunked framing (size line, chunk terminator).
+    pub const BAD_CHUNK: &str = "bad-chunk";
+    /// HTTP/0.9, HTTP/2 (prior-knowledge preface) or another major version.
+    pub const NOT_HTTP1: &str = "not-http1";
+    /// No start line found within [`super::MAX_RESYNC_BYTES`] of junk.
+    pub const RESYNC_FAILED: &str = "resync-failed";
+}
+
+/// Requests remembered while awaiting their responses; the oldest is
+/// forgotten when a new one would exceed this.
+pub const MAX_PENDING_REQUESTS: usize = 1024;
+
+/// Bytes of junk skipped while looking for a start line (mid-stream start or
+/// after a gap) before the parser gives up with `resync-failed`.
+pub const MAX_RESYNC_BYTES: u64 = 64 * 1024;
+
+/// Bytes of an incomplete start line checked for validity before it is
+/// complete (so binary garbage fails fast instead of being buffered).
+const EARLY_CHECK_BYTES: usize = 512;
+
+/// Methods recognised mid-line while resynchronising the request direction.
+const KNOWN_METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"HEAD ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+/// Direction of a flow's byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dir {
+    /// Client to server: requests.
+    ToServer,
+    /// Server to client: responses.
+    ToClient,
+}
+
+/// Whether a [`Message`] is a request or a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Sent to the server.
+    Request,
+    /// Sent to the client.
+    Response,
+}
+
+/// One HTTP message (for responses: one exchange's final response).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Request or response.
+    pub kind: Kind,
+    /// Timestamp of the feed call that first offered the message's first byte
+    /// (for a response after interim 1xx responses: the first interim's).
+    pub start_ns: u64,
+    /// Timestamp of the feed (or close) call that completed the message; for
+    /// a message completed by a gap, the last feed of its direction.
+    pub end_ns: u64,
+    /// Header block plus body bytes on the wire, chunk framing and trailers
+    /// included, plus the bytes of interim 1xx responses before a final
+    /// response. Gap bytes inside a `Content-Length` or close-delimited body
+    /// are included.
+    pub size: u64,
+    /// Decoded body length (chunk payloads only). Gap bytes inside a
+    /// `Content-Length` or close-delimited body are included.
+    pub body_size: u64,
+    /// Request method (any RFC 9110 token); `None` for responses.
+    pub method: Option<String>,
+    /// Request-target path without query (for absolute-form targets only the
+    /// path, `/` when empty; `*` kept); `None` for responses and for
+    /// authority-form (`CONNECT`) targets.
+    pub path: Option<String>,
+    /// Query with every value masked (`a=1&b` -> `a=?&b`); `None` when absent
+    /// or empty.
+    pub query: Option<String>,
+    /// Protocol version, e.g. `1.1`.
+    pub version: String,
+    /// Final status code; `None` for requests.
+    pub status_code: Option<u16>,
+    /// Requests: the authority of an absolute-form or authority-form target,
+    /// else the first `Host` header.
+    pub host: Option<String>,
+    /// Requests: the first `User-Agent` header.
+    pub user_agent: Option<String>,
+    /// Part of the body was never captured (a gap), or the flow closed before
+    /// the body's framing completed.
+    pub truncated: bool,
+}
+
+/// Why a direction's bytes could not be parsed. The session should end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseError {
+    /// One of the stable kebab-case strings in [`reason`].
+    pub reason: &'static str,
+    /// Offset in the direction's stream (bytes consumed plus gap bytes) of
+    /// the element that failed.
+    pub offset: u64,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at offset {}", self.reason, self.offset)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Bounds applied to each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest header block (start line through the blank line), and largest
+    /// trailer section. Default 64 KiB.
+    pub max_header_bytes: usize,
+    /// Most header lines in a block (and trailer lines). Default 256.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 * 1024,
+            max_headers: 256,
+        }
+    }
+}
+
+/// What the response framing needs to know about its request.
+#[derive(Debug, Clone, Copy, Default)]
+struct ReqInfo {
+    head: bool,
+    connect: bool,
+    upgrade: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside chunk data, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// Inside the trailer section: bytes and lines so far.
+    Trailers { bytes: usize, lines: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Expecting a header block. `tentative`: found by resynchronisation, so
+    /// an invalid block resumes scanning instead of failing. `scan_from`:
+    /// where the search for the block's end resumes in a re-offered remainder.
+    Start { tentative: bool, scan_from: usize },
+    /// Scanning for a start line. `initial`: nothing of the direction has
+    /// been consumed yet (HTTP/2 and HTTP/0.9 are recognised there).
+    Resync {
+        skipped: u64,
+        at_line_start: bool,
+        initial: bool,
+    },
+    /// `Content-Length` body, bytes left.
+    Body(u64),
+    /// Chunked body.
+    Chunked(Chunk),
+    /// Response body delimited by the connection's end.
+    CloseDelimited,
+    /// Everything is consumed and ignored (tunnel, upgrade).
+    Ignore,
+    /// An error ended the direction; repeated on every later call.
+    Failed(ParseError),
+}
+
+#[derive(Debug)]
+struct Side {
+    state: State,
+    /// Message whose body is in progress.
+    msg: Option<Message>,
+    /// Interim 1xx responses before the final one: (start_ns, bytes).
+    interim: Option<(u64, u64)>,
+    /// Stream offset of the next offer's first byte.
+    offset: u64,
+    /// Bytes left unconsumed by the last feed, and when their first byte was
+    /// first offered.
+    rem_len: usize,
+    rem_ts: u64,
+    /// Timestamp of the last feed.
+    last_ts: u64,
+}
+
+impl Side {
+    fn new() -> Self {
+        Self {
+            state: State::Resync {
+                skipped: 0,
+                at_line_start: true,
+                initial: true,
+            },
+            msg: None,
+            interim: None,
+            offset: 0,
+            rem_len: 0,
+            rem_ts: 0,
+            last_ts: 0,
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Message>, end_ns: u64, truncated: bool) {
+        if let Some(mut m) = self.msg.take() {
+            m.end_ns = end_ns;
+            m.truncated |= truncated;
+            out.push(m);
+        }
+    }
+
+    fn add_body(&mut self, n: u64) {
+        if let Some(m) = self.msg.as_mut() {
+            m.size = m.size.saturating_add(n);
+            m.body_size = m.body_size.saturating_add(n);
+        }
+    }
+
+    fn add_framing(&mut self, n: usize) {
+        if let Some(m) = self.msg.as_mut() {
+            m.size = m.size.saturating_add(n as u64);
+        }
+    }
+}
+
+/// When the bytes of the current offer were first offered.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    now: u64,
+    rem: usize,
+    rem_ts: u64,
+}
+
+impl Clock {
+    fn at(self, pos: usize) -> u64 {
+        if pos < self.rem {
+            self.rem_ts
+        } else {
+            self.now
+        }
+    }
+}
+
+/// Outcome of one state-machine step on the bytes from the current position.
+enum Step {
+    /// Consumed this many bytes (possibly 0 with a state change); continue.
+    Advance(usize),
+    /// Consumed this many bytes; wait for more data.
+    Wait(usize),
+}
+
+/// A failure: reason and offset relative to the current position.
+type Fail = (&'static str, usize);
+
+/// How a message's body is delimited.
+enum Framing {
+    NoBody,
+    Length(u64),
+    Chunked,
+    Close,
+    Interim,
+    Tunnel,
+}
+
+/// Per-flow HTTP/1.x parser with a state machine for each direction.
+#[derive(Debug)]
+pub struct Parser {
+    limits: Limits,
+    req: Side,
+    resp: Side,
+    pending: VecDeque<ReqInfo>,
+    tunnel: bool,
+    closed: bool,
+}
+
+impl Parser {
+    /// Creates the parser for one flow.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            req: Side::new(),
+            resp: Side::new(),
+            pending: VecDeque::new(),
+            tunnel: false,
+            closed: false,
+        }
+    }
+
+    fn side_mut(&mut self, dir: Dir) -> &mut Side {
+        match dir {
+            Dir::ToServer => &mut self.req,
+            Dir::ToClient => &mut self.resp,
+        }
+    }
+
+    /// Parses `data` (the unconsumed remainder of `dir`'s previous offer
+    /// followed by new bytes, last captured at `ts_ns`), pushes completed
+    /// messages to `out` and returns how many bytes were consumed. An error
+    /// means the direction is not (or no longer) HTTP/1.x; it is repeated on
+    /// later calls.
+    pub fn feed(
+        &mut self,
+        dir: Dir,
+        ts_ns: u64,
+        data: &[u8],
+        out: &mut Vec<Message>,
+    ) -> Result<usize, ParseError> {
+        let side = self.side_mut(dir);
+        if let State::Failed(e) = side.state {
+            return Err(e);
+        }
+        let clock = Clock {
+            now: ts_ns,
+            rem: side.rem_len.min(data.len()),
+            rem_ts: side.rem_ts,
+        };
+        side.last_ts = ts_ns;
+        let mut pos = 0usize;
+        let result = self.run(dir, clock, data, &mut pos, out);
+        let side = self.side_mut(dir);
+        match result {
+            Ok(consumed) => {
+                let consumed = consumed.min(data.len());
+                let left = data.len() - consumed;
+                if left > 0 && consumed >= clock.rem {
+                    side.rem_ts = ts_ns;
+                }
+                side.rem_len = left;
+                side.offset = side.offset.saturating_add(consumed as u64);
+                Ok(consumed)
+            }
+            Err((reason, at)) => {
+                let offset = side.offset.saturating_add(pos.saturating_add(at) as u64);
+                let err = ParseError { reason, offset };
+                side.state = State::Failed(err);
+                side.msg = None;
+                side.interim = None;
+                Err(err)
+            }
+        }
+    }
+
+    /// Runs the state machine of `dir` until it needs more data.
+    fn run(
+        &mut self,
+        dir: Dir,
+        clock: Clock,
+        data: &[u8],
+        pos: &mut usize,
+        out: &mut Vec<Message>,
+    ) -> Result<usize, Fail> {
+        loop {
+            if self.tunnel || self.closed {
+                return Ok(data.len());
+            }
+            let rest = data.get(*pos..).unwrap_or_default();
+            let state = self.side_mut(dir).state;
+            let step = match state {
+                State::Failed(e) => return Err((e.reason, 0)),
+                State::Ignore => return Ok(data.len()),
+                State::Resync {
+                    skipped,
+                    at_line_start,
+                    initial,
+                } => self.step_resync(dir, rest, skipped, at_line_start, initial)?,
+                State::Start {
+                    tentative,
+                    scan_from,
+                } => self.step_start(dir, rest, *pos, clock, tentative, scan_from, out)?,
+                State::Body(remaining) => self.step_body(dir, rest, remaining, clock, out),
+                State::Chunked(chunk) => self.step_chunk(dir, rest, chunk, clock, out)?,
+                State::CloseDelimited => {
+                    let side = self.side_mut(dir);
+                    side.add_body(rest.len() as u64);
+                    Step::Wait(rest.len())
+                }
+            };
+            match step {
+                Step::Advance(n) => *pos = pos.saturating_add(n).min(data.len()),
+                Step::Wait(n) => return Ok(pos.saturating_add(n).min(data.len())),
+            }
+        }
+    }
+
+    fn step_resync(
+        &mut self,
+        dir: Dir,
+        rest: &[u8],
+        skipped: u64,
+        at_line_start: bool,
+        initial: bool,
+    ) -> Result<Step, Fail> {
+        let max_line = self.limits.max_header_bytes;
+        let mut p = 0usize;
+        let found = loop {
+            if skipped.saturating_add(p as u64) > MAX_RESYNC_BYTES {
+                return Err((reason::RESYNC_FAILED, p));
+            }
+            if p >= rest.len() {
+                break None;
+            }
+            let line_start = if p == 0 {
+                at_line_start
+            } else {
+                rest.get(p - 1) == Some(&b'\n')
+            };
+            let here = rest.get(p..).unwrap_or_default();
+            match candidate(dir, here, line_start, initial && p == 0, max_line) {
+                Cand::Match => break Some(true),
+                Cand::NeedMore => break Some(false),
+                Cand::NotHttp1 => return Err((reason::NOT_HTTP1, p)),
+                Cand::No => p += 1,
+            }
+        };
+        let skipped = skipped.saturating_add(p as u64);
+        let side = self.side_mut(dir);
+        match found {
+            Some(true) => {
+                side.state = State::Start {
+                    tentative: true,
+                    scan_from: 0,
+                };
+                Ok(Step::Advance(p))
+            }
+            Some(false) => {
+                let line_start = if p == 0 {
+                    at_line_start
+                } else {
+                    rest.get(p - 1) == Some(&b'\n')
+                };
+                side.state = State::Resync {
+                    skipped,
+                    at_line_start: line_start,
+                    initial: initial && p == 0,
+                };
+                Ok(Step::Wait(p))
+            }
+            None => {
+                let line_start = match rest.last() {
+                    Some(&b) => b == b'\n',
+                    None => at_line_start,
+                };
+                side.state = State::Resync {
+                    skipped,
+                    at_line_start: line_start,
+                    initial: initial && rest.is_empty(),
+                };
+                Ok(Step::Wait(rest.len()))
+            }
+        }
+    }
+
+    /// A strict start line failed. While an upgrade or `CONNECT` is awaiting
+    /// its response the client may already speak the new protocol: ignore the
+    /// request direction from here on instead of failing.
+    fn strict_failure(&mut self, dir: Dir, reason: &'static str) -> Result<Step, Fail> {
+        if dir == Dir::ToServer && self.pending.iter().any(|r| r.upgrade || r.connect) {
+            self.req.state = State::Ignore;
+            return Ok(Step::Advance(0));
+        }
+        Err((reason, 0))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step_start(
+        &mut self,
+        dir: Dir,
+        rest: &[u8],
+        pos: usize,
+        clock: Clock,
+        tentative: bool,
+        scan_from: usize,
+        out: &mut Vec<Message>,
+    ) -> Result<Step, Fail> {
+        // RFC 9112 §2.2: empty lines before a start line are ignored.
+        let skip = rest
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        if skip > 0 {
+            self.side_mut(dir).state = State::Start {
+                tentative,
+                scan_from: 0,
+            };
+            return Ok(Step::Advance(skip));
+        }
+        if rest.is_empty() {
+            return Ok(Step::Wait(0));
+        }
+        let max = self.limits.max_header_bytes;
+        // Checked first, complete or not, so the outcome does not depend on
+        // how the bytes were split into offers.
+        if !tentative && let Err(r) = early_check(dir, rest, EARLY_CHECK_BYTES.min(max)) {
+            return self.strict_failure(dir, r);
+        }
+        let Some(end) = find_head_end(rest, scan_from.min(rest.len())) else {
+            if rest.len() >= max {
+                return Err((reason::HEADER_TOO_LARGE, 0));
+            }
+            self.side_mut(dir).state = State::Start {
+                tentative,
+                scan_from: rest.len().saturating_sub(2),
+            };
+            return Ok(Step::Wait(0));
+        };
+        if end > max {
+            return Err((reason::HEADER_TOO_LARGE, 0));
+        }
+        let block = rest.get(..end).unwrap_or_default();
+        let req = self.pending.front().copied().unwrap_or_default();
+        let parsed = parse_head(block, dir, &self.limits)
+            .and_then(|head| framing(&head, req).map(|f| (head, f)));
+        let (head, framing) = match parsed {
+            Ok(v) => v,
+            Err(r)
+                if tentative
+                    && matches!(
+                        r,
+                        reason::BAD_HEADER | reason::BAD_REQUEST_LINE | reason::BAD_STATUS_LINE
+                    ) =>
+            {
+                // A false start line: skip it and keep scanning.
+                let line = block
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(end, |i| i + 1);
+                self.side_mut(dir).state = State::Resync {
+                    skipped: line as u64,
+                    at_line_start: true,
+                    initial: false,
+                };
+                return Ok(Step::Advance(line));
+            }
+            Err(r) => return self.strict_failure(dir, r),
+        };
+        let start_ns = clock.at(pos);
+        let mut msg = Message {
+            kind: match dir {
+                Dir::ToServer => Kind::Request,
+                Dir::ToClient => Kind::Response,
+            },
+            start_ns,
+            end_ns: clock.now,
+            size: end as u64,
+            body_size: 0,
+            method: None,
+            path: None,
+            query: None,
+            version: head.version,
+            status_code: None,
+            host: None,
+            user_agent: None,
+            truncated: false,
+        };
+        match head.line {
+            StartLine::Request { method, target } => {
+                let info = ReqInfo {
+                    head: method == b"HEAD",
+                    connect: method == b"CONNECT",
+                    upgrade: head.upgrade,
+                };
+                if self.pending.len() >= MAX_PENDING_REQUESTS {
+                    self.pending.pop_front();
+                }
+                self.pending.push_back(info);
+                let t = split_target(target, info.connect);
+                msg.method = Some(lossy(method));
+                msg.path = t.path;
+                msg.query = t.query;
+                msg.host = t.authority.or(head.host);
+                msg.user_agent = head.user_agent;
+            }
+            StartLine::Status(code) => {
+                msg.status_code = Some(code);
+                if matches!(framing, Framing::Interim) {
+                    let side = self.side_mut(dir);
+                    let (s, b) = side.interim.unwrap_or((start_ns, 0));
+                    side.interim = Some((s, b.saturating_add(end as u64)));
+                    side.state = State::Start {
+                        tentative: false,
+                        scan_from: 0,
+                    };
+                    return Ok(Step::Advance(end));
+                }
+                self.pending.pop_front();
+                if let Some((s, b)) = self.side_mut(dir).interim.take() {
+                    msg.start_ns = s;
+                    msg.size = msg.size.saturating_add(b);
+                }
+            }
+        }
+        if matches!(framing, Framing::Tunnel) {
+            out.push(msg);
+            self.start_tunnel(out);
+            return Ok(Step::Advance(end));
+        }
+        let side = self.side_mut(dir);
+        side.state = match framing {
+            Framing::NoBody | Framing::Interim | Framing::Tunnel => {
+                out.push(msg);
+                State::Start {
+                    tentative: false,
+                    scan_from: 0,
+                }
+            }
+            Framing::Length(n) => {
+                side.msg = Some(msg);
+                State::Body(n)
+            }
+            Framing::Chunked => {
+                side.msg = Some(msg);
+                State::Chunked(Chunk::Size)
+            }
+            Framing::Close => {
+                side.msg = Some(msg);
+                State::CloseDelimited
+            }
+        };
+        Ok(Step::Advance(end))
+    }
+
+    /// 101 or a 2xx to CONNECT: the connection stops being HTTP/1.x.
+    fn start_tunnel(&mut self, out: &mut Vec<Message>) {
+        self.tunnel = true;
+        for side in [&mut self.req, &mut self.resp] {
+            let end = side.last_ts;
+            side.finish(out, end, true);
+            side.interim = None;
+            side.state = State::Ignore;
+        }
+    }
+
+    fn step_body(
+        &mut self,
+        dir: Dir,
+        rest: &[u8],
+        remaining: u64,
+        clock: Clock,
+        out: &mut Vec<Message>,
+    ) -> Step {
+        let take = remaining.min(rest.len() as u64);
+        let side = self.side_mut(dir);
+        side.add_body(take);
+        let left = remaining - take;
+        // `take` <= rest.len(), so it fits in usize.
+        let n = usize::try_from(take).unwrap_or(rest.len());
+        if left == 0 {
+            side.finish(out, clock.now, false);
+            side.state = State::Start {
+                tentative: false,
+                scan_from: 0,
+            };
+            Step::Advance(n)
+        } else {
+            side.state = State::Body(left);
+            Step::Wait(n)
+        }
+    }
+
+    fn step_chunk(
+        &mut self,
+        dir: Dir,
+        rest: &[u8],
+        chunk: Chunk,
+        clock: Clock,
+        out: &mut Vec<Message>,
+    ) -> Result<Step, Fail> {
+        let limits = self.limits;
+        let side = self.side_mut(dir);
+        match chunk {
+            Chunk::Size => {
+                let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                    if rest.len() >= limits.max_header_bytes {
+                        return Err((reason::BAD_CHUNK, 0));
+                    }
+                    return Ok(Step::Wait(0));
+                };
+                if nl >= limits.max_header_bytes {
+                    return Err((reason::BAD_CHUNK, 0));
+                }
+                let line = strip_cr(rest.get(..nl).unwrap_or_default());
+                let size = parse_chunk_size(line).ok_or((reason::BAD_CHUNK, 0))?;
+                side.add_framing(nl + 1);
+                side.state = State::Chunked(if size == 0 {
+                    Chunk::Trailers { bytes: 0, lines: 0 }
+                } else {
+                    Chunk::Data(size)
+                });
+                Ok(Step::Advance(nl + 1))
+            }
+            Chunk::Data(remaining) => {
+                let take = remaining.min(rest.len() as u64);
+                side.add_body(take);
+                let left = remaining - take;
+                let n = usize::try_from(take).unwrap_or(rest.len());
+                if left == 0 {
+                    side.state = State::Chunked(Chunk::DataEnd);
+                    Ok(Step::Advance(n))
+                } else {
+                    side.state = State::Chunked(Chunk::Data(left));
+                    Ok(Step::Wait(n))
+                }
+            }
+            Chunk::DataEnd => {
+                let n = match (rest.first(), rest.get(1)) {
+                    (None, _) | (Some(b'\r'), None) => return Ok(Step::Wait(0)),
+                    (Some(b'\n'), _) => 1,
+                    (Some(b'\r'), Some(b'\n')) => 2,
+                    _ => return Err((reason::BAD_CHUNK, 0)),
+                };
+                side.add_framing(n);
+                side.state = State::Chunked(Chunk::Size);
+                Ok(Step::Advance(n))
+            }
+            Chunk::Trailers { bytes, lines } => {
+                let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                    if bytes.saturating_add(rest.len()) >= limits.max_header_bytes {
+                        return Err((reason::HEADER_TOO_LARGE, 0));
+                    }
+                    return Ok(Step::Wait(0));
+                };
+                let bytes = bytes.saturating_add(nl + 1);
+                if bytes > limits.max_header_bytes {
+                    return Err((reason::HEADER_TOO_LARGE, 0));
+                }
+                side.add_framing(nl + 1);
+                if strip_cr(rest.get(..nl).unwrap_or_default()).is_empty() {
+                    side.finish(out, clock.now, false);
+                    side.state = State::Start {
+                        tentative: false,
+                        scan_from: 0,
+                    };
+                } else {
+                    let lines = lines + 1;
+                    if lines > limits.max_headers {
+                        return Err((reason::TOO_MANY_HEADERS, 0));
+                    }
+                    side.state = State::Chunked(Chunk::Trailers { bytes, lines });
+                }
+                Ok(Step::Advance(nl + 1))
+            }
+        }
+    }
+
+    /// Reports that `len` bytes of `dir`'s stream were never captured. Inside
+    /// a `Content-Length` body shorter than the rest, the body shrinks and the
+    /// message is marked truncated; inside a close-delimited body the body
+    /// just continues (truncated). Anywhere else the message in progress is
+    /// finished (truncated) and the direction resynchronises on the next
+    /// start line. Only repeats an earlier error; never fails by itself.
+    pub fn gap(&mut self, dir: Dir, len: u64, out: &mut Vec<Message>) -> Result<(), ParseError> {
+        if self.tunnel || self.closed {
+            return Ok(());
+        }
+        let side = self.side_mut(dir);
+        side.offset = side.offset.saturating_add(len);
+        side.rem_len = 0;
+        if len == 0 {
+            return Ok(());
+        }
+        let resync = State::Resync {
+            skipped: 0,
+            at_line_start: true,
+            initial: false,
+        };
+        let end = side.last_ts;
+        match side.state {
+            State::Failed(e) => return Err(e),
+            State::Ignore => {}
+            State::Start { .. } => {
+                side.interim = None;
+                side.state = resync;
+            }
+            State::Resync { skipped, .. } => {
+                side.state = State::Resync {
+                    skipped,
+                    at_line_start: true,
+                    initial: false,
+                };
+            }
+            State::Body(remaining) => {
+                if let Some(m) = side.msg.as_mut() {
+                    m.truncated = true;
+                }
+                if len < remaining {
+                    side.add_body(len);
+                    side.state = State::Body(remaining - len);
+                } else {
+                    side.add_body(remaining);
+                    side.finish(out, end, true);
+                    side.state = resync;
+                }
+            }
+            State::Chunked(_) => {
+                side.finish(out, end, true);
+                side.state = resync;
+            }
+            State::CloseDelimited => {
+                if let Some(m) = side.msg.as_mut() {
+                    m.truncated = true;
+                }
+                side.add_body(len);
+            }
+        }
+        Ok(())
+    }
+
+    /// The flow ended at `ts_ns`: pushes the close-delimited response in
+    /// progress, and any other message whose body had started but not
+    /// finished (marked truncated). Later calls consume and ignore.
+    pub fn close(&mut self, ts_ns: u64, out: &mut Vec<Message>) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        for side in [&mut self.req, &mut self.resp] {
+            let truncated = side.state != State::CloseDelimited;
+            side.finish(out, ts_ns, truncated);
+            side.interim = None;
+            if !matches!(side.state, State::Failed(_)) {
+                side.state = State::Ignore;
+            }
+        }
+    }
+}
+
+/// Finds the end (exclusive, after the blank line) of a header block,
+/// resuming the search at `from`. Lines end in LF, optionally preceded by CR.
+fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(off) = buf
+        .get(i..)
+        .and_then(|t| t.iter().position(|&b| b == b'\n'))
+    {
+        let nl = i + off;
+        match (buf.get(nl + 1), buf.get(nl + 2)) {
+            (Some(b'\n'), _) => return Some(nl + 2),
+            (Some(b'\r'), Some(b'\n')) => return Some(nl + 3),
+            _ => i = nl + 1,
+        }
+    }
+    None
+}
+
+/// Validates the available prefix of an incomplete start line.
+fn early_check(dir: Dir, buf: &[u8], budget: usize) -> Result<(), &'static str> {
+    match dir {
+        Dir::ToServer => match walk_request_line(buf, budget) {
+            Walk::Invalid => Err(reason::BAD_REQUEST_LINE),
+            Walk::Line(_) | Walk::Partial => Ok(()),
+        },
+        Dir::ToClient => match status_prefix(buf.get(..budget).unwrap_or(buf), false) {
+            Cand::No => Err(reason::BAD_STATUS_LINE),
+            _ => Ok(()),
+        },
+    }
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Request-target bytes: visible ASCII and obs-text (raw UTF-8 is tolerated).
+fn is_target_char(b: u8) -> bool {
+    b > b' ' && b != 0x7f
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cand {
+    Match,
+    NeedMore,
+    No,
+    NotHttp1,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// A complete line; index of its LF.
+    Line(usize),
+    /// Valid so far (or the budget ran out).
+    Partial,
+    Invalid,
+}
+
+/// Walks a request line (`token SP target SP HTTP/d.d CRLF`, or the
+/// HTTP/0.9 shape `token SP target CRLF`) over at most `budget` bytes,
+/// stopping at the first byte that cannot belong to one.
+fn walk_request_line(buf: &[u8], budget: usize) -> Walk {
+    const VERSION: &[u8] = b"HTTP/";
+    let mut phase = 0u8;
+    let mut n = 0usize;
+    for (i, &b) in buf.iter().enumerate().take(budget) {
+        match phase {
+            0 => match b {
+                b' ' if n > 0 => (phase, n) = (1, 0),
+                _ if is_tchar(b) => n += 1,
+                _ => return Walk::Invalid,
+            },
+            1 => match b {
+                b' ' if n > 0 => (phase, n) = (2, 0),
+                b'\r' if n > 0 => phase = 3,
+                b'\n' if n > 0 => return Walk::Line(i),
+                _ if is_target_char(b) => n += 1,
+                _ => return Walk::Invalid,
+            },
+            2 => {
+                let ok = match n {
+                    0..=4 => VERSION.get(n) == Some(&b),
+                    5 | 7 => b.is_ascii_digit(),
+                    6 => b == b'.',
+                    _ => match b {
+                        b'\r' => {
+                            phase = 3;
+                            continue;
+                        }
+                        b'\n' => return Walk::Line(i),
+                        _ => false,
+                    },
+                };
+                if !ok {
+                    return Walk::Invalid;
+                }
+                n += 1;
+            }
+            _ => {
+                return if b == b'\n' {
+                    Walk::Line(i)
+                } else {
+                    Walk::Invalid
+                };
+            }
+        }
+    }
+    Walk::Partial
+}
+
+/// Matches the first 13 bytes of a status line (`HTTP/d.d ddd` then SP, CR
+/// or LF); `major_one` requires `HTTP/1.`.
+fn status_prefix(buf: &[u8], major_one: bool) -> Cand {
+    for (i, &b) in buf.iter().enumerate().take(13) {
+        let ok = match i {
+            0..=4 => b"HTTP/".get(i) == Some(&b),
+            5 => {
+                if major_one {
+                    b == b'1'
+                } else {
+                    b.is_ascii_digit()
+                }
+            }
+            6 => b == b'.',
+            7 | 9..=11 => b.is_ascii_digit(),
+            8 => b == b' ',
+            _ => matches!(b, b' ' | b'\r' | b'\n'),
+        };
+        if !ok {
+            return Cand::No;
+        }
+    }
+    if buf.len() >= 13 {
+        Cand::Match
+    } else {
+        Cand::NeedMore
+    }
+}
+
+/// Whether the start line at `buf` is where resynchronisation should stop.
+fn candidate(dir: Dir, buf: &[u8], line_start: bool, initial: bool, max_line: usize) -> Cand {
+    let Some(&first) = buf.first() else {
+        return Cand::NeedMore;
+    };
+    match dir {
+        Dir::ToClient => {
+            if first == b'H' {
+                status_prefix(buf, true)
+            } else {
+                Cand::No
+            }
+        }
+        Dir::ToServer => {
+            let known = || {
+                KNOWN_METHODS.iter().any(|m| {
+                    let n = m.len().min(buf.len());
+                    buf.get(..n) == m.get(..n)
+                })
+            };
+            if !(known() || line_start && is_tchar(first)) {
+                return Cand::No;
+            }
+            match walk_request_line(buf, max_line) {
+                Walk::Invalid => Cand::No,
+                Walk::Partial => {
+                    if buf.len() >= max_line {
+                        Cand::No
+                    } else {
+                        Cand::NeedMore
+                    }
+                }
+                Walk::Line(nl) => {
+                    match parse_request_line(strip_cr(buf.get(..nl).unwrap_or_default())) {
+                        Ok(_) => Cand::Match,
+                        Err(reason::NOT_HTTP1) if initial => Cand::NotHttp1,
+                        Err(_) => Cand::No,
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum StartLine<'a> {
+    Request { method: &'a [u8], target: &'a [u8] },
+    Status(u16),
+}
+
+struct Head<'a> {
+    line: StartLine<'a>,
+    version: String,
+    content_length: Result<Option<u64>, &'static str>,
+    /// `Some(chunked is the final coding)` when Transfer-Encoding is present.
+    chunked: Option<bool>,
+    host: Option<String>,
+    user_agent: Option<String>,
+    upgrade: bool,
+}
+
+/// Parses `HTTP/d.d` into (major, minor).
+fn parse_version(v: &[u8]) -> Option<(u8, u8)> {
+    match v {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Some((major - b'0', minor - b'0'))
+        }
+        _ => None,
+    }
+}
+
+fn version_string(v: &[u8], bad: &'static str) -> Result<String, &'static str> {
+    match parse_version(v) {
+        Some((1, minor)) => Ok(format!("1.{minor}")),
+        Some(_) => Err(reason::NOT_HTTP1),
+        None => Err(bad),
+    }
+}
+
+/// Parses a complete request line (without its line ending).
+fn parse_request_line(line: &[u8]) -> Result<(&[u8], &[u8], String), &'static str> {
+    let bad = reason::BAD_REQUEST_LINE;
+    let mut parts = line.split(|&b| b == b' ');
+    let method = parts.next().unwrap_or_default();
+    let target = parts.next().ok_or(bad)?;
+    let version = parts.next();
+    if parts.next().is_some()
+        || method.is_empty()
+        || !method.iter().all(|&b| is_tchar(b))
+        || target.is_empty()
+        || !target.iter().all(|&b| is_target_char(b))
+    {
+        return Err(bad);
+    }
+    let Some(version) = version else {
+        // HTTP/0.9: `GET /path` without a version.
+        return Err(if method == b"GET" && target.starts_with(b"/") {
+            reason::NOT_HTTP1
+        } else {
+            bad
+        });
+    };
+    Ok((method, target, version_string(version, bad)?))
+}
+
+/// Parses a complete status line (without its line ending).
+fn parse_status_line(line: &[u8]) -> Result<(u16, String), &'static str> {
+    let bad = reason::BAD_STATUS_LINE;
+    let version = version_string(line.get(..8).ok_or(bad)?, bad)?;
+    let code = match line.get(8..) {
+        Some([b' ', a, b, c, rest @ ..])
+            if (b'1'..=b'9').contains(a)
+                && b.is_ascii_digit()
+                && c.is_ascii_digit()
+                && matches!(rest.first(), None | Some(b' ')) =>
+        {
+            u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
+        }
+        _ => return Err(bad),
+    };
+    Ok((code, version))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    ContentLength,
+    TransferEncoding,
+    Host,
+    UserAgent,
+    Upgrade,
+}
+
+fn field(name: &[u8]) -> Option<Field> {
+    const FIELDS: [(&[u8], Field); 5] = [
+        (b"content-length", Field::ContentLength),
+        (b"transfer-encoding", Field::TransferEncoding),
+        (b"host", Field::Host),
+        (b"user-agent", Field::UserAgent),
+        (b"upgrade", Field::Upgrade),
+    ];
+    FIELDS
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|&(_, f)| f)
+}
+
+/// Parses a complete header block (start line through the blank line).
+/// Only framing fields, `Host`, `User-Agent` and `Upgrade` are kept.
+fn parse_head<'a>(block: &'a [u8], dir: Dir, limits: &Limits) -> Result<Head<'a>, &'static str> {
+    let mut lines = block.split(|&b| b == b'\n').map(strip_cr);
+    let first = lines.next().unwrap_or_default();
+    let (line, version) = match dir {
+        Dir::ToServer => {
+            let (method, target, version) = parse_request_line(first)?;
+            (StartLine::Request { method, target }, version)
+        }
+        Dir::ToClient => {
+            let (code, version) = parse_status_line(first)?;
+            (StartLine::Status(code), version)
+        }
+    };
+    let mut fields: Vec<(Field, Vec<u8>)> = Vec::new();
+    let mut count = 0usize;
+    let mut last_kept = false;
+    for l in lines {
+        if l.is_empty() {
+            break;
+        }
+        if matches!(l.first(), Some(b' ' | b'\t')) {
+            // obs-fold (RFC 9112 §5.2): continue the previous field's value.
+            if count == 0 {
+                return Err(reason::BAD_HEADER);
+            }
+            if last_kept && let Some((_, v)) = fields.last_mut() {
+                v.push(b' ');
+                v.extend_from_slice(trim_ows(l));
+            }
+            continue;
+        }
+        count += 1;
+        if count > limits.max_headers {
+            return Err(reason::TOO_MANY_HEADERS);
+        }
+        let colon = l
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(reason::BAD_HEADER)?;
+        let name = l.get(..colon).unwrap_or_default();
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(reason::BAD_HEADER);
+        }
+        last_kept = false;
+        if let Some(f) = field(name) {
+            let value = trim_ows(l.get(colon + 1..).unwrap_or_default());
+            fields.push((f, value.to_vec()));
+            last_kept = true;
+        }
+    }
+    let values = |want: Field| {
+        fields
+            .iter()
+            .filter(move |(f, _)| *f == want)
+            .map(|(_, v)| v)
+    };
+    let first_value = |want: Field| values(want).next().map(|v| lossy(trim_ows(v)));
+    let chunked = if values(Field::TransferEncoding).next().is_some() {
+        let codings: Vec<&[u8]> = values(Field::TransferEncoding)
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(|c| trim_ows(c.split(|&b| b == b';').next().unwrap_or_default()))
+            .filter(|c| !c.is_empty())
+            .collect();
+        if codings.iter().all(|c| c.eq_ignore_ascii_case(b"identity")) && !codings.is_empty() {
+            None // the obsolete `identity` coding means no transfer coding
+        } else {
+            Some(
+                codings
+                    .last()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")),
+            )
+        }
+    } else {
+        None
+    };
+    Ok(Head {
+        line,
+        version,
+        content_length: content_length(values(Field::ContentLength)),
+        chunked,
+        host: first_value(Field::Host).filter(|h| !h.is_empty()),
+        user_agent: first_value(Field::UserAgent),
+        upgrade: values(Field::Upgrade).next().is_some(),
+    })
+}
+
+/// Parses all `Content-Length` values: each a comma list of identical
+/// decimal numbers (RFC 9110 §8.6); different values are an error.
+fn content_length<'v>(
+    values: impl Iterator<Item = &'v Vec<u8>>,
+) -> Result<Option<u64>, &'static str> {
+    let mut length = None;
+    for v in values {
+        let mut any = false;
+        for part in v
+            .split(|&b| b == b',')
+            .map(trim_ows)
+            .filter(|p| !p.is_empty())
+        {
+            any = true;
+            let n = parse_decimal(part).ok_or(reason::BAD_CONTENT_LENGTH)?;
+            match length {
+                None => length = Some(n),
+                Some(l) if l == n => {}
+                Some(_) => return Err(reason::CONFLICTING_CONTENT_LENGTH),
+            }
+        }
+        if !any {
+            return Err(reason::BAD_CONTENT_LENGTH);
+        }
+    }
+    Ok(length)
+}
+
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, &b| {
+        if b.is_ascii_digit() {
+            acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// Parses `1*HEXDIG [BWS ; ext]` (RFC 9112 §7.1).
+fn parse_chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let (hex, rest) = line.split_at_checked(digits)?;
+    let size = hex.iter().try_fold(0u64, |acc, &b| {
+        let d = char::from(b).to_digit(16)?;
+        acc.checked_mul(16)?.checked_add(u64::from(d))
+    })?;
+    match trim_ows(rest).first() {
+        None | Some(b';') => Some(size),
+        Some(_) => None,
+    }
+}
+
+/// Body framing of a parsed head (RFC 9112 §6.3). `req` is the request a
+/// response answers (a non-HEAD, non-CONNECT request when none was seen).
+fn framing(head: &Head<'_>, req: ReqInfo) -> Result<Framing, &'static str> {
+    let by_length = |cl: Result<Option<u64>, &'static str>, otherwise: Framing| match cl? {
+        Some(0) => Ok(Framing::NoBody),
+        Some(n) => Ok(Framing::Length(n)),
+        None => Ok(otherwise),
+    };
+    match head.line {
+        StartLine::Request { .. } => match head.chunked {
+            Some(true) => Ok(Framing::Chunked),
+            Some(false) => Err(reason::BAD_TRANSFER_ENCODING),
+            None => by_length(head.content_length, Framing::NoBody),
+        },
+        StartLine::Status(code) => {
+            if code == 101 {
+                return Ok(Framing::Tunnel);
+            }
+            if code < 200 {
+                return Ok(Framing::Interim);
+            }
+            if req.connect && code < 300 {
+                return Ok(Framing::Tunnel);
+            }
+            if req.head || code == 204 || code == 304 {
+                return Ok(Framing::NoBody);
+            }
+            match head.chunked {
+                Some(true) => Ok(Framing::Chunked),
+                Some(false) => Ok(Framing::Close),
+                None => by_length(head.content_length, Framing::Close),
+            }
+        }
+    }
+}
+
+struct Target {
+    path: Option<String>,
+    query: Option<String>,
+    authority: Option<String>,
+}
+
+/// Splits a request-target into path, masked query and authority.
+fn split_target(target: &[u8], connect: bool) -> Target {
+    if target == b"*" {
+        return Target {
+            path: Some("*".into()),
+            query: None,
+            authority: None,
+        };
+    }
+    let scheme_end = target.windows(3).position(|w| w == b"://").filter(|&i| {
+        let scheme = target.get(..i).unwrap_or_default();
+        scheme.first().is_some_and(u8::is_ascii_alphabetic)
+            && scheme
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    });
+    let (authority, rest) = match scheme_end {
+        Some(i) => {
+            let after = target.get(i + 3..).unwrap_or_default();
+            let end = after
+                .iter()
+                .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+                .unwrap_or(after.len());
+            let (auth, rest) = after.split_at_checked(end).unwrap_or((after, &[]));
+            // Drop any userinfo (`user:password@`).
+            let host = auth.rsplit(|&b| b == b'@').next().unwrap_or_default();
+            let host = (!host.is_empty()).then(|| lossy(host));
+            (host, Some(rest))
+        }
+        // authority-form (`CONNECT host:port`).
+        None if connect => (Some(lossy(target)), None),
+        None => (None, Some(target)),
+    };
+    let Some(rest) = rest else {
+        return Target {
+            path: None,
+            query: None,
+            authority,
+        };
+    };
+    let rest = rest.split(|&b| b == b'#').next().unwrap_or_default();
+    let (path, query) = match rest.iter().position(|&b| b == b'?') {
+        Some(q) => (rest.get(..q).unwrap_or_default(), rest.get(q + 1..)),
+        None => (rest, None),
+    };
+    let path = if path.is_empty() {
+        "/".to_string()
+    } else {
+        lossy(path)
+    };
+    let query = query.filter(|q| !q.is_empty()).map(mask_query);
+    Target {
+        path: Some(path),
+        query,
+        authority,
+    }
+}
+
+/// Masks every value of a query: `a=1&b=xyz&c` -> `a=?&b=?&c`.
+fn mask_query(query: &[u8]) -> String {
+    let mut out = String::with_capacity(query.len().min(1024));
+    for (i, pair) in query.split(|&b| b == b'&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => {
+                out.push_str(&String::from_utf8_lossy(pair.get(..eq).unwrap_or_default()));
+                out.push_str("=?");
+            }
+            None => out.push_str(&String::from_utf8_lossy(pair)),
+        }
+    }
+    out
+}

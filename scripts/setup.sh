@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing wasmtap needs, only when missing.
+# Usage: scripts/setup.sh [--test]   (--test adds the tools the test suite drives)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$1"); }
+want libpcap-dev
+want pkg-config
+if [[ "${1:-}" == "--test" ]]; then
+  want tshark
+  want nginx-light
+  want wrk
+  want iproute2
+fi
+if ((${#need_apt[@]})); then
+  echo "setup: installing Debian packages: ${need_apt[*]}" >&2
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# The toolchain and wasm targets pinned in rust-toolchain.toml.
+if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$'; then
+  echo "setup: adding rustup target wasm32-wasip2" >&2
+  rustup target add wasm32-wasip2 >/dev/null
+fi
+
+if [[ "${1:-}" == "--test" ]]; then
+  # rotel: an OpenTelemetry collector (Rust) from PyPI, for the end-to-end OTLP test.
+  if ! command -v rotel >/dev/null 2>&1 && ! python3 -c 'import rotel' 2>/dev/null; then
+    echo "setup: installing rotel from PyPI" >&2
+    python3 -m pip install -q "rotel==0.0.1a15" >/dev/null 2>&1 || echo "setup: warning: rotel could not be installed" >&2
+  fi
+fi

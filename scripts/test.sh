@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every check and test wasmtap has. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test
+export CARGO_TERM_COLOR=never
+echo "== fmt"
+cargo fmt --all -- --check
+echo "== clippy (host)"
+cargo clippy -j2 --workspace --all-targets -q -- -D warnings
+echo "== clippy (plugins, wasm32-wasip2)"
+cargo clippy -j2 --target wasm32-wasip2 --target-dir target/wasm-plugins -q \
+  $(for d in plugins/*/; do echo -p "wasmtap-plugin-$(basename "$d")"; done) -- -D warnings
+echo "== tests"
+cargo test -j2 --workspace

@@ -1,0 +1,1 @@
+//! wasmtap-e2e
