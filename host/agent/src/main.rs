@@ -75,7 +75,7 @@ struct ReplayArgs {
     /// OTLP base URL (as OTEL_EXPORTER_OTLP_ENDPOINT), e.g. http://collector:4317.
     #[arg(long)]
     otlp_endpoint: Option<String>,
-    /// OTLP protocol: grpc or http (HTTP/protobuf). Default: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc.
+    /// OTLP protocol: grpc or http (HTTP/protobuf). Default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf (the OTLP default).
     #[arg(long)]
     otlp_protocol: Option<String>,
     /// Print pipeline counters to stderr at the end.
@@ -86,7 +86,11 @@ struct ReplayArgs {
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WASMTAP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Replay(a) => replay(a),

@@ -29,6 +29,55 @@ pub enum CaptureError {
     },
 }
 
+mod repair {
+    //! Some writers put the classic pcap header's version fields in the other
+    //! byte order than its magic number (seen in DeepFlow's test captures).
+    //! Wireshark reads such files; libpcap refuses them. We feed libpcap the
+    //! file through a pipe with the version fields corrected.
+
+    use std::io::{Read, Write};
+    use std::path::Path;
+
+    /// `None`: not that defect. `Some(result)`: the repaired capture, or why it failed.
+    pub(super) fn open_swapped_version(
+        path: &Path,
+    ) -> Option<Result<pcap::Capture<pcap::Offline>, String>> {
+        let mut f = std::fs::File::open(path).ok()?;
+        let mut hdr = [0u8; 24];
+        f.read_exact(&mut hdr).ok()?;
+        let le = match hdr[..4] {
+            [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
+            [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
+            _ => return None,
+        };
+        // Version 2.4 written in the opposite byte order of the magic.
+        let swapped = if le { [0, 2, 0, 4] } else { [2, 0, 4, 0] };
+        if hdr[4..8] != swapped {
+            return None;
+        }
+        hdr[4..8].copy_from_slice(if le { &[2, 0, 4, 0] } else { &[0, 2, 0, 4] });
+        let (reader, mut writer) = match std::io::pipe() {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        // The pump ends when the file is copied or libpcap closes the pipe.
+        let spawned = std::thread::Builder::new().name("pcap-repair".into()).spawn(move || {
+            if writer.write_all(&hdr).is_ok() {
+                let _ = std::io::copy(&mut f, &mut writer);
+            }
+        });
+        if let Err(e) = spawned {
+            return Some(Err(e.to_string()));
+        }
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(reader);
+        // SAFETY: `fd` is a freshly created pipe read end that we own and hand
+        // over; libpcap takes ownership (fdopen) and closes it with the capture.
+        #[allow(unsafe_code)]
+        let cap = unsafe { pcap::Capture::from_raw_fd_with_precision(fd, pcap::Precision::Nano) };
+        Some(cap.map_err(|e| e.to_string()))
+    }
+}
+
 /// One captured frame.
 #[derive(Debug, Clone, Copy)]
 pub struct Frame<'a> {
@@ -52,8 +101,21 @@ impl FileSource {
     /// Opens a capture file (pcap or pcapng, any link type libpcap knows).
     pub fn open(path: &Path) -> Result<Self, CaptureError> {
         let p = path.display().to_string();
-        let cap = pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano)
-            .map_err(|e| CaptureError::Open { path: p.clone(), reason: e.to_string() })?;
+        let cap = match pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano) {
+            Ok(c) => c,
+            Err(e) => match repair::open_swapped_version(path) {
+                Some(Ok(c)) => {
+                    tracing::warn!(
+                        "{p}: pcap header has byte-swapped version fields; read as pcap 2.4"
+                    );
+                    c
+                }
+                Some(Err(e2)) => {
+                    return Err(CaptureError::Open { path: p, reason: format!("{e}; repair: {e2}") });
+                }
+                None => return Err(CaptureError::Open { path: p, reason: e.to_string() }),
+            },
+        };
         let link = cap.get_datalink().0;
         Ok(Self { cap, path: p, packets: 0, link })
     }

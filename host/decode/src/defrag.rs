@@ -352,9 +352,20 @@ mod tests {
     #[test]
     fn overlap_first_copy_wins() {
         let (mut d, mut fs) = pool(DecoderConfig::default());
-        assert!(d.push(&mut fs, 0, key(), 0, true, &[1; 16]).unwrap().is_none());
-        assert!(d.push(&mut fs, 0, key(), 8, true, &[2; 16]).unwrap().is_none());
-        let out = d.push(&mut fs, 0, key(), 24, false, &[3; 4]).unwrap().unwrap();
+        assert!(
+            d.push(&mut fs, 0, key(), 0, true, &[1; 16])
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            d.push(&mut fs, 0, key(), 8, true, &[2; 16])
+                .unwrap()
+                .is_none()
+        );
+        let out = d
+            .push(&mut fs, 0, key(), 24, false, &[3; 4])
+            .unwrap()
+            .unwrap();
         let mut want = vec![1u8; 16];
         want.extend([2; 8]);
         want.extend([3; 4]);
@@ -423,9 +434,17 @@ mod tests {
         assert_eq!(fs.timeouts, 1);
         assert_eq!(fs.dropped, 1);
         // A late second half cannot complete the expired datagram.
-        assert!(d.push(&mut fs, 150, key(), 16, false, &[0; 4]).unwrap().is_none());
+        assert!(
+            d.push(&mut fs, 150, key(), 16, false, &[0; 4])
+                .unwrap()
+                .is_none()
+        );
         // ... and on arrival, an expired datagram is restarted.
-        assert!(d.push(&mut fs, 300, key(), 0, true, &[0; 16]).unwrap().is_none());
+        assert!(
+            d.push(&mut fs, 300, key(), 0, true, &[0; 16])
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(fs.timeouts, 2);
     }
 }

@@ -198,8 +198,8 @@ fn exts(mut proto: u8, mut p: &[u8], v6: bool) -> Result<Walk<'_>, DecodeError> 
                 p = p.get(a.slice().len()..).unwrap_or_default();
             }
             PROTO_FRAG if v6 => {
-                let f = Ipv6FragmentHeaderSlice::from_slice(p)
-                    .map_err(|_| DecodeError::TruncatedL3)?;
+                let f =
+                    Ipv6FragmentHeaderSlice::from_slice(p).map_err(|_| DecodeError::TruncatedL3)?;
                 let rest = p.get(f.slice().len()..).unwrap_or_default();
                 if f.is_fragmenting_payload() {
                     return Ok(Walk::Frag {
@@ -214,9 +214,11 @@ fn exts(mut proto: u8, mut p: &[u8], v6: bool) -> Result<Walk<'_>, DecodeError> 
                 p = rest;
             }
             n if v6
-                && (n == PROTO_HOPOPT || Ipv6RawExtHeaderSlice::header_type_supported(IpNumber(n))) =>
+                && (n == PROTO_HOPOPT
+                    || Ipv6RawExtHeaderSlice::header_type_supported(IpNumber(n))) =>
             {
-                let x = Ipv6RawExtHeaderSlice::from_slice(p).map_err(|_| DecodeError::TruncatedL3)?;
+                let x =
+                    Ipv6RawExtHeaderSlice::from_slice(p).map_err(|_| DecodeError::TruncatedL3)?;
                 proto = x.next_header().0;
                 p = p.get(x.slice().len()..).unwrap_or_default();
             }

@@ -121,7 +121,8 @@ fn ether(mut ether_type: u16, mut data: &[u8]) -> Result<L3<'_>, DecodeError> {
             }
             ETH_VLAN | ETH_QINQ | ETH_QINQ_OLD => {
                 // Each tag consumes 4 bytes, so this loop ends.
-                let tag = SingleVlanSlice::from_slice(data).map_err(|_| DecodeError::TruncatedL2)?;
+                let tag =
+                    SingleVlanSlice::from_slice(data).map_err(|_| DecodeError::TruncatedL2)?;
                 if vlan.is_none() {
                     vlan = Some(tag.vlan_identifier().value());
                 }

@@ -6,9 +6,7 @@ use std::net::IpAddr;
 
 use build::*;
 use etherparse::{LinuxSllPacketType, PacketBuilder, VlanId};
-use wasmtap_decode::{
-    DecodeError, Decoder, DecoderConfig, LinkType, Packet, TcpInfo, Transport,
-};
+use wasmtap_decode::{DecodeError, Decoder, DecoderConfig, LinkType, Packet, TcpInfo, Transport};
 
 fn dec() -> Decoder {
     Decoder::new(DecoderConfig::default())
@@ -89,7 +87,10 @@ fn ethernet_ipv4_tcp_with_packet_builder() {
     assert_eq!(p.dst, IpAddr::from([192, 168, 1, 2]));
     assert_eq!((p.src_port, p.dst_port), (40000, 80));
     let t = tcp_info(&p);
-    assert_eq!((t.seq, t.ack, t.syn, t.ack_flag, t.fin, t.rst, t.window), (1000, 77, true, true, false, false, 512));
+    assert_eq!(
+        (t.seq, t.ack, t.syn, t.ack_flag, t.fin, t.rst, t.window),
+        (1000, 77, true, true, false, false, 512)
+    );
     assert_eq!(payload, b"hello");
     assert_eq!((p.missing, p.vlan), (0, None));
 }
@@ -144,12 +145,18 @@ fn vlan_and_qinq_report_outer_id() {
 
     // 802.1Q with VLAN id 0 (priority tag) and an old 0x9100 outer tag.
     let inner = ipv4(17, &udp(1, 2, b"x"));
-    let frame = eth(0x9100, &cat(&[&[0x00, 0x07, 0x81, 0x00], &[0x00, 0x00, 0x08, 0x00], &inner]));
+    let frame = eth(
+        0x9100,
+        &cat(&[&[0x00, 0x07, 0x81, 0x00], &[0x00, 0x00, 0x08, 0x00], &inner]),
+    );
     let (p, _) = ok(LinkType::Ethernet, &frame);
     assert_eq!(p.vlan, Some(7));
 
     // A tag cut short.
-    assert_eq!(err(LinkType::Ethernet, &eth(0x8100, &[0, 1])), DecodeError::TruncatedL2);
+    assert_eq!(
+        err(LinkType::Ethernet, &eth(0x8100, &[0, 1])),
+        DecodeError::TruncatedL2
+    );
 }
 
 #[test]
@@ -163,7 +170,10 @@ fn linux_sll() {
     let (p, payload) = ok(LinkType::LinuxSll, &frame);
     assert_eq!((p.src_port, p.dst_port), (1234, 53));
     assert_eq!(payload, b"dns");
-    assert_eq!(err(LinkType::LinuxSll, &frame[..15]), DecodeError::TruncatedL2);
+    assert_eq!(
+        err(LinkType::LinuxSll, &frame[..15]),
+        DecodeError::TruncatedL2
+    );
     // Protocol ARP.
     let mut arp = frame.clone();
     arp[14..16].copy_from_slice(&[0x08, 0x06]);
@@ -172,13 +182,21 @@ fn linux_sll() {
 
 #[test]
 fn linux_sll2() {
-    let mut frame = vec![0x86, 0xdd, 0, 0, 0, 0, 0, 2, 0, 1, 4, 6, 1, 2, 3, 4, 5, 6, 0, 0];
-    frame.extend(ipv6(6, &tcp(5000, 80, 9, 0, TCP_SYN, &[2, 4, 5, 0xb4], b"")));
+    let mut frame = vec![
+        0x86, 0xdd, 0, 0, 0, 0, 0, 2, 0, 1, 4, 6, 1, 2, 3, 4, 5, 6, 0, 0,
+    ];
+    frame.extend(ipv6(
+        6,
+        &tcp(5000, 80, 9, 0, TCP_SYN, &[2, 4, 5, 0xb4], b""),
+    ));
     let (p, payload) = ok(LinkType::LinuxSll2, &frame);
     assert!(p.src.is_ipv6());
     assert!(tcp_info(&p).syn);
     assert!(payload.is_empty());
-    assert_eq!(err(LinkType::LinuxSll2, &frame[..19]), DecodeError::TruncatedL2);
+    assert_eq!(
+        err(LinkType::LinuxSll2, &frame[..19]),
+        DecodeError::TruncatedL2
+    );
 }
 
 /// NFLOG TLV: little-endian length (incl. header) and type, padded to 4.
@@ -195,7 +213,18 @@ fn tlv(ty: u16, value: &[u8]) -> Vec<u8> {
 
 #[test]
 fn nflog() {
-    let ip = ipv4(6, &tcp(40000, 80, 1, 2, TCP_ACK | TCP_PSH, &[], b"GET /x HTTP/1.1\r\n"));
+    let ip = ipv4(
+        6,
+        &tcp(
+            40000,
+            80,
+            1,
+            2,
+            TCP_ACK | TCP_PSH,
+            &[],
+            b"GET /x HTTP/1.1\r\n",
+        ),
+    );
     assert_ne!(ip.len() % 4, 0, "exercise padding");
     let frame = cat(&[
         &[2, 0, 0, 1],
@@ -222,11 +251,20 @@ fn nflog() {
     assert_eq!((payload.len(), p.missing), (10, 90));
 
     // No payload TLV, other families, broken TLVs.
-    assert_eq!(err(LinkType::Nflog, &cat(&[&[2, 0, 0, 0], &tlv(10, b"x")])), DecodeError::NotIp);
+    assert_eq!(
+        err(LinkType::Nflog, &cat(&[&[2, 0, 0, 0], &tlv(10, b"x")])),
+        DecodeError::NotIp
+    );
     assert_eq!(err(LinkType::Nflog, &[7, 0, 0, 0]), DecodeError::NotIp);
     assert_eq!(err(LinkType::Nflog, &[2, 0, 0]), DecodeError::TruncatedL2);
-    assert_eq!(err(LinkType::Nflog, &[2, 0, 0, 0, 2, 0, 9, 0]), DecodeError::TruncatedL2);
-    assert_eq!(err(LinkType::Nflog, &[2, 0, 0, 0, 8, 0]), DecodeError::TruncatedL2);
+    assert_eq!(
+        err(LinkType::Nflog, &[2, 0, 0, 0, 2, 0, 9, 0]),
+        DecodeError::TruncatedL2
+    );
+    assert_eq!(
+        err(LinkType::Nflog, &[2, 0, 0, 0, 8, 0]),
+        DecodeError::TruncatedL2
+    );
 }
 
 #[test]
@@ -244,10 +282,16 @@ fn null_and_loop() {
                 assert!(p.src.is_ipv6());
             }
         }
-        assert_eq!(err(link, &cat(&[&7u32.to_le_bytes(), &ip4])), DecodeError::NotIp);
+        assert_eq!(
+            err(link, &cat(&[&7u32.to_le_bytes(), &ip4])),
+            DecodeError::NotIp
+        );
         assert_eq!(err(link, &[2, 0, 0]), DecodeError::TruncatedL2);
         // Family says v4, packet is v6.
-        assert_eq!(err(link, &cat(&[&2u32.to_le_bytes(), &ip6])), DecodeError::BadIpHeader);
+        assert_eq!(
+            err(link, &cat(&[&2u32.to_le_bytes(), &ip6])),
+            DecodeError::BadIpHeader
+        );
     }
 }
 
@@ -267,15 +311,24 @@ fn raw_ip() {
 
 #[test]
 fn not_ip_and_not_tcp_udp() {
-    assert_eq!(err(LinkType::Ethernet, &eth(0x0806, &[0; 28])), DecodeError::NotIp);
-    assert_eq!(err(LinkType::Ethernet, &eth(0x88cc, &[0; 28])), DecodeError::NotIp);
+    assert_eq!(
+        err(LinkType::Ethernet, &eth(0x0806, &[0; 28])),
+        DecodeError::NotIp
+    );
+    assert_eq!(
+        err(LinkType::Ethernet, &eth(0x88cc, &[0; 28])),
+        DecodeError::NotIp
+    );
     assert_eq!(err(LinkType::Ethernet, &[0; 13]), DecodeError::TruncatedL2);
     let icmp = ipv4(1, &[8, 0, 0, 0, 0, 1, 0, 1]);
     assert_eq!(err(LinkType::Raw, &icmp), DecodeError::NotTcpUdp);
     let icmp6 = ipv6(58, &[128, 0, 0, 0, 0, 1, 0, 1]);
     assert_eq!(err(LinkType::Raw, &icmp6), DecodeError::NotTcpUdp);
     // ESP: opaque.
-    assert_eq!(err(LinkType::Raw, &ipv6(50, &[0; 16])), DecodeError::NotTcpUdp);
+    assert_eq!(
+        err(LinkType::Raw, &ipv6(50, &[0; 16])),
+        DecodeError::NotTcpUdp
+    );
 }
 
 #[test]
@@ -314,21 +367,42 @@ fn snaplen_truncation() {
 
     // Cut inside the TCP options: header fields still there, payload all
     // missing.
-    let frame = eth(0x0800, &ipv4(6, &tcp(1, 80, 7, 0, TCP_ACK, &[1; 12], &body)));
-    let p = d.decode(LinkType::Ethernet, 0, &frame[..14 + 20 + 24]).unwrap().unwrap();
+    let frame = eth(
+        0x0800,
+        &ipv4(6, &tcp(1, 80, 7, 0, TCP_ACK, &[1; 12], &body)),
+    );
+    let p = d
+        .decode(LinkType::Ethernet, 0, &frame[..14 + 20 + 24])
+        .unwrap()
+        .unwrap();
     assert_eq!((p.payload.len(), p.missing), (0, 100));
 
     // Cut inside the TCP base header, the IP header, the Ethernet header.
-    assert_eq!(d.decode(LinkType::Ethernet, 0, &frame[..14 + 20 + 10]), Err(DecodeError::TruncatedL4));
-    assert_eq!(d.decode(LinkType::Ethernet, 0, &frame[..14 + 10]), Err(DecodeError::TruncatedL3));
-    assert_eq!(d.decode(LinkType::Ethernet, 0, &frame[..10]), Err(DecodeError::TruncatedL2));
+    assert_eq!(
+        d.decode(LinkType::Ethernet, 0, &frame[..14 + 20 + 10]),
+        Err(DecodeError::TruncatedL4)
+    );
+    assert_eq!(
+        d.decode(LinkType::Ethernet, 0, &frame[..14 + 10]),
+        Err(DecodeError::TruncatedL3)
+    );
+    assert_eq!(
+        d.decode(LinkType::Ethernet, 0, &frame[..10]),
+        Err(DecodeError::TruncatedL2)
+    );
     assert_eq!(d.stats().error_count(DecodeError::TruncatedL4), 1);
 
     // UDP cut.
     let frame = eth(0x86dd, &ipv6(17, &udp(1, 53, &body)));
-    let p = d.decode(LinkType::Ethernet, 0, &frame[..14 + 40 + 8 + 5]).unwrap().unwrap();
+    let p = d
+        .decode(LinkType::Ethernet, 0, &frame[..14 + 40 + 8 + 5])
+        .unwrap()
+        .unwrap();
     assert_eq!((p.payload.len(), p.missing), (5, 95));
-    assert_eq!(d.decode(LinkType::Ethernet, 0, &frame[..14 + 40 + 4]), Err(DecodeError::TruncatedL4));
+    assert_eq!(
+        d.decode(LinkType::Ethernet, 0, &frame[..14 + 40 + 4]),
+        Err(DecodeError::TruncatedL4)
+    );
     assert_eq!(d.stats().truncated, 3);
     assert_eq!(d.stats().packets, 7);
 }
@@ -364,7 +438,10 @@ fn ipv6_extension_headers() {
     let (_, payload) = ok(LinkType::Raw, &ipv6(51, &cat(&[&ah, &t])));
     assert_eq!(payload, b"data");
     // Extension header cut short.
-    assert_eq!(err(LinkType::Raw, &ipv6(60, &[6, 4, 0])), DecodeError::TruncatedL3);
+    assert_eq!(
+        err(LinkType::Raw, &ipv6(60, &[6, 4, 0])),
+        DecodeError::TruncatedL3
+    );
 }
 
 /// A UDP datagram (header + `payload`) cut into IPv4 fragments of `sizes`.
@@ -375,7 +452,10 @@ fn v4_frags(id: u16, payload: &[u8], sizes: &[usize]) -> Vec<Vec<u8>> {
     for (i, &n) in sizes.iter().enumerate() {
         let last = i + 1 == sizes.len();
         let end = if last { dgram.len() } else { off + n };
-        out.push(eth(0x0800, &ipv4_full(17, V4A, V4B, id, (!last, off as u16), &dgram[off..end])));
+        out.push(eth(
+            0x0800,
+            &ipv4_full(17, V4A, V4B, id, (!last, off as u16), &dgram[off..end]),
+        ));
         off = end;
     }
     out
@@ -413,12 +493,25 @@ fn ipv4_fragments_overlapping_first_copy_wins() {
     let data = payload(100);
     let dgram = udp(4000, 53, &data);
     let mut d = dec();
-    let f = |more, off: usize, bytes: &[u8]| eth(0x0800, &ipv4_full(17, V4A, V4B, 3, (more, off as u16), bytes));
-    assert!(d.decode(LinkType::Ethernet, 0, &f(true, 0, &dgram[..48])).unwrap().is_none());
+    let f = |more, off: usize, bytes: &[u8]| {
+        eth(
+            0x0800,
+            &ipv4_full(17, V4A, V4B, 3, (more, off as u16), bytes),
+        )
+    };
+    assert!(
+        d.decode(LinkType::Ethernet, 0, &f(true, 0, &dgram[..48]))
+            .unwrap()
+            .is_none()
+    );
     // Overlapping re-send with different bytes for 40..56.
     let mut other = dgram[40..56].to_vec();
     other.iter_mut().for_each(|b| *b ^= 0xff);
-    assert!(d.decode(LinkType::Ethernet, 0, &f(true, 40, &other)).unwrap().is_none());
+    assert!(
+        d.decode(LinkType::Ethernet, 0, &f(true, 40, &other))
+            .unwrap()
+            .is_none()
+    );
     let last = f(false, 48, &dgram[48..]);
     let p = d.decode(LinkType::Ethernet, 0, &last).unwrap().unwrap();
     // 0..48 from the first fragment, 48..56 from the overlapping one (it was
@@ -432,34 +525,60 @@ fn ipv4_fragments_overlapping_first_copy_wins() {
 fn ipv4_fragment_timeout_and_pool_bounds() {
     let data = payload(100);
     let frags = v4_frags(9, &data, &[48, 0]);
-    let mut d = Decoder::new(DecoderConfig { fragment_timeout_ns: 1_000, ..DecoderConfig::default() });
-    assert!(d.decode(LinkType::Ethernet, 0, &frags[0]).unwrap().is_none());
+    let mut d = Decoder::new(DecoderConfig {
+        fragment_timeout_ns: 1_000,
+        ..DecoderConfig::default()
+    });
+    assert!(
+        d.decode(LinkType::Ethernet, 0, &frags[0])
+            .unwrap()
+            .is_none()
+    );
     // An unrelated frame later than the timeout expires the datagram.
     let other = eth(0x0800, &ipv4(17, &udp(1, 2, b"x")));
     d.decode(LinkType::Ethernet, 5_000, &other).unwrap();
     assert_eq!(d.fragment_sets(), 0);
     assert_eq!(d.stats().frag.timeouts, 1);
-    assert!(d.decode(LinkType::Ethernet, 5_001, &frags[1]).unwrap().is_none());
+    assert!(
+        d.decode(LinkType::Ethernet, 5_001, &frags[1])
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(d.stats().frag.reassembled, 0);
 
     // Pool of one datagram: a second datagram's fragment is dropped.
-    let mut d = Decoder::new(DecoderConfig { max_fragment_sets: 1, ..DecoderConfig::default() });
+    let mut d = Decoder::new(DecoderConfig {
+        max_fragment_sets: 1,
+        ..DecoderConfig::default()
+    });
     let a = v4_frags(1, &data, &[48, 0]);
     let b = v4_frags(2, &data, &[48, 0]);
     assert!(d.decode(LinkType::Ethernet, 0, &a[0]).unwrap().is_none());
-    assert_eq!(d.decode(LinkType::Ethernet, 0, &b[0]), Err(DecodeError::FragmentDropped));
+    assert_eq!(
+        d.decode(LinkType::Ethernet, 0, &b[0]),
+        Err(DecodeError::FragmentDropped)
+    );
     assert_eq!(d.stats().frag.pool_full, 1);
     assert_eq!(d.stats().error_count(DecodeError::FragmentDropped), 1);
     assert!(d.decode(LinkType::Ethernet, 0, &a[1]).unwrap().is_some());
 
     // Byte cap.
-    let mut d = Decoder::new(DecoderConfig { max_fragment_bytes: 40, ..DecoderConfig::default() });
-    assert_eq!(d.decode(LinkType::Ethernet, 0, &a[0]), Err(DecodeError::FragmentDropped));
+    let mut d = Decoder::new(DecoderConfig {
+        max_fragment_bytes: 40,
+        ..DecoderConfig::default()
+    });
+    assert_eq!(
+        d.decode(LinkType::Ethernet, 0, &a[0]),
+        Err(DecodeError::FragmentDropped)
+    );
     assert_eq!(d.stats().frag.bytes_full, 1);
 
     // A fragment cut by the capture cannot be used.
     let mut d = dec();
-    assert_eq!(d.decode(LinkType::Ethernet, 0, &a[0][..a[0].len() - 4]), Err(DecodeError::FragmentDropped));
+    assert_eq!(
+        d.decode(LinkType::Ethernet, 0, &a[0][..a[0].len() - 4]),
+        Err(DecodeError::FragmentDropped)
+    );
 }
 
 #[test]

@@ -275,19 +275,19 @@ mod tests {
             trace_id: [n; 16],
             span_id: [n; 8],
             name: format!("GET /{n}"),
-            kind: if n % 2 == 0 {
+            kind: if n.is_multiple_of(2) {
                 SpanKind::Server
             } else {
                 SpanKind::Client
             },
             start_unix_nano: 1_000 + u64::from(n),
             end_unix_nano: 2_000 + u64::from(n),
-            status: if n % 3 == 0 {
+            status: if n.is_multiple_of(3) {
                 StatusCode::Error
             } else {
                 StatusCode::Unset
             },
-            status_message: if n % 3 == 0 {
+            status_message: if n.is_multiple_of(3) {
                 "500".into()
             } else {
                 String::new()

@@ -109,7 +109,9 @@ impl Stream {
     fn off(&self, seq: u32) -> i64 {
         let base = self.seq0.wrapping_add(self.next as u32);
         let rel = i64::from(seq.wrapping_sub(base) as i32);
-        i64::try_from(self.next).unwrap_or(i64::MAX).saturating_add(rel)
+        i64::try_from(self.next)
+            .unwrap_or(i64::MAX)
+            .saturating_add(rel)
     }
 
     /// How far the stream is known to extend.
@@ -312,28 +314,41 @@ impl Stream {
                 .map(|(&k, v)| (k, k + v.data.len() as u64));
             match next {
                 Some((ns, ne)) if ns < end => {
-                    if ns > pos {
-                        self.add_piece(cx, ts, pos, sub(d, pos - s, ns - s));
+                    if ns > pos && !self.add_piece(cx, ts, pos, sub(d, pos - s, ns - s)) {
+                        return;
                     }
                     let o_end = ne.min(end);
                     if let Some(seg) = self.segs.get(&ns) {
-                        count_overlap(cx.stats, sub(d, ns - s, o_end - s), sub(&seg.data, 0, o_end - ns));
+                        count_overlap(
+                            cx.stats,
+                            sub(d, ns - s, o_end - s),
+                            sub(&seg.data, 0, o_end - ns),
+                        );
                     }
                     pos = o_end;
                 }
                 _ => {
                     self.add_piece(cx, ts, pos, sub(d, pos - s, end - s));
-                    pos = end;
+                    return;
                 }
             }
         }
     }
 
-    fn add_piece(&mut self, cx: &mut Cx<'_>, ts: u64, at: u64, piece: &[u8]) {
+    /// Buffers one piece; false (and counted) if a cap does not allow it.
+    fn add_piece(&mut self, cx: &mut Cx<'_>, ts: u64, at: u64, piece: &[u8]) -> bool {
         if piece.is_empty() {
-            return;
+            return true;
         }
         let c = charge(piece.len());
+        if self.buffered.saturating_add(c) > cx.lim.per_direction
+            || cx.ooo_total.saturating_add(c) > cx.lim.total
+        {
+            // Only when a segment is cut into many pieces by what is
+            // already buffered: the rest stays a hole.
+            cx.stats.ooo_cap_drops += 1;
+            return false;
+        }
         self.buffered = self.buffered.saturating_add(c);
         *cx.ooo_total = cx.ooo_total.saturating_add(c);
         self.segs.insert(
@@ -343,6 +358,7 @@ impl Stream {
                 ts,
             },
         );
+        true
     }
 
     /// The peer acknowledged up to `ack`.
@@ -414,6 +430,15 @@ impl Stream {
         }
         self.hole_since = None;
         self.release(cx);
+    }
+
+    /// When the head hole (if any) will have waited `gap_timeout_ns`.
+    pub(crate) fn deadline(&self, gap_timeout_ns: u64) -> Option<u64> {
+        if self.has_hole() {
+            self.hole_since.map(|t| t.saturating_add(gap_timeout_ns))
+        } else {
+            None
+        }
     }
 
     /// Frees the buffer without delivering it.
@@ -496,7 +521,8 @@ mod tests {
                 stats: &mut self.stats,
                 ooo_total: &mut self.total,
             };
-            self.s.segment(&mut cx, &mut self.rec, ts, seq, d, missing, fin);
+            self.s
+                .segment(&mut cx, &mut self.rec, ts, seq, d, missing, fin);
         }
         fn ack(&mut self, ts: u64, a: u32) {
             let mut cx = Cx {
@@ -579,7 +605,10 @@ mod tests {
         t.settle(119);
         assert_eq!(t.rec.bytes(), b"ab");
         t.settle(120);
-        assert_eq!(t.rec.out.last().map(|o| o.1.clone()), Some(Ok(b"fg".to_vec())));
+        assert_eq!(
+            t.rec.out.last().map(|o| o.1.clone()),
+            Some(Ok(b"fg".to_vec()))
+        );
         assert_eq!(t.rec.bytes(), b"ab???fg");
         assert_eq!((t.stats.gaps, t.stats.gap_bytes), (1, 3));
         // The late segment is a retransmission now.

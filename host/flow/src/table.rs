@@ -14,8 +14,9 @@ use crate::reassembly::{Cx, Limits, Sink, Stream};
 use crate::{CloseReason, Direction, FlowConfig, FlowHandler, FlowMeta, FlowStats, L4};
 
 const NIL: u32 = u32::MAX;
-/// Longest time between two sweeps of the pending-gap list.
-const MAX_SWEEP_INTERVAL_NS: u64 = 1_000_000_000;
+/// Upper bound of the shortest time between two sweeps of the pending-gap
+/// list (the actual minimum is gap_timeout / 16).
+const MIN_SWEEP_INTERVAL_NS: u64 = 100_000_000;
 /// Ports at or above this are taken as ephemeral (client) ports.
 const EPHEMERAL: u16 = 32_768;
 
@@ -82,12 +83,16 @@ struct Out<'a, S, H> {
 
 impl<S, H: FlowHandler<S>> Sink for Out<'_, S, H> {
     fn data(&mut self, ts: u64, data: &[u8]) {
-        let st = self.state.get_or_insert_with(|| self.h.on_open(self.meta, ts));
+        let st = self
+            .state
+            .get_or_insert_with(|| self.h.on_open(self.meta, ts));
         self.h.on_data(self.meta, st, self.dir, ts, data);
     }
 
     fn gap(&mut self, ts: u64, len: u64) {
-        let st = self.state.get_or_insert_with(|| self.h.on_open(self.meta, ts));
+        let st = self
+            .state
+            .get_or_insert_with(|| self.h.on_open(self.meta, ts));
         self.h.on_gap(self.meta, st, self.dir, ts, len);
     }
 }
@@ -673,27 +678,41 @@ impl<S> FlowTable<S> {
                 dir,
             };
             mine.segment(&mut cx, &mut out, ts, dseq, pkt.payload, pkt.missing, t.fin);
-        } else if mine.is_init() {
-            let mut out = Out {
-                meta,
-                state,
-                h,
-                dir,
-            };
-            mine.settle(&mut cx, &mut out, ts);
         }
+        // (a) for both directions: any packet of the flow moves its time.
+        for (s, d) in [(mine, dir), (theirs, dir.reverse())] {
+            if s.has_hole() {
+                let mut out = Out {
+                    meta,
+                    state,
+                    h,
+                    dir: d,
+                };
+                s.settle(&mut cx, &mut out, ts);
+            }
+        }
+        let (mine, theirs) = pair(streams, dir);
         let both_fin = mine.fin_seen() && theirs.fin_seen();
-        let hole = mine.has_hole() || theirs.has_hole();
+        let deadline = match (
+            mine.deadline(self.lim.gap_timeout_ns),
+            theirs.deadline(self.lim.gap_timeout_ns),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if both_fin {
             self.close(i, CloseReason::Fin, ts, h);
             return;
         }
-        if hole && !*pending {
-            *pending = true;
-            let id = meta.id;
-            self.pending.push((i, id));
-            if self.pending.len() > 2 * self.map.len() + 64 {
-                self.compact_pending();
+        if let Some(deadline) = deadline {
+            self.next_sweep_ns = self.next_sweep_ns.min(deadline);
+            if !*pending {
+                *pending = true;
+                let id = meta.id;
+                self.pending.push((i, id));
+                if self.pending.len() > 2 * self.map.len() + 64 {
+                    self.compact_pending();
+                }
             }
         }
     }
@@ -733,14 +752,20 @@ impl<S> FlowTable<S> {
             }
         }
         if !self.pending.is_empty() && now_ns >= self.next_sweep_ns {
-            self.next_sweep_ns = now_ns.saturating_add(
-                (self.cfg.gap_timeout_ns / 4).clamp(1, MAX_SWEEP_INTERVAL_NS),
-            );
-            self.sweep_gaps(now_ns, h);
+            let earliest = self.sweep_gaps(now_ns, h);
+            // The next hole deadline, but not more often than a fraction of
+            // the gap timeout (many flows with holes would otherwise make
+            // every call sweep).
+            let min_gap = (self.cfg.gap_timeout_ns / 16).clamp(1, MIN_SWEEP_INTERVAL_NS);
+            self.next_sweep_ns = earliest.max(now_ns.saturating_add(min_gap));
         }
     }
 
-    fn sweep_gaps(&mut self, now: u64, h: &mut impl FlowHandler<S>) {
+    /// Applies the gap timeout to every pending flow; returns the earliest
+    /// deadline left.
+    fn sweep_gaps(&mut self, now: u64, h: &mut impl FlowHandler<S>) -> u64 {
+        let mut earliest = u64::MAX;
+        let gap_timeout = self.lim.gap_timeout_ns;
         let mut list = std::mem::take(&mut self.pending);
         list.retain(|&(i, id)| {
             let Some(Some(flow)) = self.flows.get_mut(i as usize) else {
@@ -771,7 +796,10 @@ impl<S> FlowTable<S> {
                     dir,
                 };
                 s.settle(&mut cx, &mut out, now);
-                hole |= s.has_hole();
+                if let Some(d) = s.deadline(gap_timeout) {
+                    hole = true;
+                    earliest = earliest.min(d);
+                }
             }
             *pending = hole;
             hole
@@ -779,6 +807,7 @@ impl<S> FlowTable<S> {
         // Nothing is added to `pending` during the sweep.
         list.append(&mut self.pending);
         self.pending = list;
+        earliest
     }
 
     /// Closes every open flow with `reason` (e.g. end of capture): buffered
@@ -826,15 +855,33 @@ mod tests {
         let mut t: FlowTable<()> = FlowTable::new(FlowConfig::default());
         let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
         // lower port < 1024
-        assert_eq!(t.guess(sa("1.1.1.1:80"), sa("2.2.2.2:40000")).1, sa("1.1.1.1:80"));
+        assert_eq!(
+            t.guess(sa("1.1.1.1:80"), sa("2.2.2.2:40000")).1,
+            sa("1.1.1.1:80")
+        );
         // non-ephemeral vs ephemeral
-        assert_eq!(t.guess(sa("1.1.1.1:50000"), sa("2.2.2.2:8080")).1, sa("2.2.2.2:8080"));
-        assert_eq!(t.guess(sa("1.1.1.1:5432"), sa("2.2.2.2:40000")).1, sa("1.1.1.1:5432"));
+        assert_eq!(
+            t.guess(sa("1.1.1.1:50000"), sa("2.2.2.2:8080")).1,
+            sa("2.2.2.2:8080")
+        );
+        assert_eq!(
+            t.guess(sa("1.1.1.1:5432"), sa("2.2.2.2:40000")).1,
+            sa("1.1.1.1:5432")
+        );
         // neither: destination of the first packet
-        assert_eq!(t.guess(sa("1.1.1.1:40001"), sa("2.2.2.2:40000")).1, sa("2.2.2.2:40000"));
-        assert_eq!(t.guess(sa("1.1.1.1:2000"), sa("2.2.2.2:3000")).1, sa("2.2.2.2:3000"));
+        assert_eq!(
+            t.guess(sa("1.1.1.1:40001"), sa("2.2.2.2:40000")).1,
+            sa("2.2.2.2:40000")
+        );
+        assert_eq!(
+            t.guess(sa("1.1.1.1:2000"), sa("2.2.2.2:3000")).1,
+            sa("2.2.2.2:3000")
+        );
         // hint wins over everything
         t.set_server_ports(&[50000]);
-        assert_eq!(t.guess(sa("1.1.1.1:50000"), sa("2.2.2.2:80")).1, sa("1.1.1.1:50000"));
+        assert_eq!(
+            t.guess(sa("1.1.1.1:50000"), sa("2.2.2.2:80")).1,
+            sa("1.1.1.1:50000")
+        );
     }
 }

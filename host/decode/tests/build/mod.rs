@@ -14,7 +14,15 @@ pub const V6A: [u8; 16] = [0x20, 0x01, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 
 pub const V6B: [u8; 16] = [0x20, 0x01, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
 /// TCP header (+ options, padded to 4 bytes) followed by `payload`.
-pub fn tcp(sp: u16, dp: u16, seq: u32, ack: u32, flags: u8, opts: &[u8], payload: &[u8]) -> Vec<u8> {
+pub fn tcp(
+    sp: u16,
+    dp: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    opts: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
     let mut o = opts.to_vec();
     while o.len() % 4 != 0 {
         o.push(1); // NOP
@@ -46,7 +54,14 @@ pub fn udp(sp: u16, dp: u16, payload: &[u8]) -> Vec<u8> {
 }
 
 /// IPv4 header around `body`. `frag` = (more fragments, byte offset).
-pub fn ipv4_full(proto: u8, src: [u8; 4], dst: [u8; 4], id: u16, frag: (bool, u16), body: &[u8]) -> Vec<u8> {
+pub fn ipv4_full(
+    proto: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+    id: u16,
+    frag: (bool, u16),
+    body: &[u8],
+) -> Vec<u8> {
     let total = (20 + body.len()) as u16;
     let mut v = vec![0x45, 0];
     v.extend(total.to_be_bytes());

@@ -39,18 +39,30 @@ pub fn read(rel: &str) -> Pcap {
     };
     let u32_at = |at: usize| {
         let w = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-        if le { u32::from_le_bytes(w) } else { u32::from_be_bytes(w) }
+        if le {
+            u32::from_le_bytes(w)
+        } else {
+            u32::from_be_bytes(w)
+        }
     };
     let linktype = u32_at(20) & 0x0fff_ffff;
     let mut frames = Vec::new();
     let mut at = 24;
     while at + 16 <= b.len() {
-        let (sec, frac, caplen, orig_len) =
-            (u32_at(at), u32_at(at + 4), u32_at(at + 8) as usize, u32_at(at + 12));
+        let (sec, frac, caplen, orig_len) = (
+            u32_at(at),
+            u32_at(at + 4),
+            u32_at(at + 8) as usize,
+            u32_at(at + 12),
+        );
         at += 16;
         assert!(at + caplen <= b.len(), "record past end of file");
         let ts_ns = u64::from(sec) * 1_000_000_000 + u64::from(frac) * if nanos { 1 } else { 1000 };
-        frames.push(Frame { ts_ns, orig_len, data: b[at..at + caplen].to_vec() });
+        frames.push(Frame {
+            ts_ns,
+            orig_len,
+            data: b[at..at + caplen].to_vec(),
+        });
         at += caplen;
     }
     Pcap { linktype, frames }

@@ -1,1 +1,0 @@
-//! wasmtap-e2e
