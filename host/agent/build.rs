@@ -37,27 +37,37 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target/wasm-plugins"));
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
-        .arg(&target_dir);
+    // Plugin crates are plain rlibs (so their parsers test natively); the
+    // component is made by asking rustc for a cdylib for wasm32-wasip2 here.
     for c in &crates {
-        cmd.args(["-p", &format!("wasmtap-plugin-{c}")]);
-    }
-    // Small, fast components: LTO, one codegen unit, no debug info.
-    cmd.env("CARGO_PROFILE_RELEASE_LTO", "true")
-        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "true");
-    // The outer build's flags are for the host target, not for wasm.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER", "CARGO_PRIMARY_PACKAGE"] {
-        cmd.env_remove(var);
-    }
-    let status = cmd.status().expect("run cargo for the plugins");
-    if !status.success() {
-        panic!(
-            "building the embedded decoders for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)"
-        );
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&root)
+            .args(["rustc", "--release", "--lib", "--crate-type", "cdylib", "--target", "wasm32-wasip2"])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .args(["-p", &format!("wasmtap-plugin-{c}")]);
+        // Small, fast components: LTO, one codegen unit, no debug info.
+        cmd.env("CARGO_PROFILE_RELEASE_LTO", "true")
+            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "true");
+        // The outer build's flags are for the host target, not for wasm.
+        for var in [
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTFLAGS",
+            "CARGO_BUILD_TARGET",
+            "CARGO_TARGET_DIR",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_PRIMARY_PACKAGE",
+        ] {
+            cmd.env_remove(var);
+        }
+        let status = cmd.status().expect("run cargo for the plugins");
+        if !status.success() {
+            panic!(
+                "building decoder plugins/{c} for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)"
+            );
+        }
     }
 
     let mut src = String::from("/// Decoders compiled into the binary: (name, component bytes).\npub static EMBEDDED: &[(&str, &[u8])] = &[\n");

@@ -264,7 +264,7 @@ fn replay(a: ReplayArgs) -> Result<()> {
     };
     let counters = selftel::Counters::collect(&shard, out.spans, export_stats.as_ref(), elapsed);
     if let Some(c) = &otlp_cfg {
-        rt.block_on(selftel::export(c, &counters));
+        selftel::export(rt.handle(), c, &counters);
     }
     if a.stats {
         counters.print(&mut std::io::stderr())?;

@@ -84,11 +84,17 @@ impl Counters {
 }
 
 /// Exports the counters once through the OpenTelemetry SDK and OTLP.
-pub async fn export(cfg: &wasmtap_export::ExporterConfig, c: &Counters) {
+///
+/// Runs on a plain thread: the HTTP client is blocking, and the gRPC client
+/// gets the export runtime's context.
+pub fn export(rt: &tokio::runtime::Handle, cfg: &wasmtap_export::ExporterConfig, c: &Counters) {
     let endpoint = cfg.endpoint.trim_end_matches('/').to_string();
     let grpc = matches!(cfg.protocol, wasmtap_export::Protocol::Grpc);
     let values = c.values.clone();
-    let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
+    let rt = rt.clone();
+    let res = std::thread::scope(|s| {
+        s.spawn(move || -> Result<(), String> {
+        let _guard = grpc.then(|| rt.enter());
         let exporter = if grpc {
             opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
@@ -118,11 +124,12 @@ pub async fn export(cfg: &wasmtap_export::ExporterConfig, c: &Counters) {
             meter.u64_counter(name).build().add(n, &kv);
         }
         provider.shutdown().map_err(|e| e.to_string())
-    })
-    .await;
+        })
+        .join()
+    });
     match res {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("exporting the agent's own metrics failed: {e}"),
-        Err(e) => tracing::warn!("exporting the agent's own metrics failed: {e}"),
+        Err(_) => tracing::warn!("exporting the agent's own metrics failed: exporter thread panicked"),
     }
 }

@@ -69,10 +69,10 @@ impl FragSet {
 
     /// Adds `data` at `off..end`; `Err` if inconsistent with what is known.
     fn add(&mut self, off: u32, end: u32, more: bool, data: &[u8]) -> Result<(), ()> {
-        if let Some(e) = self.end {
-            if end > e || (!more && end != e) {
-                return Err(());
-            }
+        if let Some(e) = self.end
+            && (end > e || (!more && end != e))
+        {
+            return Err(());
         }
         if !more && self.have.last().is_some_and(|&(_, he)| he > end) {
             return Err(());
@@ -125,10 +125,9 @@ fn copy(dst: &mut [u8], src: &[u8], off: u32, a: u32, b: u32) {
     if let (Some(d), Some(s)) = (
         dst.get_mut(a..b),
         src.get(a.saturating_sub(off)..b.saturating_sub(off)),
-    ) {
-        if d.len() == s.len() {
-            d.copy_from_slice(s);
-        }
+    ) && d.len() == s.len()
+    {
+        d.copy_from_slice(s);
     }
 }
 

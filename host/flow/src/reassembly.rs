@@ -246,7 +246,7 @@ impl Stream {
             }
             if s == self.next {
                 let take = match self.first_start() {
-                    Some(f) => (f - s).min(d.len() as u64),
+                    Some(f) => f.saturating_sub(s).min(d.len() as u64),
                     None => d.len() as u64,
                 };
                 if take > 0 {

@@ -206,10 +206,10 @@ impl<S> FlowTable<S> {
     /// Calls `f` for every open flow whose handler state exists.
     pub fn for_each_mut(&mut self, mut f: impl FnMut(&FlowMeta, &mut S)) {
         for flow in self.flows.iter_mut().flatten() {
-            if flow.closed == Closed::No {
-                if let Some(st) = flow.state.as_mut() {
-                    f(&flow.meta, st);
-                }
+            if flow.closed == Closed::No
+                && let Some(st) = flow.state.as_mut()
+            {
+                f(&flow.meta, st);
             }
         }
     }
@@ -256,19 +256,19 @@ impl<S> FlowTable<S> {
         let Some(l) = self.link(i) else { return };
         let li = l.list as usize;
         if l.prev == NIL {
-            if let Some(h) = self.heads.get_mut(li) {
-                if *h == i {
-                    *h = l.next;
-                }
+            if let Some(h) = self.heads.get_mut(li)
+                && *h == i
+            {
+                *h = l.next;
             }
         } else {
             self.set_next(l.prev, l.next);
         }
         if l.next == NIL {
-            if let Some(t) = self.tails.get_mut(li) {
-                if *t == i {
-                    *t = l.prev;
-                }
+            if let Some(t) = self.tails.get_mut(li)
+                && *t == i
+            {
+                *t = l.prev;
             }
         } else {
             self.set_prev(l.next, l.prev);
@@ -307,10 +307,10 @@ impl<S> FlowTable<S> {
     }
 
     fn touch(&mut self, i: u32) {
-        if let Some(l) = self.link(i) {
-            if l.next != NIL {
-                self.move_to(i, l.list);
-            }
+        if let Some(l) = self.link(i)
+            && l.next != NIL
+        {
+            self.move_to(i, l.list);
         }
     }
 
@@ -567,23 +567,22 @@ impl<S> FlowTable<S> {
         let dseq = if t.syn { t.seq.wrapping_add(1) } else { t.seq };
         let seg_len = pkt.payload.len() as u64 + u64::from(pkt.missing);
         let existing = self.map.get(&key).copied();
-        if let Some(i) = existing {
-            if let Some(Some(f)) = self.flows.get(i as usize) {
-                if f.closed != Closed::No {
-                    // A closed flow lingering: a new SYN, or new data after
-                    // a FIN, starts a new connection; the rest is late.
-                    let dir = if src == f.meta.client { 0 } else { 1 };
-                    let beyond = f.closed == Closed::Fin
-                        && f.streams
-                            .get(dir)
-                            .is_some_and(|s| s.is_beyond_end(dseq, seg_len));
-                    if !(syn_only || beyond) {
-                        self.stats.late_packets += 1;
-                        return;
-                    }
-                    self.remove(i);
-                }
+        if let Some(i) = existing
+            && let Some(Some(f)) = self.flows.get(i as usize)
+            && f.closed != Closed::No
+        {
+            // A closed flow lingering: a new SYN, or new data after
+            // a FIN, starts a new connection; the rest is late.
+            let dir = if src == f.meta.client { 0 } else { 1 };
+            let beyond = f.closed == Closed::Fin
+                && f.streams
+                    .get(dir)
+                    .is_some_and(|s| s.is_beyond_end(dseq, seg_len));
+            if !(syn_only || beyond) {
+                self.stats.late_packets += 1;
+                return;
             }
+            self.remove(i);
         }
         let i = match self.map.get(&key) {
             Some(&i) => i,

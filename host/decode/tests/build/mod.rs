@@ -24,7 +24,7 @@ pub fn tcp(
     payload: &[u8],
 ) -> Vec<u8> {
     let mut o = opts.to_vec();
-    while o.len() % 4 != 0 {
+    while !o.len().is_multiple_of(4) {
         o.push(1); // NOP
     }
     let hl = 20 + o.len();

@@ -1,0 +1,119 @@
+//! End to end with a real OpenTelemetry collector: rotel (PyPI), over gRPC and HTTP.
+//!
+//! rotel prints what it receives (`--debug-log traces --debug-log metrics`);
+//! every span wasmtap reports on its JSON-lines output must arrive, by span id.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{replay_spans, root};
+
+/// The rotel-agent binary shipped in the `rotel` wheel (installed by scripts/setup.sh).
+fn rotel_agent() -> PathBuf {
+    if let Some(p) = std::env::var_os("WASMTAP_ROTEL") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))"])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "rotel is not installed: run scripts/setup.sh --test");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Collector {
+    child: Child,
+    log: PathBuf,
+    grpc: u16,
+    http: u16,
+}
+
+impl Collector {
+    fn start(tag: &str) -> Self {
+        let (grpc, http) = (free_port(), free_port());
+        let log = std::env::temp_dir().join(format!("wasmtap-rotel-{tag}-{}.log", std::process::id()));
+        let f = std::fs::File::create(&log).unwrap();
+        let child = Command::new(rotel_agent())
+            .args(["start", "--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
+            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
+            .args(["--exporter", "blackhole", "--debug-log", "traces", "--debug-log", "metrics"])
+            .args(["--debug-log-verbosity", "detailed"])
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start rotel-agent");
+        let c = Self { child, log, grpc, http };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", grpc)).is_err() || TcpStream::connect(("127.0.0.1", http)).is_err() {
+            assert!(Instant::now() < deadline, "rotel did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    /// Waits until the collector's log satisfies `done`, then returns it.
+    fn wait_for(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if done(&text) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        std::fs::remove_file(&self.log).ok();
+    }
+}
+
+fn check(protocol: &str) {
+    let c = Collector::start(protocol);
+    let port = if protocol == "grpc" { c.grpc } else { c.http };
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut ids = Vec::new();
+    for file in ["zeek__http-pipelined-requests.pcap", "zeek__http-http-post-large.pcap", "zeek__http-methods.pcap"] {
+        let spans = replay_spans(
+            &root().join("tests/pcaps/http").join(file),
+            &["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol],
+        );
+        assert!(!spans.is_empty(), "{file}: no spans");
+        ids.extend(spans.iter().map(|s| s["span_id"].as_str().unwrap().to_string()));
+    }
+    let text = c.wait_for(|t| {
+        ids.iter().all(|id| t.contains(id.as_str())) && t.contains("wasmtap.agent.frames")
+    });
+    let missing: Vec<_> = ids.iter().filter(|id| !text.contains(id.as_str())).collect();
+    assert!(missing.is_empty(), "{protocol}: {} of {} spans never reached the collector", missing.len(), ids.len());
+    // Each span exactly once.
+    for id in &ids {
+        assert_eq!(text.matches(&format!("ID             : {id}")).count(), 1, "{protocol}: span {id} not exactly once");
+    }
+    // RED metrics with semantic-convention names, under the observed service's resource.
+    assert!(text.contains("http.server.request.duration"), "{protocol}: no duration histogram");
+    assert!(text.contains("service.name: Str(63.245.209.11:80)"), "{protocol}: observed service missing");
+    // The agent's own telemetry, through the OpenTelemetry SDK.
+    assert!(text.contains("service.name: Str(wasmtap-agent)"), "{protocol}: agent self-metrics missing");
+}
+
+#[test]
+fn spans_and_metrics_reach_a_real_collector_over_grpc() {
+    check("grpc");
+}
+
+#[test]
+fn spans_and_metrics_reach_a_real_collector_over_http() {
+    check("http");
+}
