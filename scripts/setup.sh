@@ -13,6 +13,7 @@ if [[ "${1:-}" == "--test" ]]; then
   want nginx-light
   want wrk
   want iproute2
+  want bc
 fi
 if ((${#need_apt[@]})); then
   echo "setup: installing Debian packages: ${need_apt[*]}" >&2

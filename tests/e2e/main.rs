@@ -3,6 +3,7 @@
 #![allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 
 mod golden;
+mod nginx;
 mod otlp;
 mod robustness;
 
