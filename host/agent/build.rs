@@ -11,8 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest.join("../..").canonicalize().expect("workspace root");
+    let manifest =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     for dir in ["plugins", "sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
@@ -29,7 +33,11 @@ fn main() {
         .collect();
     entries.sort();
     for p in entries {
-        let name = p.file_name().and_then(|n| n.to_str()).expect("utf-8 dir name").to_string();
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("utf-8 dir name")
+            .to_string();
         crates.push(name);
     }
 
@@ -42,7 +50,15 @@ fn main() {
     for c in &crates {
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(&root)
-            .args(["rustc", "--release", "--lib", "--crate-type", "cdylib", "--target", "wasm32-wasip2"])
+            .args([
+                "rustc",
+                "--release",
+                "--lib",
+                "--crate-type",
+                "cdylib",
+                "--target",
+                "wasm32-wasip2",
+            ])
             .arg("--target-dir")
             .arg(&target_dir)
             .args(["-p", &format!("wasmtap-plugin-{c}")]);
@@ -70,13 +86,20 @@ fn main() {
         }
     }
 
-    let mut src = String::from("/// Decoders compiled into the binary: (name, component bytes).\npub static EMBEDDED: &[(&str, &[u8])] = &[\n");
+    let mut src = String::from(
+        "/// Decoders compiled into the binary: (name, component bytes).\npub static EMBEDDED: &[(&str, &[u8])] = &[\n",
+    );
     for c in &crates {
         let file = format!("wasmtap_plugin_{}.wasm", c.replace('-', "_"));
         let built = target_dir.join("wasm32-wasip2/release").join(&file);
         let dest = out.join(&file);
         copy(&built, &dest);
-        writeln!(src, "    ({c:?}, include_bytes!({:?})),", dest.display().to_string()).expect("write");
+        writeln!(
+            src,
+            "    ({c:?}, include_bytes!({:?})),",
+            dest.display().to_string()
+        )
+        .expect("write");
     }
     src.push_str("];\n");
     std::fs::write(out.join("embedded.rs"), src).expect("write embedded.rs");

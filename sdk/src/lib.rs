@@ -171,7 +171,10 @@ pub trait Session: 'static {
 impl DecodeError {
     /// Builds an error with a short, stable, low-cardinality reason.
     pub fn new(reason: &str, offset: u64) -> Self {
-        Self { reason: reason.to_string(), offset }
+        Self {
+            reason: reason.to_string(),
+            offset,
+        }
     }
 }
 
@@ -207,15 +210,24 @@ impl Descriptor {
 impl Attribute {
     /// A string attribute.
     pub fn str(key: &str, value: impl Into<String>) -> Self {
-        Self { key: key.to_string(), value: AttributeValue::Str(value.into()) }
+        Self {
+            key: key.to_string(),
+            value: AttributeValue::Str(value.into()),
+        }
     }
     /// An integer attribute.
     pub fn int(key: &str, value: i64) -> Self {
-        Self { key: key.to_string(), value: AttributeValue::Int(value) }
+        Self {
+            key: key.to_string(),
+            value: AttributeValue::Int(value),
+        }
     }
     /// A boolean attribute.
     pub fn boolean(key: &str, value: bool) -> Self {
-        Self { key: key.to_string(), value: AttributeValue::Boolean(value) }
+        Self {
+            key: key.to_string(),
+            value: AttributeValue::Boolean(value),
+        }
     }
 }
 
@@ -287,7 +299,11 @@ pub fn log(level: Level, message: &str) {
 /// This plugin's configuration section as JSON (`{}` when none was given, and
 /// outside the agent).
 pub fn config() -> String {
-    if cfg!(target_arch = "wasm32") { wit_host::config() } else { "{}".to_string() }
+    if cfg!(target_arch = "wasm32") {
+        wit_host::config()
+    } else {
+        "{}".to_string()
+    }
 }
 
 /// Installs a panic hook that reports the panic through [`log`] before the
@@ -313,7 +329,10 @@ impl<D: Decoder> SessionAdapter<D> {
     /// Creates the adapter (called by the generated constructor).
     pub fn new(transport: Transport, server_port: u16) -> Self {
         __install_panic_hook();
-        Self { inner: RefCell::new(D::new_session(transport, server_port)), out: RefCell::new(Vec::new()) }
+        Self {
+            inner: RefCell::new(D::new_session(transport, server_port)),
+            out: RefCell::new(Vec::new()),
+        }
     }
     /// `feed`, as the WIT resource method.
     pub fn feed(
@@ -324,20 +343,31 @@ impl<D: Decoder> SessionAdapter<D> {
     ) -> Result<wit::FeedResult, DecodeError> {
         let mut out = self.out.borrow_mut();
         out.clear();
-        let consumed = self.inner.borrow_mut().feed(dir, timestamp_ns, &data, &mut out)?;
+        let consumed = self
+            .inner
+            .borrow_mut()
+            .feed(dir, timestamp_ns, &data, &mut out)?;
         let consumed = u32::try_from(consumed.min(data.len())).unwrap_or(u32::MAX);
-        Ok(wit::FeedResult { consumed, messages: std::mem::take(&mut *out) })
+        Ok(wit::FeedResult {
+            consumed,
+            messages: std::mem::take(&mut *out),
+        })
     }
     /// `gap`, as the WIT resource method.
     pub fn gap(&self, dir: Direction, len: u64) -> Result<wit::FeedResult, DecodeError> {
         let mut out = Vec::new();
         self.inner.borrow_mut().gap(dir, len, &mut out)?;
-        Ok(wit::FeedResult { consumed: 0, messages: out })
+        Ok(wit::FeedResult {
+            consumed: 0,
+            messages: out,
+        })
     }
     /// `close`, as the WIT resource method.
     pub fn close(&self, reason: CloseReason, timestamp_ns: u64) -> Vec<Message> {
         let mut out = Vec::new();
-        self.inner.borrow_mut().close(reason, timestamp_ns, &mut out);
+        self.inner
+            .borrow_mut()
+            .close(reason, timestamp_ns, &mut out);
         out
     }
 }

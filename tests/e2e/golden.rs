@@ -30,12 +30,18 @@ const PEER: &[(&str, &[(&str, usize)])] = &[
     // Suricata http-gap-simple: /1, /2 and /3 each with status 200.
     ("suricata__http-gap-simple.pcap", &[("GET 200", 3)]),
     // Suricata http-pipeline-files-with-gap: 3 files, so 3 answered GETs.
-    ("suricata__http-pipeline-files-with-gap.pcap", &[("GET 200", 3)]),
+    (
+        "suricata__http-pipeline-files-with-gap.pcap",
+        &[("GET 200", 3)],
+    ),
     // A request whose response was never captured becomes an unanswered span.
     ("suricata__http-chunked.pcap", &[("HEAD -", 1)]),
     ("suricata__decode-sll2-01.pcap", &[("GET -", 1)]),
     // Starts with a 200 response (unmatched, counted), then GET /favicon.ico answered 404.
-    ("suricata__tcp-stream-after-swap-http-start-from-response.pcap", &[("GET 404", 1)]),
+    (
+        "suricata__tcp-stream-after-swap-http-start-from-response.pcap",
+        &[("GET 404", 1)],
+    ),
     // DeepFlow httpv1.result: POST, 200.
     ("deepflow__httpv1.pcap", &[("POST 200", 1)]),
     // DeepFlow istio-tcp-frag.result: GET /productpage and a 200 whose header is cut short.
@@ -47,9 +53,17 @@ fn exchanges(file: &str) -> (Vec<serde_json::Value>, BTreeMap<String, usize>) {
     let mut counts = BTreeMap::new();
     for s in &spans {
         let method = attr(s, "http.request.method_original");
-        let method = if method.is_empty() { attr(s, "http.request.method") } else { method };
+        let method = if method.is_empty() {
+            attr(s, "http.request.method")
+        } else {
+            method
+        };
         let status = attr(s, "http.response.status_code");
-        let status = if status.is_empty() { "-".to_string() } else { status };
+        let status = if status.is_empty() {
+            "-".to_string()
+        } else {
+            status
+        };
         *counts.entry(format!("{method} {status}")).or_default() += 1;
     }
     (spans, counts)
@@ -76,11 +90,16 @@ fn zeek_http_methods_has_49_exchanges() {
     assert_eq!(spans.len(), 49, "{counts:?}");
     let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
     for s in &spans {
-        *by_status.entry(attr(s, "http.response.status_code")).or_default() += 1;
+        *by_status
+            .entry(attr(s, "http.response.status_code"))
+            .or_default() += 1;
     }
     // tshark agrees on the responses: 400 x30, 405 x8, 200 x5, 411 x5, 403 x1.
     let want: BTreeMap<String, usize> =
-        [("400", 30), ("405", 8), ("200", 5), ("411", 5), ("403", 1)].iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        [("400", 30), ("405", 8), ("200", 5), ("411", 5), ("403", 1)]
+            .iter()
+            .map(|(k, n)| (k.to_string(), *n))
+            .collect();
     assert_eq!(by_status, want);
 }
 
@@ -115,7 +134,10 @@ fn http_golden_summaries() {
     let dir = root().join("tests/pcaps/http");
     let golden = root().join("tests/golden/http");
     let update = std::env::var_os("UPDATE_EXPECT").is_some();
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut diffs = Vec::new();
     for f in files {
@@ -134,7 +156,11 @@ fn http_golden_summaries() {
             diffs.push(format!("{name}:\n--- want\n{want}--- got\n{text}"));
         }
     }
-    assert!(diffs.is_empty(), "golden summaries differ (UPDATE_EXPECT=1 regenerates):\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "golden summaries differ (UPDATE_EXPECT=1 regenerates):\n{}",
+        diffs.join("\n")
+    );
 }
 
 #[test]

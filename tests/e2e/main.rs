@@ -14,7 +14,10 @@ use serde_json::Value;
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The agent binary under test.
@@ -24,7 +27,11 @@ pub fn bin() -> &'static str {
 
 /// Runs `wasmtap` with `args`, returning its output.
 pub fn run(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).env("WASMTAP_LOG", "error").output().unwrap()
+    Command::new(bin())
+        .args(args)
+        .env("WASMTAP_LOG", "error")
+        .output()
+        .unwrap()
 }
 
 /// Replays `file` (relative to the root) with `--format jsonl` and returns the spans.

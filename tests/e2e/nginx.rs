@@ -19,14 +19,29 @@ fn nginx_wrk_capture_status_codes_equal_tshark() {
     let spans = replay_spans(&pcap, &[]);
     let mut ours: BTreeMap<String, usize> = BTreeMap::new();
     for s in &spans {
-        *ours.entry(attr(s, "http.response.status_code")).or_default() += 1;
+        *ours
+            .entry(attr(s, "http.response.status_code"))
+            .or_default() += 1;
     }
 
     let out = Command::new("tshark")
-        .args(["-r", pcap.to_str().unwrap(), "-Y", "http.response", "-T", "fields", "-e", "http.response.code"])
+        .args([
+            "-r",
+            pcap.to_str().unwrap(),
+            "-Y",
+            "http.response",
+            "-T",
+            "fields",
+            "-e",
+            "http.response.code",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut theirs: BTreeMap<String, usize> = BTreeMap::new();
     for l in String::from_utf8(out.stdout).unwrap().lines() {
         *theirs.entry(l.trim().to_string()).or_default() += 1;
@@ -34,9 +49,15 @@ fn nginx_wrk_capture_status_codes_equal_tshark() {
     std::fs::remove_file(&pcap).ok();
     // The script's nginx answers 200, 302, 404 and 500: all four must be seen.
     assert_eq!(ours.len(), 4, "{ours:?}");
-    assert!(ours.values().sum::<usize>() > 1000, "too little traffic: {ours:?}");
+    assert!(
+        ours.values().sum::<usize>() > 1000,
+        "too little traffic: {ours:?}"
+    );
     assert_eq!(ours, theirs);
     // 5xx are errors (server spans), the rest are not.
-    let errors = spans.iter().filter(|s| s["status"]["code"] == "error").count();
+    let errors = spans
+        .iter()
+        .filter(|s| s["status"]["code"] == "error")
+        .count();
     assert_eq!(errors, ours["500"]);
 }

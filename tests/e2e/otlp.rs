@@ -16,15 +16,25 @@ fn rotel_agent() -> PathBuf {
         return PathBuf::from(p);
     }
     let out = Command::new("python3")
-        .args(["-c", "import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))"])
+        .args([
+            "-c",
+            "import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))",
+        ])
         .output()
         .expect("python3");
-    assert!(out.status.success(), "rotel is not installed: run scripts/setup.sh --test");
+    assert!(
+        out.status.success(),
+        "rotel is not installed: run scripts/setup.sh --test"
+    );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Collector {
@@ -37,21 +47,40 @@ struct Collector {
 impl Collector {
     fn start(tag: &str) -> Self {
         let (grpc, http) = (free_port(), free_port());
-        let log = std::env::temp_dir().join(format!("wasmtap-rotel-{tag}-{}.log", std::process::id()));
+        let log =
+            std::env::temp_dir().join(format!("wasmtap-rotel-{tag}-{}.log", std::process::id()));
         let f = std::fs::File::create(&log).unwrap();
         let child = Command::new(rotel_agent())
-            .args(["start", "--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
+            .args([
+                "start",
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{grpc}"),
+            ])
             .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
-            .args(["--exporter", "blackhole", "--debug-log", "traces", "--debug-log", "metrics"])
+            .args([
+                "--exporter",
+                "blackhole",
+                "--debug-log",
+                "traces",
+                "--debug-log",
+                "metrics",
+            ])
             .args(["--debug-log-verbosity", "detailed"])
             .stdout(f.try_clone().unwrap())
             .stderr(f)
             .stdin(Stdio::null())
             .spawn()
             .expect("start rotel-agent");
-        let c = Self { child, log, grpc, http };
+        let c = Self {
+            child,
+            log,
+            grpc,
+            http,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", grpc)).is_err() || TcpStream::connect(("127.0.0.1", http)).is_err() {
+        while TcpStream::connect(("127.0.0.1", grpc)).is_err()
+            || TcpStream::connect(("127.0.0.1", http)).is_err()
+        {
             assert!(Instant::now() < deadline, "rotel did not start listening");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -84,28 +113,57 @@ fn check(protocol: &str) {
     let port = if protocol == "grpc" { c.grpc } else { c.http };
     let endpoint = format!("http://127.0.0.1:{port}");
     let mut ids = Vec::new();
-    for file in ["zeek__http-pipelined-requests.pcap", "zeek__http-http-post-large.pcap", "zeek__http-methods.pcap"] {
+    for file in [
+        "zeek__http-pipelined-requests.pcap",
+        "zeek__http-http-post-large.pcap",
+        "zeek__http-methods.pcap",
+    ] {
         let spans = replay_spans(
             &root().join("tests/pcaps/http").join(file),
             &["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol],
         );
         assert!(!spans.is_empty(), "{file}: no spans");
-        ids.extend(spans.iter().map(|s| s["span_id"].as_str().unwrap().to_string()));
+        ids.extend(
+            spans
+                .iter()
+                .map(|s| s["span_id"].as_str().unwrap().to_string()),
+        );
     }
     let text = c.wait_for(|t| {
         ids.iter().all(|id| t.contains(id.as_str())) && t.contains("wasmtap.agent.frames")
     });
-    let missing: Vec<_> = ids.iter().filter(|id| !text.contains(id.as_str())).collect();
-    assert!(missing.is_empty(), "{protocol}: {} of {} spans never reached the collector", missing.len(), ids.len());
+    let missing: Vec<_> = ids
+        .iter()
+        .filter(|id| !text.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{protocol}: {} of {} spans never reached the collector",
+        missing.len(),
+        ids.len()
+    );
     // Each span exactly once.
     for id in &ids {
-        assert_eq!(text.matches(&format!("ID             : {id}")).count(), 1, "{protocol}: span {id} not exactly once");
+        assert_eq!(
+            text.matches(&format!("ID             : {id}")).count(),
+            1,
+            "{protocol}: span {id} not exactly once"
+        );
     }
     // RED metrics with semantic-convention names, under the observed service's resource.
-    assert!(text.contains("http.server.request.duration"), "{protocol}: no duration histogram");
-    assert!(text.contains("service.name: Str(63.245.209.11:80)"), "{protocol}: observed service missing");
+    assert!(
+        text.contains("http.server.request.duration"),
+        "{protocol}: no duration histogram"
+    );
+    assert!(
+        text.contains("service.name: Str(63.245.209.11:80)"),
+        "{protocol}: observed service missing"
+    );
     // The agent's own telemetry, through the OpenTelemetry SDK.
-    assert!(text.contains("service.name: Str(wasmtap-agent)"), "{protocol}: agent self-metrics missing");
+    assert!(
+        text.contains("service.name: Str(wasmtap-agent)"),
+        "{protocol}: agent self-metrics missing"
+    );
 }
 
 #[test]

@@ -35,7 +35,12 @@ fn replay_bounded(file: &Path) -> (Option<i32>, String) {
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             return (status.code(), err);
         }
         if start.elapsed() > Duration::from_secs(60) {
@@ -47,18 +52,38 @@ fn replay_bounded(file: &Path) -> (Option<i32>, String) {
 }
 
 fn check_clean(file: &Path, code: Option<i32>, err: &str) {
-    assert!(!err.contains("panicked"), "{}: panic: {err}", file.display());
-    assert!(matches!(code, Some(0) | Some(1)), "{}: exit {code:?}: {err}", file.display());
+    assert!(
+        !err.contains("panicked"),
+        "{}: panic: {err}",
+        file.display()
+    );
+    assert!(
+        matches!(code, Some(0) | Some(1)),
+        "{}: exit {code:?}: {err}",
+        file.display()
+    );
     if code == Some(1) {
-        let lines: Vec<_> = err.lines().filter(|l| l.starts_with("wasmtap: error")).collect();
-        assert_eq!(lines.len(), 1, "{}: want one error line: {err}", file.display());
+        let lines: Vec<_> = err
+            .lines()
+            .filter(|l| l.starts_with("wasmtap: error"))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{}: want one error line: {err}",
+            file.display()
+        );
     }
 }
 
 #[test]
 fn every_bundled_capture_replays_cleanly() {
     let files = all_captures();
-    assert!(files.len() >= 80, "bundled captures missing: {}", files.len());
+    assert!(
+        files.len() >= 80,
+        "bundled captures missing: {}",
+        files.len()
+    );
     for f in files {
         let (code, err) = replay_bounded(&f);
         check_clean(&f, code, &err);
@@ -127,7 +152,12 @@ fn bad_config_names_the_field() {
     let tmp = std::env::temp_dir().join(format!("wasmtap-cfg-{}.toml", std::process::id()));
     std::fs::write(&tmp, "[flows]\nmax_flowz = 10\n").unwrap();
     let f = root().join("tests/pcaps/http/deepflow__httpv1.pcap");
-    let out = run(&["replay", f.to_str().unwrap(), "--config", tmp.to_str().unwrap()]);
+    let out = run(&[
+        "replay",
+        f.to_str().unwrap(),
+        "--config",
+        tmp.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("max_flowz"), "{err}");

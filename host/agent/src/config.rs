@@ -65,7 +65,10 @@ pub struct MatchingConfig {
 
 impl Default for MatchingConfig {
     fn default() -> Self {
-        Self { response_timeout_ms: 30_000, max_pending_per_flow: 1024 }
+        Self {
+            response_timeout_ms: 30_000,
+            max_pending_per_flow: 1024,
+        }
     }
 }
 
@@ -124,7 +127,10 @@ pub struct TelemetrySection {
 
 impl Default for TelemetrySection {
     fn default() -> Self {
-        Self { max_series: 10_000, batch_spans: 1024 }
+        Self {
+            max_series: 10_000,
+            batch_spans: 1024,
+        }
     }
 }
 
@@ -138,7 +144,8 @@ impl Config {
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Self> {
-        let cfg: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -146,20 +153,41 @@ impl Config {
     fn validate(&self) -> Result<()> {
         let nonzero = [
             ("flows.max_flows", self.flows.max_flows as u64),
-            ("flows.tcp_idle_timeout_secs", self.flows.tcp_idle_timeout_secs),
-            ("flows.udp_idle_timeout_secs", self.flows.udp_idle_timeout_secs),
-            ("matching.response_timeout_ms", self.matching.response_timeout_ms),
-            ("matching.max_pending_per_flow", self.matching.max_pending_per_flow as u64),
+            (
+                "flows.tcp_idle_timeout_secs",
+                self.flows.tcp_idle_timeout_secs,
+            ),
+            (
+                "flows.udp_idle_timeout_secs",
+                self.flows.udp_idle_timeout_secs,
+            ),
+            (
+                "matching.response_timeout_ms",
+                self.matching.response_timeout_ms,
+            ),
+            (
+                "matching.max_pending_per_flow",
+                self.matching.max_pending_per_flow as u64,
+            ),
             ("plugins.max_memory_mib", self.plugins.max_memory_mib as u64),
-            ("plugins.max_pending_kib", self.plugins.max_pending_kib as u64),
-            ("plugins.max_messages_per_call", self.plugins.max_messages_per_call as u64),
+            (
+                "plugins.max_pending_kib",
+                self.plugins.max_pending_kib as u64,
+            ),
+            (
+                "plugins.max_messages_per_call",
+                self.plugins.max_messages_per_call as u64,
+            ),
             ("telemetry.max_series", self.telemetry.max_series as u64),
             ("telemetry.batch_spans", self.telemetry.batch_spans as u64),
         ];
         for (name, v) in nonzero {
             anyhow::ensure!(v > 0, "{name} must be greater than 0");
         }
-        anyhow::ensure!(self.plugins.max_memory_mib <= 4096, "plugins.max_memory_mib must be at most 4096");
+        anyhow::ensure!(
+            self.plugins.max_memory_mib <= 4096,
+            "plugins.max_memory_mib must be at most 4096"
+        );
         for (i, s) in self.services.iter().enumerate() {
             wasmtap_telemetry::services::ServiceRule::parse(&s.matches, &s.name)
                 .map_err(|e| anyhow::anyhow!("services[{i}]: {e}"))?;

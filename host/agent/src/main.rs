@@ -125,7 +125,10 @@ fn list_plugins(dir: Option<&Path>, config: Option<&Path>) -> Result<()> {
     let cfg = load_config(config)?;
     let host = wasmtap_runtime::PluginHost::new(cfg.runtime())?;
     let set = plugins::load_all(&host, &cfg, dir)?;
-    println!("{:<12} {:<10} {:<8} {:<10} {:<64} SOURCE", "NAME", "VERSION", "WIT", "STATE", "SHA256");
+    println!(
+        "{:<12} {:<10} {:<8} {:<10} {:<64} SOURCE",
+        "NAME", "VERSION", "WIT", "STATE", "SHA256"
+    );
     for p in &set {
         let i = p.info();
         let src = match &i.source {
@@ -147,7 +150,12 @@ fn list_plugins(dir: Option<&Path>, config: Option<&Path>) -> Result<()> {
 
 fn replay(a: ReplayArgs) -> Result<()> {
     let cfg = load_config(a.config.as_deref())?;
-    let protocol = a.otlp_protocol.as_deref().map(str::parse).transpose().map_err(|e| anyhow::anyhow!("--otlp-protocol: {e}"))?;
+    let protocol = a
+        .otlp_protocol
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--otlp-protocol: {e}"))?;
     let otlp_cfg = wasmtap_export::ExporterConfig::from_env_and(a.otlp_endpoint.clone(), protocol)?;
 
     let mut source = wasmtap_capture::FileSource::open(&a.file)?;
@@ -179,11 +187,16 @@ fn replay(a: ReplayArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!(e))?;
     let extra = vec![
         wasmtap_telemetry::model::KeyValue::str("telemetry.distro.name", "wasmtap"),
-        wasmtap_telemetry::model::KeyValue::str("telemetry.distro.version", env!("CARGO_PKG_VERSION")),
+        wasmtap_telemetry::model::KeyValue::str(
+            "telemetry.distro.version",
+            env!("CARGO_PKG_VERSION"),
+        ),
     ];
     let telemetry = wasmtap_telemetry::red::Telemetry::new(
         wasmtap_telemetry::services::ServiceMap::new(rules, extra),
-        wasmtap_telemetry::red::TelemetryConfig { max_series: cfg.telemetry.max_series },
+        wasmtap_telemetry::red::TelemetryConfig {
+            max_series: cfg.telemetry.max_series,
+        },
     );
     let flows = wasmtap_flow::FlowConfig {
         max_flows: cfg.flows.max_flows,
@@ -295,9 +308,10 @@ fn progress_bar(file: &Path) -> Option<indicatif::ProgressBar> {
     }
     let pb = indicatif::ProgressBar::new(len);
     pb.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .ok()?,
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .ok()?,
     );
     Some(pb)
 }
-

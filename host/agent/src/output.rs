@@ -59,7 +59,10 @@ pub fn write_jsonl(w: &mut dyn Write, spans: &[SpanRecord]) -> std::io::Result<(
             kind: s.kind,
             start_unix_nano: s.start_unix_nano,
             end_unix_nano: s.end_unix_nano,
-            status: Status { code: s.status, message: &s.status_message },
+            status: Status {
+                code: s.status,
+                message: &s.status_message,
+            },
             resource: Attrs(&s.resource.attributes),
             attributes: Attrs(&s.attributes),
         };
@@ -71,8 +74,18 @@ pub fn write_jsonl(w: &mut dyn Write, spans: &[SpanRecord]) -> std::io::Result<(
 
 /// Formats the summary table.
 pub fn write_table(w: &mut dyn Write, rows: &[SummaryRow]) -> std::io::Result<()> {
-    let sw = rows.iter().map(|r| r.service.len()).max().unwrap_or(0).max(7);
-    let ow = rows.iter().map(|r| r.operation.len()).max().unwrap_or(0).clamp(9, 40);
+    let sw = rows
+        .iter()
+        .map(|r| r.service.len())
+        .max()
+        .unwrap_or(0)
+        .max(7);
+    let ow = rows
+        .iter()
+        .map(|r| r.operation.len())
+        .max()
+        .unwrap_or(0)
+        .clamp(9, 40);
     writeln!(
         w,
         "{:<sw$}  {:<8}  {:<ow$}  {:>9}  {:>7}  {:>10}  {:>10}  {:>10}",
@@ -119,6 +132,10 @@ pub struct Outputs {
 }
 
 impl SpanSink for Outputs {
+    fn wants_spans(&self) -> bool {
+        self.jsonl.is_some() || self.otlp.is_some()
+    }
+
     fn spans(&mut self, batch: Vec<SpanRecord>) {
         self.spans += batch.len() as u64;
         if let Some(w) = self.jsonl.as_mut() {

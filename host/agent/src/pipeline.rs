@@ -23,6 +23,10 @@ pub struct FlowState {
 pub trait SpanSink {
     /// Takes a batch of spans (in completion order).
     fn spans(&mut self, batch: Vec<SpanRecord>);
+    /// Whether spans are consumed at all (if not, only metrics are kept).
+    fn wants_spans(&self) -> bool {
+        true
+    }
 }
 
 /// Matching and batching, the part of a shard the flow table calls back into.
@@ -59,7 +63,12 @@ fn close(r: CloseReason) -> FlowClose {
 impl Handler {
     fn drain(&mut self, flow: &FlowMeta, st: &mut FlowState, sink: &mut dyn SpanSink) {
         for m in self.msgs.drain(..) {
-            st.matcher.push(m, self.max_pending, &mut self.match_stats, &mut self.exchanges);
+            st.matcher.push(
+                m,
+                self.max_pending,
+                &mut self.match_stats,
+                &mut self.exchanges,
+            );
         }
         self.emit(flow, st, sink);
     }
@@ -68,7 +77,11 @@ impl Handler {
         if self.exchanges.is_empty() {
             return;
         }
-        let protocol: Arc<str> = st.session.protocol().cloned().unwrap_or_else(|| Arc::from("unknown"));
+        let protocol: Arc<str> = st
+            .session
+            .protocol()
+            .cloned()
+            .unwrap_or_else(|| Arc::from("unknown"));
         let ctx = FlowCtx {
             client: flow.client,
             server: flow.server,
@@ -79,11 +92,17 @@ impl Handler {
             },
             flow_id: flow.id,
         };
+        let want = sink.wants_spans();
         for ex in self.exchanges.drain(..) {
-            self.spans.push(self.telemetry.record(ex, &ctx));
+            if let Some(span) = self.telemetry.record(ex, &ctx, want) {
+                self.spans.push(span);
+            }
         }
         if self.spans.len() >= self.batch {
-            sink.spans(std::mem::replace(&mut self.spans, Vec::with_capacity(self.batch)));
+            sink.spans(std::mem::replace(
+                &mut self.spans,
+                Vec::with_capacity(self.batch),
+            ));
         }
     }
 
@@ -106,24 +125,41 @@ impl FlowHandler<FlowState> for Bound<'_> {
             L4::Tcp => RtL4::Tcp,
             L4::Udp => RtL4::Udp,
         };
-        FlowState { session: self.h.worker.open(l4, flow.server.port()), matcher: Matcher::default() }
+        FlowState {
+            session: self.h.worker.open(l4, flow.server.port()),
+            matcher: Matcher::default(),
+        }
     }
 
-    fn on_data(&mut self, flow: &FlowMeta, st: &mut FlowState, d: Direction, ts_ns: u64, data: &[u8]) {
-        self.h.worker.data(&mut st.session, dir(d), ts_ns, data, &mut self.h.msgs);
+    fn on_data(
+        &mut self,
+        flow: &FlowMeta,
+        st: &mut FlowState,
+        d: Direction,
+        ts_ns: u64,
+        data: &[u8],
+    ) {
+        self.h
+            .worker
+            .data(&mut st.session, dir(d), ts_ns, data, &mut self.h.msgs);
         self.h.drain(flow, st, self.sink);
     }
 
     fn on_gap(&mut self, flow: &FlowMeta, st: &mut FlowState, d: Direction, _ts_ns: u64, len: u64) {
-        self.h.worker.gap(&mut st.session, dir(d), len, &mut self.h.msgs);
+        self.h
+            .worker
+            .gap(&mut st.session, dir(d), len, &mut self.h.msgs);
         self.h.drain(flow, st, self.sink);
     }
 
     fn on_close(&mut self, flow: &FlowMeta, mut st: FlowState, reason: CloseReason, ts_ns: u64) {
         self.h.count_end(&st.session);
-        self.h.worker.close(&mut st.session, close(reason), ts_ns, &mut self.h.msgs);
+        self.h
+            .worker
+            .close(&mut st.session, close(reason), ts_ns, &mut self.h.msgs);
         self.h.drain(flow, &mut st, self.sink);
-        st.matcher.finish(&mut self.h.match_stats, &mut self.h.exchanges);
+        st.matcher
+            .finish(&mut self.h.match_stats, &mut self.h.exchanges);
         self.h.emit(flow, &st, self.sink);
     }
 }
@@ -182,7 +218,10 @@ impl Shard {
     pub fn frame(&mut self, link: LinkType, ts_ns: u64, data: &[u8], sink: &mut dyn SpanSink) {
         self.frames += 1;
         self.frame_bytes += data.len() as u64;
-        let mut bound = Bound { h: &mut self.handler, sink };
+        let mut bound = Bound {
+            h: &mut self.handler,
+            sink,
+        };
         match self.decoder.decode(link, ts_ns, data) {
             Ok(Some(pkt)) => self.flows.process(&pkt, ts_ns, &mut bound),
             Ok(None) => {}
@@ -201,7 +240,8 @@ impl Shard {
         let timeout = h.response_timeout_ns;
         self.flows.for_each_mut(|flow, st| {
             if st.matcher.pending() > 0 {
-                st.matcher.expire(now_ns, timeout, &mut h.match_stats, &mut h.exchanges);
+                st.matcher
+                    .expire(now_ns, timeout, &mut h.match_stats, &mut h.exchanges);
                 h.emit(flow, st, sink);
             }
         });
@@ -209,8 +249,12 @@ impl Shard {
 
     /// End of capture: closes every flow and hands out the last spans.
     pub fn finish(&mut self, ts_ns: u64, sink: &mut dyn SpanSink) {
-        let mut bound = Bound { h: &mut self.handler, sink };
-        self.flows.close_all(CloseReason::EndOfCapture, ts_ns, &mut bound);
+        let mut bound = Bound {
+            h: &mut self.handler,
+            sink,
+        };
+        self.flows
+            .close_all(CloseReason::EndOfCapture, ts_ns, &mut bound);
         let rest = std::mem::take(&mut self.handler.spans);
         if !rest.is_empty() {
             sink.spans(rest);

@@ -32,7 +32,11 @@ pub fn load_all(host: &PluginHost, cfg: &Config, dir: Option<&Path>) -> Result<V
         .collect();
     files.sort();
     for f in files {
-        let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_string();
+        let stem = f
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("plugin")
+            .to_string();
         let bytes = match std::fs::read(&f) {
             Ok(b) => b,
             Err(e) => {
@@ -40,7 +44,12 @@ pub fn load_all(host: &PluginHost, cfg: &Config, dir: Option<&Path>) -> Result<V
                 continue;
             }
         };
-        match host.load(&stem, &bytes, PluginSource::File(f.clone()), &cfg.plugin_json(&stem)) {
+        match host.load(
+            &stem,
+            &bytes,
+            PluginSource::File(f.clone()),
+            &cfg.plugin_json(&stem),
+        ) {
             Ok(p) => {
                 set.retain(|old| old.info().name != p.info().name);
                 set.push(Arc::new(p));

@@ -28,37 +28,89 @@ impl Counters {
         v.push(("wasmtap.agent.frames", vec![], shard.frames));
         v.push(("wasmtap.agent.frame_bytes", vec![], shard.frame_bytes));
         for (k, n) in &shard.decode_errors {
-            v.push(("wasmtap.agent.decode.errors", vec![("error_type", k.to_string())], *n));
+            v.push((
+                "wasmtap.agent.decode.errors",
+                vec![("error_type", k.to_string())],
+                *n,
+            ));
         }
         let f = shard.flow_stats();
         v.push(("wasmtap.agent.flows.opened", vec![], f.flows_opened));
         v.push(("wasmtap.agent.flows.evicted", vec![], f.flows_evicted));
         v.push(("wasmtap.agent.reassembly.gaps", vec![], f.gaps));
         v.push(("wasmtap.agent.reassembly.gap_bytes", vec![], f.gap_bytes));
-        v.push(("wasmtap.agent.reassembly.retransmitted_bytes", vec![], f.retransmitted_bytes));
-        v.push(("wasmtap.agent.reassembly.ooo_cap_drops", vec![], f.ooo_cap_drops));
+        v.push((
+            "wasmtap.agent.reassembly.retransmitted_bytes",
+            vec![],
+            f.retransmitted_bytes,
+        ));
+        v.push((
+            "wasmtap.agent.reassembly.ooo_cap_drops",
+            vec![],
+            f.ooo_cap_drops,
+        ));
         let w = shard.worker_stats();
         v.push(("wasmtap.agent.plugin.calls", vec![], w.calls));
         v.push(("wasmtap.agent.plugin.bytes_in", vec![], w.bytes_in));
         v.push(("wasmtap.agent.plugin.messages", vec![], w.messages));
         v.push(("wasmtap.agent.plugin.traps", vec![], w.traps));
-        v.push(("wasmtap.agent.plugin.decode_errors", vec![], w.decode_errors));
-        v.push(("wasmtap.agent.plugin.pending_overflows", vec![], w.pending_overflows));
+        v.push((
+            "wasmtap.agent.plugin.decode_errors",
+            vec![],
+            w.decode_errors,
+        ));
+        v.push((
+            "wasmtap.agent.plugin.pending_overflows",
+            vec![],
+            w.pending_overflows,
+        ));
         v.push(("wasmtap.agent.plugin.capped", vec![], w.capped));
         v.push(("wasmtap.agent.flows.no_decoder", vec![], w.no_decoder));
         for (k, n) in &shard.handler.sessions_ended {
-            v.push(("wasmtap.agent.sessions.ended", vec![("reason", k.to_string())], *n));
+            v.push((
+                "wasmtap.agent.sessions.ended",
+                vec![("reason", k.to_string())],
+                *n,
+            ));
         }
         let m = &shard.handler.match_stats;
-        v.push(("wasmtap.agent.exchanges", vec![("kind", "complete".into())], m.complete));
-        v.push(("wasmtap.agent.exchanges", vec![("kind", "unanswered".into())], m.unanswered));
-        v.push(("wasmtap.agent.exchanges", vec![("kind", "one_way".into())], m.one_way));
-        v.push(("wasmtap.agent.responses.unmatched", vec![], m.unmatched_responses));
+        v.push((
+            "wasmtap.agent.exchanges",
+            vec![("kind", "complete".into())],
+            m.complete,
+        ));
+        v.push((
+            "wasmtap.agent.exchanges",
+            vec![("kind", "unanswered".into())],
+            m.unanswered,
+        ));
+        v.push((
+            "wasmtap.agent.exchanges",
+            vec![("kind", "one_way".into())],
+            m.one_way,
+        ));
+        v.push((
+            "wasmtap.agent.responses.unmatched",
+            vec![],
+            m.unmatched_responses,
+        ));
         v.push(("wasmtap.agent.spans", vec![], spans));
-        v.push(("wasmtap.agent.metrics.overflow", vec![], shard.handler.telemetry.overflowed()));
+        v.push((
+            "wasmtap.agent.metrics.overflow",
+            vec![],
+            shard.handler.telemetry.overflowed(),
+        ));
         if let Some(e) = export {
-            v.push(("wasmtap.agent.export.spans", vec![("outcome", "exported".into())], e.spans_exported));
-            v.push(("wasmtap.agent.export.spans", vec![("outcome", "failed".into())], e.spans_failed));
+            v.push((
+                "wasmtap.agent.export.spans",
+                vec![("outcome", "exported".into())],
+                e.spans_exported,
+            ));
+            v.push((
+                "wasmtap.agent.export.spans",
+                vec![("outcome", "failed".into())],
+                e.spans_failed,
+            ));
             v.push((
                 "wasmtap.agent.export.spans",
                 vec![("outcome", "dropped_queue_full".into())],
@@ -79,7 +131,11 @@ impl Counters {
                 writeln!(w, "{name}{{{}}} {n}", a.join(","))?;
             }
         }
-        writeln!(w, "wasmtap.agent.elapsed_seconds {:.3}", self.elapsed.as_secs_f64())
+        writeln!(
+            w,
+            "wasmtap.agent.elapsed_seconds {:.3}",
+            self.elapsed.as_secs_f64()
+        )
     }
 }
 
@@ -94,42 +150,47 @@ pub fn export(rt: &tokio::runtime::Handle, cfg: &wasmtap_export::ExporterConfig,
     let rt = rt.clone();
     let res = std::thread::scope(|s| {
         s.spawn(move || -> Result<(), String> {
-        let _guard = grpc.then(|| rt.enter());
-        let exporter = if grpc {
-            opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .with_timeout(Duration::from_secs(10))
-                .build()
-        } else {
-            opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_endpoint(format!("{endpoint}/v1/metrics"))
-                .with_timeout(Duration::from_secs(10))
-                .build()
-        }
-        .map_err(|e| e.to_string())?;
-        let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
-            .with_periodic_exporter(exporter)
-            .with_resource(
-                opentelemetry_sdk::Resource::builder()
-                    .with_service_name("wasmtap-agent")
-                    .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-                    .build(),
-            )
-            .build();
-        let meter = provider.meter("wasmtap");
-        for (name, attrs, n) in values {
-            let kv: Vec<KeyValue> = attrs.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
-            meter.u64_counter(name).build().add(n, &kv);
-        }
-        provider.shutdown().map_err(|e| e.to_string())
+            let _guard = grpc.then(|| rt.enter());
+            let exporter = if grpc {
+                opentelemetry_otlp::MetricExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .with_timeout(Duration::from_secs(10))
+                    .build()
+            } else {
+                opentelemetry_otlp::MetricExporter::builder()
+                    .with_http()
+                    .with_endpoint(format!("{endpoint}/v1/metrics"))
+                    .with_timeout(Duration::from_secs(10))
+                    .build()
+            }
+            .map_err(|e| e.to_string())?;
+            let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+                .with_periodic_exporter(exporter)
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name("wasmtap-agent")
+                        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+                        .build(),
+                )
+                .build();
+            let meter = provider.meter("wasmtap");
+            for (name, attrs, n) in values {
+                let kv: Vec<KeyValue> = attrs
+                    .into_iter()
+                    .map(|(k, v)| KeyValue::new(k, v))
+                    .collect();
+                meter.u64_counter(name).build().add(n, &kv);
+            }
+            provider.shutdown().map_err(|e| e.to_string())
         })
         .join()
     });
     match res {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("exporting the agent's own metrics failed: {e}"),
-        Err(_) => tracing::warn!("exporting the agent's own metrics failed: exporter thread panicked"),
+        Err(_) => {
+            tracing::warn!("exporting the agent's own metrics failed: exporter thread panicked")
+        }
     }
 }

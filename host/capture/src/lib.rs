@@ -61,11 +61,13 @@ mod repair {
             Err(e) => return Some(Err(e.to_string())),
         };
         // The pump ends when the file is copied or libpcap closes the pipe.
-        let spawned = std::thread::Builder::new().name("pcap-repair".into()).spawn(move || {
-            if writer.write_all(&hdr).is_ok() {
-                let _ = std::io::copy(&mut f, &mut writer);
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name("pcap-repair".into())
+            .spawn(move || {
+                if writer.write_all(&hdr).is_ok() {
+                    let _ = std::io::copy(&mut f, &mut writer);
+                }
+            });
         if let Err(e) = spawned {
             return Some(Err(e.to_string()));
         }
@@ -111,13 +113,26 @@ impl FileSource {
                     c
                 }
                 Some(Err(e2)) => {
-                    return Err(CaptureError::Open { path: p, reason: format!("{e}; repair: {e2}") });
+                    return Err(CaptureError::Open {
+                        path: p,
+                        reason: format!("{e}; repair: {e2}"),
+                    });
                 }
-                None => return Err(CaptureError::Open { path: p, reason: e.to_string() }),
+                None => {
+                    return Err(CaptureError::Open {
+                        path: p,
+                        reason: e.to_string(),
+                    });
+                }
             },
         };
         let link = cap.get_datalink().0;
-        Ok(Self { cap, path: p, packets: 0, link })
+        Ok(Self {
+            cap,
+            path: p,
+            packets: 0,
+            link,
+        })
     }
 
     /// The file's link type (DLT number).
@@ -140,7 +155,11 @@ impl FileSource {
                 let ts_ns = (ts.tv_sec.max(0) as u64)
                     .saturating_mul(1_000_000_000)
                     .saturating_add(ts.tv_usec.max(0) as u64);
-                Ok(Some(Frame { ts_ns, wire_len: pkt.header.len, data: pkt.data }))
+                Ok(Some(Frame {
+                    ts_ns,
+                    wire_len: pkt.header.len,
+                    data: pkt.data,
+                }))
             }
             Err(pcap::Error::NoMorePackets) => Ok(None),
             Err(e) => Err(CaptureError::Read {
@@ -164,7 +183,9 @@ mod tests {
         std::fs::write(&f, b"this is not a capture file at all").unwrap();
         let err = FileSource::open(&f).err().expect("must fail");
         assert!(err.to_string().contains("junk.pcap"), "{err}");
-        let missing = FileSource::open(&dir.join("missing.pcap")).err().expect("must fail");
+        let missing = FileSource::open(&dir.join("missing.pcap"))
+            .err()
+            .expect("must fail");
         assert!(missing.to_string().contains("missing.pcap"));
     }
 }

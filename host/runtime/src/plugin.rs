@@ -54,7 +54,10 @@ pub enum RuntimeError {
         reason: String,
     },
     /// The component does not implement the supported WIT world.
-    #[error("plugin {name}: incompatible with wasmtap:decoder@{}: {reason}", crate::WIT_VERSION)]
+    #[error(
+        "plugin {name}: incompatible with wasmtap:decoder@{}: {reason}",
+        crate::WIT_VERSION
+    )]
     Incompatible {
         /// Plugin name.
         name: String,
@@ -104,7 +107,10 @@ pub struct PluginInfo {
 impl PluginInfo {
     /// The protocol name used in telemetry (first declared protocol, else the decoder name).
     pub fn protocol(&self) -> &str {
-        self.protocols.first().map(String::as_str).unwrap_or(&self.name)
+        self.protocols
+            .first()
+            .map(String::as_str)
+            .unwrap_or(&self.name)
     }
 }
 
@@ -143,7 +149,11 @@ impl PluginHost {
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
         PluginBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
-        Ok(Self { engine, linker, config })
+        Ok(Self {
+            engine,
+            linker,
+            config,
+        })
     }
 
     /// The bounds in force.
@@ -165,9 +175,13 @@ impl PluginHost {
             name: name_hint.to_string(),
             reason: format!("{e:#}"),
         })?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            RuntimeError::Incompatible { name: name_hint.to_string(), reason: format!("{e:#}") }
-        })?;
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| RuntimeError::Incompatible {
+                    name: name_hint.to_string(),
+                    reason: format!("{e:#}"),
+                })?;
         let pre = PluginPre::new(instance_pre).map_err(|e| RuntimeError::Incompatible {
             name: name_hint.to_string(),
             reason: format!("{e:#}"),
@@ -180,13 +194,19 @@ impl PluginHost {
             Arc::from(name_hint),
             config_json.clone(),
         );
-        let bindings = pre.instantiate(&mut store).map_err(|e| RuntimeError::Describe {
-            name: name_hint.to_string(),
-            reason: format!("{e:#}"),
-        })?;
-        let d = bindings.wasmtap_decoder_decoder().call_describe(&mut store).map_err(|e| {
-            RuntimeError::Describe { name: name_hint.to_string(), reason: format!("{e:#}") }
-        })?;
+        let bindings = pre
+            .instantiate(&mut store)
+            .map_err(|e| RuntimeError::Describe {
+                name: name_hint.to_string(),
+                reason: format!("{e:#}"),
+            })?;
+        let d = bindings
+            .wasmtap_decoder_decoder()
+            .call_describe(&mut store)
+            .map_err(|e| RuntimeError::Describe {
+                name: name_hint.to_string(),
+                reason: format!("{e:#}"),
+            })?;
         if d.name.is_empty() || d.name.len() > 64 {
             return Err(RuntimeError::Describe {
                 name: name_hint.to_string(),
@@ -204,7 +224,11 @@ impl PluginHost {
             source,
             sha256: sha256_hex(bytes),
         };
-        Ok(Plugin { pre, info, config_json })
+        Ok(Plugin {
+            pre,
+            info,
+            config_json,
+        })
     }
 }
 

@@ -26,7 +26,10 @@ pub(crate) struct StoreState {
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -64,7 +67,9 @@ pub(crate) fn new_store(
     config: Arc<str>,
 ) -> Store<StoreState> {
     let mut wasi = WasiCtx::builder();
-    wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    wasi.allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
     let limits = StoreLimitsBuilder::new()
         .memory_size(memory_limit)
         .instances(4)
@@ -137,7 +142,11 @@ impl SessionEnd {
 
 enum State {
     Undecided,
-    Active { slot: usize, generation: u64, resource: ResourceAny },
+    Active {
+        slot: usize,
+        generation: u64,
+        resource: ResourceAny,
+    },
     Ended(SessionEnd),
 }
 
@@ -228,7 +237,13 @@ impl Worker {
         for p in plugins {
             let (store, bindings) = instantiate(host, p)?;
             protocols.push(Arc::from(p.info.protocol()));
-            slots.push(Slot { plugin: p.clone(), store, bindings, generation: 0, poisoned: false });
+            slots.push(Slot {
+                plugin: p.clone(),
+                store,
+                bindings,
+                generation: 0,
+                poisoned: false,
+            });
         }
         Ok(Self {
             slots,
@@ -241,8 +256,11 @@ impl Worker {
 
     /// Server ports the loaded decoders claim (hints for role guessing).
     pub fn server_ports(&self) -> Vec<u16> {
-        let mut v: Vec<u16> =
-            self.slots.iter().flat_map(|s| s.plugin.info.ports.iter().copied()).collect();
+        let mut v: Vec<u16> = self
+            .slots
+            .iter()
+            .flat_map(|s| s.plugin.info.ports.iter().copied())
+            .collect();
         v.sort_unstable();
         v.dedup();
         v
@@ -287,7 +305,11 @@ impl Worker {
         match res {
             Ok(resource) => {
                 self.stats.sessions += 1;
-                s.state = State::Active { slot: idx, generation: slot.generation, resource };
+                s.state = State::Active {
+                    slot: idx,
+                    generation: slot.generation,
+                    resource,
+                };
             }
             Err(e) => {
                 self.trap(idx, &e);
@@ -354,7 +376,14 @@ impl Worker {
     }
 
     /// Offers the next bytes of `dir` (for UDP: one datagram) and appends completed messages.
-    pub fn data(&mut self, s: &mut Session, dir: Dir, ts_ns: u64, data: &[u8], out: &mut Vec<Message>) {
+    pub fn data(
+        &mut self,
+        s: &mut Session,
+        dir: Dir,
+        ts_ns: u64,
+        data: &[u8],
+        out: &mut Vec<Message>,
+    ) {
         if data.is_empty() {
             return;
         }
@@ -367,7 +396,14 @@ impl Worker {
                 }
             }
         }
-        let State::Active { slot: idx, generation, resource } = s.state else { return };
+        let State::Active {
+            slot: idx,
+            generation,
+            resource,
+        } = s.state
+        else {
+            return;
+        };
         if self.slots[idx].generation != generation || self.slots[idx].poisoned {
             self.lose(s);
             return;
@@ -419,7 +455,14 @@ impl Worker {
 
     /// Reports `len` bytes of `dir` that were never captured.
     pub fn gap(&mut self, s: &mut Session, dir: Dir, len: u64, out: &mut Vec<Message>) {
-        let State::Active { slot: idx, generation, resource } = s.state else { return };
+        let State::Active {
+            slot: idx,
+            generation,
+            resource,
+        } = s.state
+        else {
+            return;
+        };
         if self.slots[idx].generation != generation || self.slots[idx].poisoned {
             self.lose(s);
             return;
@@ -448,19 +491,31 @@ impl Worker {
     }
 
     /// Ends the session at the flow's end; appends messages the end completes.
-    pub fn close(&mut self, s: &mut Session, reason: FlowClose, ts_ns: u64, out: &mut Vec<Message>) {
-        let State::Active { slot: idx, generation, resource } = s.state else { return };
+    pub fn close(
+        &mut self,
+        s: &mut Session,
+        reason: FlowClose,
+        ts_ns: u64,
+        out: &mut Vec<Message>,
+    ) {
+        let State::Active {
+            slot: idx,
+            generation,
+            resource,
+        } = s.state
+        else {
+            return;
+        };
         if self.slots[idx].generation != generation || self.slots[idx].poisoned {
             self.lose(s);
             return;
         }
         let slot = &mut self.slots[idx];
-        let res = slot.bindings.wasmtap_decoder_decoder().session().call_close(
-            &mut slot.store,
-            resource,
-            reason.to_wit(),
-            ts_ns,
-        );
+        let res = slot
+            .bindings
+            .wasmtap_decoder_decoder()
+            .session()
+            .call_close(&mut slot.store, resource, reason.to_wit(), ts_ns);
         match res {
             Ok(msgs) => {
                 self.accept(msgs, out);
@@ -485,7 +540,12 @@ impl Worker {
     }
 
     fn end(&mut self, s: &mut Session, why: SessionEnd) {
-        if let State::Active { slot, generation, resource } = s.state {
+        if let State::Active {
+            slot,
+            generation,
+            resource,
+        } = s.state
+        {
             if self.slots[slot].generation == generation && !self.slots[slot].poisoned {
                 self.drop_resource(slot, resource);
             }
@@ -539,10 +599,13 @@ fn instantiate(
         Arc::from(p.info.name.as_str()),
         p.config_json.clone(),
     );
-    let bindings = p.pre.instantiate(&mut store).map_err(|e| crate::RuntimeError::Describe {
-        name: p.info.name.clone(),
-        reason: format!("instantiate: {e:#}"),
-    })?;
+    let bindings = p
+        .pre
+        .instantiate(&mut store)
+        .map_err(|e| crate::RuntimeError::Describe {
+            name: p.info.name.clone(),
+            reason: format!("instantiate: {e:#}"),
+        })?;
     Ok((store, bindings))
 }
 
@@ -550,8 +613,12 @@ fn reinstantiate(
     p: &Plugin,
     old: &Store<StoreState>,
 ) -> Option<(Store<StoreState>, PluginBindings)> {
-    let mut store =
-        new_store(old.engine(), old.data().memory_limit, old.data().plugin.clone(), p.config_json.clone());
+    let mut store = new_store(
+        old.engine(),
+        old.data().memory_limit,
+        old.data().plugin.clone(),
+        p.config_json.clone(),
+    );
     let bindings = p.pre.instantiate(&mut store).ok()?;
     Some((store, bindings))
 }

@@ -83,7 +83,9 @@ impl Exchange {
     }
     /// End: the response's last byte (or the request's, when unanswered).
     pub fn end_ns(&self) -> u64 {
-        self.response.as_ref().map_or(self.request.end_ns, |r| r.end_ns.max(self.request.start_ns))
+        self.response
+            .as_ref()
+            .map_or(self.request.end_ns, |r| r.end_ns.max(self.request.start_ns))
     }
 }
 
@@ -121,7 +123,11 @@ impl Matcher {
         match msg.kind {
             MessageKind::OneWay => {
                 stats.one_way += 1;
-                out.push(Exchange { kind: ExchangeKind::OneWay, request: msg, response: None });
+                out.push(Exchange {
+                    kind: ExchangeKind::OneWay,
+                    request: msg,
+                    response: None,
+                });
             }
             MessageKind::Request => {
                 if self.fifo.len() + self.keyed.len() >= max_pending.max(1) {
@@ -136,7 +142,11 @@ impl Matcher {
                     if let Some(old) = old {
                         stats.pending_overflow += 1;
                         stats.unanswered += 1;
-                        out.push(Exchange { kind: ExchangeKind::Unanswered, request: old, response: None });
+                        out.push(Exchange {
+                            kind: ExchangeKind::Unanswered,
+                            request: old,
+                            response: None,
+                        });
                     }
                 }
                 if msg.correlation.is_some() {
@@ -157,7 +167,11 @@ impl Matcher {
                 match req {
                     Some(request) => {
                         stats.complete += 1;
-                        out.push(Exchange { kind: ExchangeKind::Complete, request, response: Some(msg) });
+                        out.push(Exchange {
+                            kind: ExchangeKind::Complete,
+                            request,
+                            response: Some(msg),
+                        });
                     }
                     None => stats.unmatched_responses += 1,
                 }
@@ -171,13 +185,23 @@ impl Matcher {
     }
 
     /// Turns requests older than `timeout_ns` at `now_ns` into unanswered exchanges.
-    pub fn expire(&mut self, now_ns: u64, timeout_ns: u64, stats: &mut MatchStats, out: &mut Vec<Exchange>) {
+    pub fn expire(
+        &mut self,
+        now_ns: u64,
+        timeout_ns: u64,
+        stats: &mut MatchStats,
+        out: &mut Vec<Exchange>,
+    ) {
         let old = |m: &Message| now_ns.saturating_sub(m.end_ns) >= timeout_ns;
         // Pairing by order: a timed-out head is dropped; later ones may still be answered.
         while self.fifo.front().is_some_and(old) {
             if let Some(r) = self.fifo.pop_front() {
                 stats.unanswered += 1;
-                out.push(Exchange { kind: ExchangeKind::Unanswered, request: r, response: None });
+                out.push(Exchange {
+                    kind: ExchangeKind::Unanswered,
+                    request: r,
+                    response: None,
+                });
             }
         }
         let mut i = 0;
@@ -185,7 +209,11 @@ impl Matcher {
             if old(&self.keyed[i]) {
                 let r = self.keyed.remove(i);
                 stats.unanswered += 1;
-                out.push(Exchange { kind: ExchangeKind::Unanswered, request: r, response: None });
+                out.push(Exchange {
+                    kind: ExchangeKind::Unanswered,
+                    request: r,
+                    response: None,
+                });
             } else {
                 i += 1;
             }
@@ -196,7 +224,11 @@ impl Matcher {
     pub fn finish(&mut self, stats: &mut MatchStats, out: &mut Vec<Exchange>) {
         for r in self.fifo.drain(..).chain(self.keyed.drain(..)) {
             stats.unanswered += 1;
-            out.push(Exchange { kind: ExchangeKind::Unanswered, request: r, response: None });
+            out.push(Exchange {
+                kind: ExchangeKind::Unanswered,
+                request: r,
+                response: None,
+            });
         }
     }
 }
@@ -223,10 +255,20 @@ mod tests {
     fn pipelined_pairs_in_order() {
         let (mut mt, mut st, mut out) = (Matcher::default(), MatchStats::default(), vec![]);
         for (i, op) in ["A", "B", "C"].iter().enumerate() {
-            mt.push(m(MessageKind::Request, None, i as u64, op), 8, &mut st, &mut out);
+            mt.push(
+                m(MessageKind::Request, None, i as u64, op),
+                8,
+                &mut st,
+                &mut out,
+            );
         }
         for i in 0..3 {
-            mt.push(m(MessageKind::Response, None, 10 + i, ""), 8, &mut st, &mut out);
+            mt.push(
+                m(MessageKind::Response, None, 10 + i, ""),
+                8,
+                &mut st,
+                &mut out,
+            );
         }
         let ops: Vec<_> = out.iter().map(|e| e.request.operation.as_str()).collect();
         assert_eq!(ops, ["A", "B", "C"]);
@@ -237,10 +279,30 @@ mod tests {
     #[test]
     fn keyed_pairs_out_of_order_and_counts_strays() {
         let (mut mt, mut st, mut out) = (Matcher::default(), MatchStats::default(), vec![]);
-        mt.push(m(MessageKind::Request, Some(1), 0, "one"), 8, &mut st, &mut out);
-        mt.push(m(MessageKind::Request, Some(2), 1, "two"), 8, &mut st, &mut out);
-        mt.push(m(MessageKind::Response, Some(2), 5, ""), 8, &mut st, &mut out);
-        mt.push(m(MessageKind::Response, Some(9), 6, ""), 8, &mut st, &mut out);
+        mt.push(
+            m(MessageKind::Request, Some(1), 0, "one"),
+            8,
+            &mut st,
+            &mut out,
+        );
+        mt.push(
+            m(MessageKind::Request, Some(2), 1, "two"),
+            8,
+            &mut st,
+            &mut out,
+        );
+        mt.push(
+            m(MessageKind::Response, Some(2), 5, ""),
+            8,
+            &mut st,
+            &mut out,
+        );
+        mt.push(
+            m(MessageKind::Response, Some(9), 6, ""),
+            8,
+            &mut st,
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].request.operation, "two");
         assert_eq!(st.unmatched_responses, 1);
@@ -253,7 +315,12 @@ mod tests {
     fn timeout_and_bound() {
         let (mut mt, mut st, mut out) = (Matcher::default(), MatchStats::default(), vec![]);
         for i in 0..5 {
-            mt.push(m(MessageKind::Request, None, i * 100, "r"), 3, &mut st, &mut out);
+            mt.push(
+                m(MessageKind::Request, None, i * 100, "r"),
+                3,
+                &mut st,
+                &mut out,
+            );
         }
         assert_eq!(st.pending_overflow, 2);
         assert_eq!(mt.pending(), 3);

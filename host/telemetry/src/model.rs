@@ -32,11 +32,17 @@ pub struct KeyValue {
 impl KeyValue {
     /// Builds a string attribute.
     pub fn str(key: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { key: key.into(), value: AttrValue::Str(value.into()) }
+        Self {
+            key: key.into(),
+            value: AttrValue::Str(value.into()),
+        }
     }
     /// Builds an integer attribute.
     pub fn int(key: impl Into<String>, value: i64) -> Self {
-        Self { key: key.into(), value: AttrValue::Int(value) }
+        Self {
+            key: key.into(),
+            value: AttrValue::Int(value),
+        }
     }
 }
 

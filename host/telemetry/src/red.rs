@@ -14,8 +14,9 @@ use crate::model::{
 use crate::services::ServiceMap;
 
 /// The OpenTelemetry semantic-convention bucket boundaries for request durations, in seconds.
-pub const DURATION_BUCKETS: [f64; 14] =
-    [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 /// Where an exchange was seen.
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +55,25 @@ struct SeriesKey {
     error: bool,
 }
 
+impl SeriesKey {
+    fn is(
+        &self,
+        resource: u64,
+        protocol: &str,
+        operation: &str,
+        status_code: &str,
+        error: bool,
+    ) -> bool {
+        self.resource == resource
+            && self.error == error
+            && &*self.protocol == protocol
+            && self.operation == operation
+            && self.status_code == status_code
+    }
+}
+
 struct Series {
+    key: SeriesKey,
     resource: Arc<Resource>,
     count: u64,
     errors: u64,
@@ -86,6 +105,8 @@ pub struct SummaryRow {
 }
 
 struct Quantiles {
+    resource: u64,
+    operation: String,
     service: String,
     protocol: Arc<str>,
     requests: u64,
@@ -97,8 +118,12 @@ struct Quantiles {
 pub struct Telemetry {
     services: ServiceMap,
     cfg: TelemetryConfig,
-    series: HashMap<SeriesKey, Series, foldhash::fast::RandomState>,
-    quantiles: HashMap<(u64, String), Quantiles, foldhash::fast::RandomState>,
+    /// Series by a hash of their key; collisions live side by side in the bucket.
+    series: HashMap<u64, Vec<Series>, foldhash::fast::FixedState>,
+    series_len: usize,
+    quantiles: HashMap<u64, Vec<Quantiles>, foldhash::fast::FixedState>,
+    quantiles_len: usize,
+    hasher: foldhash::fast::FixedState,
     overflowed: u64,
     start_ns: Option<u64>,
     last_ns: u64,
@@ -120,7 +145,10 @@ impl Telemetry {
             services,
             cfg,
             series: HashMap::default(),
+            series_len: 0,
             quantiles: HashMap::default(),
+            quantiles_len: 0,
+            hasher: foldhash::fast::FixedState::with_seed(0x7761_736d_7461_7021),
             overflowed: 0,
             start_ns: None,
             last_ns: 0,
@@ -134,37 +162,70 @@ impl Telemetry {
         self.overflowed
     }
 
-    /// Records one exchange: updates metrics and returns its span.
-    pub fn record(&mut self, ex: Exchange, ctx: &FlowCtx<'_>) -> SpanRecord {
+    /// Records one exchange: updates metrics and, when `want_span`, returns its span
+    /// (building a span is most of the cost, so outputs that need none skip it).
+    pub fn record(
+        &mut self,
+        ex: Exchange,
+        ctx: &FlowCtx<'_>,
+        want_span: bool,
+    ) -> Option<SpanRecord> {
         let resource = self.services.resolve(ctx.server.ip(), ctx.server.port());
         let start = ex.start_ns();
         let end = ex.end_ns().max(start);
         self.start_ns = Some(self.start_ns.map_or(start, |s| s.min(start)));
         self.last_ns = self.last_ns.max(end);
         let (status, status_message, status_code) = match (&ex.kind, &ex.response) {
-            (ExchangeKind::Unanswered, _) => (StatusCode::Error, "no response".to_string(), String::new()),
-            (_, Some(r)) if r.status == Outcome::Error => {
-                (StatusCode::Error, r.status_code.clone(), r.status_code.clone())
+            (ExchangeKind::Unanswered, _) => {
+                (StatusCode::Error, "no response".to_string(), String::new())
             }
+            (_, Some(r)) if r.status == Outcome::Error => (
+                StatusCode::Error,
+                r.status_code.clone(),
+                r.status_code.clone(),
+            ),
             (_, Some(r)) => (StatusCode::Unset, String::new(), r.status_code.clone()),
-            (_, None) if ex.request.status == Outcome::Error => {
-                (StatusCode::Error, ex.request.status_code.clone(), ex.request.status_code.clone())
-            }
-            (_, None) => (StatusCode::Unset, String::new(), ex.request.status_code.clone()),
+            (_, None) if ex.request.status == Outcome::Error => (
+                StatusCode::Error,
+                ex.request.status_code.clone(),
+                ex.request.status_code.clone(),
+            ),
+            (_, None) => (
+                StatusCode::Unset,
+                String::new(),
+                ex.request.status_code.clone(),
+            ),
         };
         let error = status == StatusCode::Error;
-        let operation = if ex.request.operation.is_empty() {
-            ctx.protocol.to_string()
+        let operation: &str = if ex.request.operation.is_empty() {
+            ctx.protocol
         } else {
-            ex.request.operation.clone()
+            &ex.request.operation
         };
         let duration_s = (end - start) as f64 / 1e9;
-        self.observe(&resource, ctx.protocol, &operation, &status_code, error, duration_s, end - start);
+        self.observe(
+            &resource,
+            ctx.protocol,
+            operation,
+            &status_code,
+            error,
+            duration_s,
+            end - start,
+        );
+        if !want_span {
+            return None;
+        }
+        let operation = operation.to_string();
 
         let mut attributes = Vec::with_capacity(
-            8 + ex.request.attributes.len() + ex.response.as_ref().map_or(0, |r| r.attributes.len()),
+            8 + ex.request.attributes.len()
+                + ex.response.as_ref().map_or(0, |r| r.attributes.len()),
         );
-        let Exchange { request, response, kind } = ex;
+        let Exchange {
+            request,
+            response,
+            kind,
+        } = ex;
         attributes.extend(request.attributes);
         if let Some(r) = response {
             attributes.extend(r.attributes);
@@ -188,7 +249,7 @@ impl Telemetry {
         trace_id[..8].copy_from_slice(&a.to_be_bytes());
         trace_id[8..].copy_from_slice(&b.to_be_bytes());
         let span_id = splitmix(b).to_be_bytes();
-        SpanRecord {
+        Some(SpanRecord {
             trace_id,
             span_id,
             name: operation,
@@ -199,7 +260,7 @@ impl Telemetry {
             status_message,
             attributes,
             resource,
-        }
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -213,48 +274,90 @@ impl Telemetry {
         secs: f64,
         nanos: u64,
     ) {
-        let mut key = SeriesKey {
-            resource: resource.id,
-            protocol: Arc::from(protocol),
-            operation: operation.to_string(),
-            status_code: status_code.to_string(),
-            error,
-        };
-        if !self.series.contains_key(&key) && self.series.len() >= self.cfg.max_series {
-            self.overflowed += 1;
-            key.operation = "_OTHER".into();
-            key.status_code = String::new();
-        }
-        let s = self.series.entry(key).or_insert_with(|| Series {
-            resource: resource.clone(),
-            count: 0,
-            errors: 0,
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: 0.0,
-            buckets: [0; DURATION_BUCKETS.len() + 1],
+        use std::hash::BuildHasher;
+        let (mut operation, mut status_code) = (operation, status_code);
+        let mut h = self
+            .hasher
+            .hash_one((resource.id, protocol, operation, status_code, error));
+        let known = self.series.get(&h).is_some_and(|b| {
+            b.iter().any(|s| {
+                s.key
+                    .is(resource.id, protocol, operation, status_code, error)
+            })
         });
+        if !known && self.series_len >= self.cfg.max_series {
+            // Cardinality cap: new combinations share one overflow series.
+            self.overflowed += 1;
+            operation = "_OTHER";
+            status_code = "";
+            h = self
+                .hasher
+                .hash_one((resource.id, protocol, operation, status_code, error));
+        }
+        let bucket = self.series.entry(h).or_default();
+        let idx = match bucket.iter().position(|s| {
+            s.key
+                .is(resource.id, protocol, operation, status_code, error)
+        }) {
+            Some(i) => i,
+            None => {
+                bucket.push(Series {
+                    key: SeriesKey {
+                        resource: resource.id,
+                        protocol: Arc::from(protocol),
+                        operation: operation.to_string(),
+                        status_code: status_code.to_string(),
+                        error,
+                    },
+                    resource: resource.clone(),
+                    count: 0,
+                    errors: 0,
+                    sum: 0.0,
+                    min: f64::INFINITY,
+                    max: 0.0,
+                    buckets: [0; DURATION_BUCKETS.len() + 1],
+                });
+                self.series_len += 1;
+                bucket.len() - 1
+            }
+        };
+        let s = &mut bucket[idx];
         s.count += 1;
         s.errors += u64::from(error);
         s.sum += secs;
         s.min = s.min.min(secs);
         s.max = s.max.max(secs);
-        let b = DURATION_BUCKETS.iter().position(|&ub| secs <= ub).unwrap_or(DURATION_BUCKETS.len());
+        let b = DURATION_BUCKETS
+            .iter()
+            .position(|&ub| secs <= ub)
+            .unwrap_or(DURATION_BUCKETS.len());
         s.buckets[b] += 1;
 
-        let qkey = (resource.id, operation.to_string());
-        if !self.quantiles.contains_key(&qkey) && self.quantiles.len() >= self.cfg.max_series {
-            return;
-        }
-        let q = self.quantiles.entry(qkey).or_insert_with(|| Quantiles {
-            service: resource.service_name().to_string(),
-            protocol: Arc::from(protocol),
-            requests: 0,
-            errors: 0,
-            // 1 µs .. 1 h at 3 significant digits; bounded memory.
-            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
-        });
+        let qh = self.hasher.hash_one((resource.id, operation));
+        let qbucket = self.quantiles.entry(qh).or_default();
+        let qi = match qbucket
+            .iter()
+            .position(|q| q.resource == resource.id && q.operation == operation)
+        {
+            Some(i) => i,
+            None if self.quantiles_len >= self.cfg.max_series => return,
+            None => {
+                qbucket.push(Quantiles {
+                    resource: resource.id,
+                    operation: operation.to_string(),
+                    service: resource.service_name().to_string(),
+                    protocol: Arc::from(protocol),
+                    requests: 0,
+                    errors: 0,
+                    // 1 µs .. 1 h at 3 significant digits; bounded memory.
+                    hist: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
+                });
+                self.quantiles_len += 1;
+                qbucket.len() - 1
+            }
+        };
+        let q = &mut qbucket[qi];
         q.requests += 1;
         q.errors += u64::from(error);
         let _ = q.hist.record((nanos / 1000).clamp(1, 3_600_000_000));
@@ -264,11 +367,12 @@ impl Telemetry {
     pub fn summary(&self) -> Vec<SummaryRow> {
         let mut rows: Vec<SummaryRow> = self
             .quantiles
-            .iter()
-            .map(|((_, op), q)| SummaryRow {
+            .values()
+            .flatten()
+            .map(|q| SummaryRow {
                 service: q.service.clone(),
                 protocol: q.protocol.to_string(),
-                operation: op.clone(),
+                operation: q.operation.clone(),
                 requests: q.requests,
                 errors: q.errors,
                 p50: q.hist.value_at_quantile(0.50) as f64 / 1e6,
@@ -282,8 +386,25 @@ impl Telemetry {
 
     /// A cumulative snapshot of every RED series, at `now_ns` (capture time).
     pub fn snapshot(&self, now_ns: u64) -> MetricsSnapshot {
-        let mut points = Vec::with_capacity(self.series.len() * 3);
-        for (k, s) in &self.series {
+        let mut points = Vec::with_capacity(self.series_len * 3);
+        let mut all: Vec<&Series> = self.series.values().flatten().collect();
+        // Deterministic order for outputs and tests.
+        all.sort_by(|a, b| {
+            (
+                a.key.resource,
+                &a.key.operation,
+                &a.key.status_code,
+                a.key.error,
+            )
+                .cmp(&(
+                    b.key.resource,
+                    &b.key.operation,
+                    &b.key.status_code,
+                    b.key.error,
+                ))
+        });
+        for s in all {
+            let k = &s.key;
             let http = &*k.protocol == "http";
             let mut attrs = Vec::with_capacity(4);
             if http {
@@ -297,7 +418,10 @@ impl Telemetry {
                     attrs.push(KeyValue::str("wasmtap.status_code", k.status_code.clone()));
                 }
             }
-            attrs.push(KeyValue::str("network.protocol.name", k.protocol.to_string()));
+            attrs.push(KeyValue::str(
+                "network.protocol.name",
+                k.protocol.to_string(),
+            ));
             if k.error {
                 attrs.push(KeyValue {
                     key: "error.type".into(),
@@ -309,9 +433,15 @@ impl Telemetry {
                 });
             }
             let (hist_name, hist_desc) = if http {
-                ("http.server.request.duration", "Duration of HTTP server requests.")
+                (
+                    "http.server.request.duration",
+                    "Duration of HTTP server requests.",
+                )
             } else {
-                ("wasmtap.server.request.duration", "Duration of observed server requests.")
+                (
+                    "wasmtap.server.request.duration",
+                    "Duration of observed server requests.",
+                )
             };
             points.push(MetricPoint {
                 resource: s.resource.clone(),

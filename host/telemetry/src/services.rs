@@ -23,7 +23,9 @@ impl ServiceRule {
     /// Parses a match expression: `10.0.0.0/8`, `10.1.2.3`, `10.1.2.3:8080`,
     /// `[2001:db8::1]:80`, `:5432`, `10.0.0.0/8:443`.
     pub fn parse(expr: &str, name: &str) -> Result<Self, String> {
-        let bad = || format!("bad service match {expr:?}: expected IP, CIDR, IP:port, CIDR:port or :port");
+        let bad = || {
+            format!("bad service match {expr:?}: expected IP, CIDR, IP:port, CIDR:port or :port")
+        };
         let expr = expr.trim();
         if name.trim().is_empty() {
             return Err(format!("service match {expr:?}: empty name"));
@@ -39,7 +41,9 @@ impl ServiceRule {
         } else {
             (expr, None)
         };
-        let port = port.map(|p| p.parse::<u16>().map_err(|_| bad())).transpose()?;
+        let port = port
+            .map(|p| p.parse::<u16>().map_err(|_| bad()))
+            .transpose()?;
         let net = if addr.is_empty() {
             None
         } else if addr.contains('/') {
@@ -50,7 +54,11 @@ impl ServiceRule {
         if net.is_none() && port.is_none() {
             return Err(bad());
         }
-        Ok(Self { net, port, name: name.to_string() })
+        Ok(Self {
+            net,
+            port,
+            name: name.to_string(),
+        })
     }
 
     fn matches(&self, ip: IpAddr, port: u16) -> bool {
@@ -100,7 +108,10 @@ impl ServiceMap {
             None => {
                 let mut attributes = vec![KeyValue::str("service.name", name.clone())];
                 attributes.extend(self.extra.iter().cloned());
-                let r = Arc::new(Resource { id: self.next_id, attributes });
+                let r = Arc::new(Resource {
+                    id: self.next_id,
+                    attributes,
+                });
                 self.next_id += 1;
                 if self.by_name.len() < self.max_cached {
                     self.by_name.insert(name, r.clone());
@@ -128,7 +139,9 @@ mod tests {
             ServiceRule::parse("[2001:db8::1]:80", "v6web").unwrap(),
         ];
         let mut m = ServiceMap::new(rules, vec![]);
-        let n = |m: &mut ServiceMap, ip: &str, p| m.resolve(ip.parse().unwrap(), p).service_name().to_string();
+        let n = |m: &mut ServiceMap, ip: &str, p| {
+            m.resolve(ip.parse().unwrap(), p).service_name().to_string()
+        };
         assert_eq!(n(&mut m, "10.0.0.5", 8080), "api");
         assert_eq!(n(&mut m, "10.0.0.5", 80), "internal");
         assert_eq!(n(&mut m, "192.168.1.1", 5432), "postgres");

@@ -7,7 +7,8 @@
 pub mod parser;
 
 use wasmtap_sdk::{
-    Attribute, CloseReason, DecodeError, Decoder, Descriptor, Direction, Message, Session, Transport,
+    Attribute, CloseReason, DecodeError, Decoder, Descriptor, Direction, Message, Session,
+    Transport,
 };
 
 /// The HTTP/1.x decoder.
@@ -15,8 +16,9 @@ pub struct Http1;
 
 /// Methods named by RFC 9110 and RFC 5789; others are reported as `_OTHER`
 /// (OpenTelemetry semantic conventions keep `http.request.method` bounded).
-const KNOWN_METHODS: [&str; 9] =
-    ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
 
 impl Decoder for Http1 {
     type Session = Http1Session;
@@ -40,17 +42,29 @@ impl Decoder for Http1 {
         if data.starts_with(b"HTTP/1.") {
             return 90;
         }
-        let line_end = data.iter().position(|&b| b == b'\n').unwrap_or(data.len()).min(8192);
+        let line_end = data
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(data.len())
+            .min(8192);
         let line = &data[..line_end];
-        let Some(sp) = line.iter().position(|&b| b == b' ') else { return 0 };
+        let Some(sp) = line.iter().position(|&b| b == b' ') else {
+            return 0;
+        };
         let method = &line[..sp];
-        let token = !method.is_empty() && method.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let token = !method.is_empty()
+            && method
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         let has_version = line.windows(7).any(|w| w == b" HTTP/1");
         if token && has_version { 90 } else { 0 }
     }
 
     fn new_session(_transport: Transport, _server_port: u16) -> Http1Session {
-        Http1Session { parser: parser::Parser::new(parser::Limits::default()), buf: Vec::new() }
+        Http1Session {
+            parser: parser::Parser::new(parser::Limits::default()),
+            buf: Vec::new(),
+        }
     }
 }
 
@@ -85,7 +99,10 @@ pub fn to_message(m: parser::Message) -> Message {
             } else {
                 msg = msg
                     .attribute(Attribute::str("http.request.method", "_OTHER"))
-                    .attribute(Attribute::str("http.request.method_original", method.clone()));
+                    .attribute(Attribute::str(
+                        "http.request.method_original",
+                        method.clone(),
+                    ));
             }
             if let Some(p) = m.path {
                 msg = msg.attribute(Attribute::str("url.path", p));
@@ -109,11 +126,22 @@ pub fn to_message(m: parser::Message) -> Message {
             let text = code.to_string();
             // Server spans: 5xx is an error, 4xx is the client's (semantic conventions).
             let msg = Message::response(m.start_ns, m.end_ns, m.size);
-            let msg = if code >= 500 { msg.error(&text) } else { msg.ok(&text) };
+            let msg = if code >= 500 {
+                msg.error(&text)
+            } else {
+                msg.ok(&text)
+            };
             let msg = msg
                 .attribute(Attribute::int("http.response.status_code", i64::from(code)))
-                .attribute(Attribute::int("http.response.body.size", m.body_size as i64));
-            if m.truncated { msg.attribute(Attribute::boolean("wasmtap.truncated", true)) } else { msg }
+                .attribute(Attribute::int(
+                    "http.response.body.size",
+                    m.body_size as i64,
+                ));
+            if m.truncated {
+                msg.attribute(Attribute::boolean("wasmtap.truncated", true))
+            } else {
+                msg
+            }
         }
     }
 }
@@ -136,7 +164,9 @@ impl Session for Http1Session {
         data: &[u8],
         out: &mut Vec<Message>,
     ) -> Result<usize, DecodeError> {
-        let r = self.parser.feed(pdir(dir), timestamp_ns, data, &mut self.buf);
+        let r = self
+            .parser
+            .feed(pdir(dir), timestamp_ns, data, &mut self.buf);
         out.extend(self.buf.drain(..).map(to_message));
         r.map_err(derr)
     }
@@ -163,8 +193,14 @@ mod tests {
     fn probe_accepts_http_and_rejects_other() {
         assert!(Http1::probe(Transport::Tcp, Direction::ToServer, b"GET / HTTP/1.1\r\n") >= 50);
         assert!(Http1::probe(Transport::Tcp, Direction::ToClient, b"HTTP/1.1 200 OK\r\n") >= 50);
-        assert_eq!(Http1::probe(Transport::Tcp, Direction::ToServer, b"\x16\x03\x01\x02\x00"), 0);
-        assert_eq!(Http1::probe(Transport::Udp, Direction::ToServer, b"GET / HTTP/1.1\r\n"), 0);
+        assert_eq!(
+            Http1::probe(Transport::Tcp, Direction::ToServer, b"\x16\x03\x01\x02\x00"),
+            0
+        );
+        assert_eq!(
+            Http1::probe(Transport::Udp, Direction::ToServer, b"GET / HTTP/1.1\r\n"),
+            0
+        );
     }
 
     #[test]

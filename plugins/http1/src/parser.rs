@@ -18,6 +18,25 @@
 //!   are scanned for something that looks like a start line (a flow may be
 //!   captured mid-stream); junk is consumed, up to [`MAX_RESYNC_BYTES`].
 //!   Between messages of a synchronised stream a bad start line is an error.
+//! * Malformed request lines are still requests when they are text (as in
+//!   Zeek): a line of at most [`MAX_LENIENT_LINE`] bytes without control
+//!   bytes, followed by a header block, where a message starts (between
+//!   messages, or as the very first bytes of the request direction, where it
+//!   must also look like a request). Binary bytes, control bytes and
+//!   overlong lines stay errors.
+//! * HTTP/0.9 simple requests (RFC 1945 §4.1: exactly `GET SP target CRLF`,
+//!   the target starting with `/`), where a message starts (between messages,
+//!   or as the very first bytes of the request direction): the request is
+//!   reported at once (version `0.9`, no headers, no body), and the request
+//!   direction is ignored afterwards (an HTTP/0.9 client cannot pipeline).
+//!   Its response has no status line and no headers: everything the server
+//!   sends until the connection closes is the body, reported by
+//!   [`Parser::close`] with no status code. Response bytes that arrived
+//!   before the request and were skipped as junk count into that body.
+//! * A header block cut short by the end of the capture (its start line
+//!   complete) is reported, truncated, by [`Parser::close`]: the parser keeps
+//!   a bounded copy of such a remainder, made only while a head is
+//!   incomplete at the end of a feed.
 //! * After [`Parser::gap`], the next `feed` of that direction must start with
 //!   the first byte after the hole (the host drops any remainder it kept).
 //!
@@ -50,7 +69,7 @@ pub mod reason {
     pub const BAD_TRANSFER_ENCODING: &str = "bad-transfer-encoding";
     /// Malformed chunked framing (size line, chunk terminator).
     pub const BAD_CHUNK: &str = "bad-chunk";
-    /// HTTP/0.9, HTTP/2 (prior-knowledge preface) or another major version.
+    /// HTTP/2 (prior-knowledge preface) or another major version.
     pub const NOT_HTTP1: &str = "not-http1";
     /// No start line found within [`super::MAX_RESYNC_BYTES`] of junk.
     pub const RESYNC_FAILED: &str = "resync-failed";
@@ -63,6 +82,9 @@ pub const MAX_PENDING_REQUESTS: usize = 1024;
 /// Bytes of junk skipped while looking for a start line (mid-stream start or
 /// after a gap) before the parser gives up with `resync-failed`.
 pub const MAX_RESYNC_BYTES: u64 = 64 * 1024;
+
+/// Longest malformed request line (LF included) still taken for a request.
+pub const MAX_LENIENT_LINE: usize = 8 * 1024;
 
 /// Bytes of an incomplete start line checked for validity before it is
 /// complete (so binary garbage fails fast instead of being buffered).
@@ -184,6 +206,8 @@ struct ReqInfo {
     head: bool,
     connect: bool,
     upgrade: bool,
+    /// An HTTP/0.9 simple request: the response is all body, until close.
+    simple: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,11 +225,18 @@ enum Chunk {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Expecting a header block. `tentative`: found by resynchronisation, so
-    /// an invalid block resumes scanning instead of failing. `scan_from`:
-    /// where the search for the block's end resumes in a re-offered remainder.
-    Start { tentative: bool, scan_from: usize },
+    /// an invalid block resumes scanning instead of failing. `lenient`: a
+    /// request line at the very start of the direction that only the lenient
+    /// rules accept (see [`lenient_request`]). `scan_from`: where the search
+    /// for the block's end resumes in a re-offered remainder.
+    Start {
+        tentative: bool,
+        lenient: bool,
+        scan_from: usize,
+    },
     /// Scanning for a start line. `initial`: nothing of the direction has
-    /// been consumed yet (HTTP/2 and HTTP/0.9 are recognised there).
+    /// been consumed yet (HTTP/2, HTTP/0.9 and lenient request lines are
+    /// recognised there).
     Resync {
         skipped: u64,
         at_line_start: bool,
@@ -223,6 +254,15 @@ enum State {
     Failed(ParseError),
 }
 
+impl State {
+    /// Expecting the next message of a synchronised stream.
+    const NEXT: Self = Self::Start {
+        tentative: false,
+        lenient: false,
+        scan_from: 0,
+    };
+}
+
 #[derive(Debug)]
 struct Side {
     state: State,
@@ -238,6 +278,18 @@ struct Side {
     rem_ts: u64,
     /// Timestamp of the last feed.
     last_ts: u64,
+    /// Copy of the incomplete header block left unconsumed by the last feed,
+    /// once it holds a complete line (at most `Limits::max_header_bytes`), so
+    /// that [`Parser::close`] can report a message cut short by the end of
+    /// the capture. Empty otherwise; never touched for complete messages.
+    cut_head: Vec<u8>,
+    /// Length of that unconsumed remainder already examined for `cut_head`.
+    cut_seen: usize,
+    /// When the direction's first byte was offered.
+    first_ns: Option<u64>,
+    /// Everything consumed so far was skipped by resynchronisation: no start
+    /// line was parsed and no gap reported.
+    junk_only: bool,
 }
 
 impl Side {
@@ -254,7 +306,43 @@ impl Side {
             rem_len: 0,
             rem_ts: 0,
             last_ts: 0,
+            cut_head: Vec::new(),
+            cut_seen: 0,
+            first_ns: None,
+            junk_only: true,
         }
+    }
+
+    /// Updates `cut_head` after a feed that left `rest` unconsumed.
+    /// `reoffered`: when nothing was consumed, the length of the previous
+    /// remainder, which the host re-offered at the start of this feed; only
+    /// the bytes after it are examined (so a head trickling in byte by byte
+    /// costs linear time).
+    fn keep_cut_head(&mut self, rest: &[u8], reoffered: Option<usize>, max: usize) {
+        if rest.is_empty() || !matches!(self.state, State::Start { .. }) {
+            self.forget_cut_head();
+            return;
+        }
+        let reuse = reoffered == Some(self.cut_seen)
+            && self.cut_seen <= rest.len()
+            && (self.cut_head.is_empty() || self.cut_head.len() == self.cut_seen);
+        if !reuse {
+            self.forget_cut_head();
+        }
+        let new = rest.get(self.cut_seen..).unwrap_or_default();
+        if !self.cut_head.is_empty() {
+            self.cut_head.extend_from_slice(new);
+        } else if new.contains(&b'\n') {
+            // The examined part had no line end: the first line just completed.
+            self.cut_head.extend_from_slice(rest);
+        }
+        self.cut_head.truncate(max);
+        self.cut_seen = rest.len();
+    }
+
+    fn forget_cut_head(&mut self) {
+        self.cut_head.clear();
+        self.cut_seen = 0;
     }
 
     fn finish(&mut self, out: &mut Vec<Message>, end_ns: u64, truncated: bool) {
@@ -371,8 +459,12 @@ impl Parser {
             rem_ts: side.rem_ts,
         };
         side.last_ts = ts_ns;
+        if side.first_ns.is_none() && !data.is_empty() {
+            side.first_ns = Some(clock.at(0));
+        }
         let mut pos = 0usize;
         let result = self.run(dir, clock, data, &mut pos, out);
+        let max = self.limits.max_header_bytes;
         let side = self.side_mut(dir);
         match result {
             Ok(consumed) => {
@@ -381,6 +473,9 @@ impl Parser {
                 if left > 0 && consumed >= clock.rem {
                     side.rem_ts = ts_ns;
                 }
+                let reoffered = (consumed == 0).then_some(clock.rem);
+                let rest = data.get(consumed..).unwrap_or_default();
+                side.keep_cut_head(rest, reoffered, max);
                 side.rem_len = left;
                 side.offset = side.offset.saturating_add(consumed as u64);
                 Ok(consumed)
@@ -391,6 +486,7 @@ impl Parser {
                 side.state = State::Failed(err);
                 side.msg = None;
                 side.interim = None;
+                side.forget_cut_head();
                 Err(err)
             }
         }
@@ -410,6 +506,12 @@ impl Parser {
                 return Ok(data.len());
             }
             let rest = data.get(*pos..).unwrap_or_default();
+            if dir == Dir::ToClient
+                && !rest.is_empty()
+                && self.simple_response(Some((clock.at(*pos), *pos as u64)))
+            {
+                continue;
+            }
             let state = self.side_mut(dir).state;
             let step = match state {
                 State::Failed(e) => return Err((e.reason, 0)),
@@ -421,8 +523,12 @@ impl Parser {
                 } => self.step_resync(dir, rest, skipped, at_line_start, initial)?,
                 State::Start {
                     tentative,
+                    lenient,
                     scan_from,
-                } => self.step_start(dir, rest, *pos, clock, tentative, scan_from, out)?,
+                } => {
+                    let at = (tentative, lenient, scan_from);
+                    self.step_start(dir, rest, *pos, clock, at, out)?
+                }
                 State::Body(remaining) => self.step_body(dir, rest, remaining, clock, out),
                 State::Chunked(chunk) => self.step_chunk(dir, rest, chunk, clock, out)?,
                 State::CloseDelimited => {
@@ -448,6 +554,8 @@ impl Parser {
     ) -> Result<Step, Fail> {
         let max_line = self.limits.max_header_bytes;
         let mut p = 0usize;
+        // `Some(c)`: a start line (`Match` or `Lenient`) or a possible one
+        // (`NeedMore`) at `p`; `None`: everything offered is junk.
         let found = loop {
             if skipped.saturating_add(p as u64) > MAX_RESYNC_BYTES {
                 return Err((reason::RESYNC_FAILED, p));
@@ -462,23 +570,28 @@ impl Parser {
             };
             let here = rest.get(p..).unwrap_or_default();
             match candidate(dir, here, line_start, initial && p == 0, max_line) {
-                Cand::Match => break Some(true),
-                Cand::NeedMore => break Some(false),
                 Cand::NotHttp1 => return Err((reason::NOT_HTTP1, p)),
                 Cand::No => p += 1,
+                c => break Some(c),
             }
         };
         let skipped = skipped.saturating_add(p as u64);
         let side = self.side_mut(dir);
         match found {
-            Some(true) => {
+            Some(c @ (Cand::Match | Cand::Lenient)) => {
                 side.state = State::Start {
                     tentative: true,
+                    lenient: c == Cand::Lenient,
                     scan_from: 0,
                 };
                 Ok(Step::Advance(p))
             }
-            Some(false) => {
+            // An HTTP/0.9 request as the very first bytes: a message starts.
+            Some(Cand::Simple) => {
+                side.state = State::NEXT;
+                Ok(Step::Advance(p))
+            }
+            Some(_) => {
                 let line_start = if p == 0 {
                     at_line_start
                 } else {
@@ -517,15 +630,21 @@ impl Parser {
         Err((reason, 0))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Whether a request line of `dir` that fails the strict rules may still
+    /// be taken by the lenient ones: only for requests, and not while an
+    /// upgrade or `CONNECT` awaits its response (see [`Self::strict_failure`]).
+    fn lenient_allowed(&self, dir: Dir) -> bool {
+        dir == Dir::ToServer && !self.pending.iter().any(|r| r.upgrade || r.connect)
+    }
+
+    /// `(tentative, lenient, scan_from)` are the fields of [`State::Start`].
     fn step_start(
         &mut self,
         dir: Dir,
         rest: &[u8],
         pos: usize,
         clock: Clock,
-        tentative: bool,
-        scan_from: usize,
+        (tentative, lenient, scan_from): (bool, bool, usize),
         out: &mut Vec<Message>,
     ) -> Result<Step, Fail> {
         // RFC 9112 §2.2: empty lines before a start line are ignored.
@@ -536,6 +655,7 @@ impl Parser {
         if skip > 0 {
             self.side_mut(dir).state = State::Start {
                 tentative,
+                lenient,
                 scan_from: 0,
             };
             return Ok(Step::Advance(skip));
@@ -545,104 +665,87 @@ impl Parser {
         }
         let max = self.limits.max_header_bytes;
         // Checked first, complete or not, so the outcome does not depend on
-        // how the bytes were split into offers.
-        if !tentative && let Err(r) = early_check(dir, rest, EARLY_CHECK_BYTES.min(max)) {
+        // how the bytes were split into offers. Both checks end at the first
+        // line's end: once an earlier offer held it, they passed for good.
+        let line_checked = scan_from > 0
+            && rest
+                .get(..scan_from)
+                .is_some_and(|seen| seen.contains(&b'\n'));
+        if !tentative
+            && !line_checked
+            && let Err(r) = early_check(dir, rest, EARLY_CHECK_BYTES.min(max))
+            && !(self.lenient_allowed(dir) && lenient_line_possible(rest, max))
+        {
             return self.strict_failure(dir, r);
+        }
+        if !tentative
+            && !line_checked
+            && self.lenient_allowed(dir)
+            && let Some(nl) = rest.iter().position(|&b| b == b'\n')
+            && let Some(target) =
+                simple_request_target(strip_cr(rest.get(..nl).unwrap_or_default()))
+        {
+            let start_ns = clock.at(pos);
+            self.simple_request(target, start_ns, clock.now, nl + 1, out);
+            return Ok(Step::Advance(nl + 1));
         }
         let Some(end) = find_head_end(rest, scan_from.min(rest.len())) else {
             if rest.len() >= max {
-                return Err((reason::HEADER_TOO_LARGE, 0));
+                return self.head_too_large(dir, rest, lenient);
             }
             self.side_mut(dir).state = State::Start {
                 tentative,
+                lenient,
                 scan_from: rest.len().saturating_sub(2),
             };
             return Ok(Step::Wait(0));
         };
         if end > max {
-            return Err((reason::HEADER_TOO_LARGE, 0));
+            return self.head_too_large(dir, rest, lenient);
         }
         let block = rest.get(..end).unwrap_or_default();
         let req = self.pending.front().copied().unwrap_or_default();
-        let parsed = parse_head(block, dir, &self.limits)
-            .and_then(|head| framing(&head, req).map(|f| (head, f)));
+        let mut parsed = parse_head(block, dir, &self.limits);
+        if matches!(parsed, Err(reason::BAD_REQUEST_LINE))
+            && (lenient || !tentative && self.lenient_allowed(dir))
+        {
+            parsed = lenient_request(block, &self.limits, lenient);
+        }
+        let parsed = parsed.and_then(|head| framing(&head, req).map(|f| (head, f)));
         let (head, framing) = match parsed {
             Ok(v) => v,
             Err(r)
                 if tentative
-                    && matches!(
-                        r,
-                        reason::BAD_HEADER | reason::BAD_REQUEST_LINE | reason::BAD_STATUS_LINE
-                    ) =>
+                    && (lenient
+                        || matches!(
+                            r,
+                            reason::BAD_HEADER | reason::BAD_REQUEST_LINE | reason::BAD_STATUS_LINE
+                        )) =>
             {
-                // A false start line: skip it and keep scanning.
-                let line = block
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(end, |i| i + 1);
-                self.side_mut(dir).state = State::Resync {
-                    skipped: line as u64,
-                    at_line_start: true,
-                    initial: false,
-                };
-                return Ok(Step::Advance(line));
+                return Ok(self.false_start(dir, rest));
             }
             Err(r) => return self.strict_failure(dir, r),
         };
         let start_ns = clock.at(pos);
-        let mut msg = Message {
-            kind: match dir {
-                Dir::ToServer => Kind::Request,
-                Dir::ToClient => Kind::Response,
-            },
-            start_ns,
-            end_ns: clock.now,
-            size: end as u64,
-            body_size: 0,
-            method: None,
-            path: None,
-            query: None,
-            version: head.version,
-            status_code: None,
-            host: None,
-            user_agent: None,
-            truncated: false,
-        };
-        match head.line {
-            StartLine::Request { method, target } => {
-                let info = ReqInfo {
-                    head: method == b"HEAD",
-                    connect: method == b"CONNECT",
-                    upgrade: head.upgrade,
-                };
-                if self.pending.len() >= MAX_PENDING_REQUESTS {
-                    self.pending.pop_front();
-                }
-                self.pending.push_back(info);
-                let t = split_target(target, info.connect);
-                msg.method = Some(lossy(method));
-                msg.path = t.path;
-                msg.query = t.query;
-                msg.host = t.authority.or(head.host);
-                msg.user_agent = head.user_agent;
-            }
-            StartLine::Status(code) => {
-                msg.status_code = Some(code);
-                if matches!(framing, Framing::Interim) {
-                    let side = self.side_mut(dir);
-                    let (s, b) = side.interim.unwrap_or((start_ns, 0));
-                    side.interim = Some((s, b.saturating_add(end as u64)));
-                    side.state = State::Start {
-                        tentative: false,
-                        scan_from: 0,
-                    };
-                    return Ok(Step::Advance(end));
-                }
+        self.side_mut(dir).junk_only = false;
+        let (mut msg, info) = head_message(head, start_ns, clock.now, end as u64);
+        if let Some(info) = info {
+            if self.pending.len() >= MAX_PENDING_REQUESTS {
                 self.pending.pop_front();
-                if let Some((s, b)) = self.side_mut(dir).interim.take() {
-                    msg.start_ns = s;
-                    msg.size = msg.size.saturating_add(b);
-                }
+            }
+            self.pending.push_back(info);
+        } else {
+            if matches!(framing, Framing::Interim) {
+                let side = self.side_mut(dir);
+                let (s, b) = side.interim.unwrap_or((start_ns, 0));
+                side.interim = Some((s, b.saturating_add(end as u64)));
+                side.state = State::NEXT;
+                return Ok(Step::Advance(end));
+            }
+            self.pending.pop_front();
+            if let Some((s, b)) = self.side_mut(dir).interim.take() {
+                msg.start_ns = s;
+                msg.size = msg.size.saturating_add(b);
             }
         }
         if matches!(framing, Framing::Tunnel) {
@@ -654,10 +757,7 @@ impl Parser {
         side.state = match framing {
             Framing::NoBody | Framing::Interim | Framing::Tunnel => {
                 out.push(msg);
-                State::Start {
-                    tentative: false,
-                    scan_from: 0,
-                }
+                State::NEXT
             }
             Framing::Length(n) => {
                 side.msg = Some(msg);
@@ -673,6 +773,158 @@ impl Parser {
             }
         };
         Ok(Step::Advance(end))
+    }
+
+    /// Reports the HTTP/0.9 simple request `GET target` (`len` bytes, line
+    /// ending included), queues it, and ignores the request direction from
+    /// here on (the server closes the connection after the response).
+    fn simple_request(
+        &mut self,
+        target: &[u8],
+        start_ns: u64,
+        end_ns: u64,
+        len: usize,
+        out: &mut Vec<Message>,
+    ) {
+        let head = Head {
+            line: StartLine::Request {
+                method: b"GET",
+                target,
+            },
+            version: "0.9".into(),
+            content_length: Ok(None),
+            chunked: None,
+            host: None,
+            user_agent: None,
+            upgrade: false,
+            lines: 0,
+            lenient: false,
+        };
+        let (msg, info) = head_message(head, start_ns, end_ns, len as u64);
+        out.push(msg);
+        if self.pending.len() >= MAX_PENDING_REQUESTS {
+            self.pending.pop_front();
+        }
+        self.pending.push_back(ReqInfo {
+            simple: true,
+            ..info.unwrap_or_default()
+        });
+        self.req.junk_only = false;
+        self.req.state = State::Ignore;
+        // The response may have arrived first (and been skipped as junk).
+        self.simple_response(None);
+    }
+
+    /// When the oldest pending request is an HTTP/0.9 one and the response
+    /// direction awaits a response, starts its response: no status line, no
+    /// headers, a body delimited by the connection's end. Returns whether it
+    /// did. If everything the response direction consumed so far was skipped
+    /// as junk (it arrived before the request), that is the body's start.
+    /// `now`: called from a feed of the response direction with bytes
+    /// offered, the first one's timestamp and the bytes consumed so far in
+    /// that feed; `None` elsewhere (then it only starts if bytes were seen).
+    fn simple_response(&mut self, now: Option<(u64, u64)>) -> bool {
+        if !self.pending.front().is_some_and(|r| r.simple) {
+            return false;
+        }
+        let side = &mut self.resp;
+        if !matches!(side.state, State::Resync { .. } | State::Start { .. }) {
+            return false;
+        }
+        let consumed = side.offset.saturating_add(now.map_or(0, |(_, c)| c));
+        let junk = if side.junk_only { consumed } else { 0 };
+        let start_ns = if junk > 0 {
+            side.first_ns
+        } else if let Some((at, _)) = now {
+            Some(at)
+        } else {
+            // Bytes offered but left unconsumed (re-offered later).
+            (side.rem_len > 0).then_some(side.rem_ts)
+        };
+        let Some(start_ns) = start_ns else {
+            return false;
+        };
+        self.pending.pop_front();
+        side.msg = Some(Message {
+            kind: Kind::Response,
+            start_ns,
+            end_ns: start_ns,
+            size: junk,
+            body_size: junk,
+            method: None,
+            path: None,
+            query: None,
+            version: "0.9".into(),
+            status_code: None,
+            host: None,
+            user_agent: None,
+            truncated: false,
+        });
+        side.interim = None;
+        side.junk_only = false;
+        side.forget_cut_head();
+        side.state = State::CloseDelimited;
+        true
+    }
+
+    /// A tentative start line (found by resynchronisation) was not followed
+    /// by a valid header block: skip the line and keep scanning.
+    fn false_start(&mut self, dir: Dir, rest: &[u8]) -> Step {
+        let line = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        self.side_mut(dir).state = State::Resync {
+            skipped: line as u64,
+            at_line_start: true,
+            initial: false,
+        };
+        Step::Advance(line)
+    }
+
+    /// The header block exceeds `Limits::max_header_bytes`. A leniently
+    /// accepted line at the start of the direction was a false start; any
+    /// other is an error.
+    fn head_too_large(&mut self, dir: Dir, rest: &[u8], lenient: bool) -> Result<Step, Fail> {
+        if lenient {
+            Ok(self.false_start(dir, rest))
+        } else {
+            Err((reason::HEADER_TOO_LARGE, 0))
+        }
+    }
+
+    /// At close: reports the message whose header block the capture cut
+    /// short (see [`Side::cut_head`]) if its start line and complete header
+    /// lines are valid. Interim 1xx responses are not reported.
+    fn report_cut_head(&mut self, dir: Dir, ts_ns: u64, out: &mut Vec<Message>) {
+        let limits = self.limits;
+        let side = self.side_mut(dir);
+        if !matches!(side.state, State::Start { .. }) {
+            return;
+        }
+        let seen = std::mem::take(&mut side.cut_head);
+        side.cut_seen = 0;
+        let start_ns = side.rem_ts;
+        let Some(nl) = seen.iter().rposition(|&b| b == b'\n') else {
+            return;
+        };
+        // Complete lines only; the blank line that would end them is missing.
+        let Ok(head) = parse_head(seen.get(..=nl).unwrap_or_default(), dir, &limits) else {
+            return;
+        };
+        if matches!(head.line, StartLine::Status(code) if code < 200 && code != 101) {
+            return;
+        }
+        let (mut msg, info) = head_message(head, start_ns, ts_ns, seen.len() as u64);
+        msg.truncated = true;
+        if info.is_none() {
+            self.pending.pop_front();
+            if let Some((s, b)) = self.resp.interim.take() {
+                msg.start_ns = s;
+                msg.size = msg.size.saturating_add(b);
+            }
+        }
+        out.push(msg);
     }
 
     /// 101 or a 2xx to CONNECT: the connection stops being HTTP/1.x.
@@ -702,10 +954,7 @@ impl Parser {
         let n = usize::try_from(take).unwrap_or(rest.len());
         if left == 0 {
             side.finish(out, clock.now, false);
-            side.state = State::Start {
-                tentative: false,
-                scan_from: 0,
-            };
+            side.state = State::NEXT;
             Step::Advance(n)
         } else {
             side.state = State::Body(left);
@@ -782,10 +1031,7 @@ impl Parser {
                 side.add_framing(nl + 1);
                 if strip_cr(rest.get(..nl).unwrap_or_default()).is_empty() {
                     side.finish(out, clock.now, false);
-                    side.state = State::Start {
-                        tentative: false,
-                        scan_from: 0,
-                    };
+                    side.state = State::NEXT;
                 } else {
                     let lines = lines + 1;
                     if lines > limits.max_headers {
@@ -808,12 +1054,29 @@ impl Parser {
         if self.tunnel || self.closed {
             return Ok(());
         }
+        if dir == Dir::ToClient && len > 0 {
+            // The hole may start an HTTP/0.9 response.
+            let at = if self.resp.rem_len > 0 {
+                self.resp.rem_ts
+            } else {
+                self.resp.last_ts.max(self.req.last_ts)
+            };
+            self.simple_response(Some((at, 0)));
+        }
         let side = self.side_mut(dir);
         side.offset = side.offset.saturating_add(len);
-        side.rem_len = 0;
+        // The host drops the remainder it kept: in a close-delimited body
+        // (only an HTTP/0.9 response started while bytes were left) those
+        // bytes were body too.
+        let dropped = std::mem::take(&mut side.rem_len) as u64;
+        if side.state == State::CloseDelimited {
+            side.add_body(dropped);
+        }
+        side.forget_cut_head();
         if len == 0 {
             return Ok(());
         }
+        side.junk_only = false;
         let resync = State::Resync {
             skipped: 0,
             at_line_start: true,
@@ -862,17 +1125,30 @@ impl Parser {
     }
 
     /// The flow ended at `ts_ns`: pushes the close-delimited response in
-    /// progress, and any other message whose body had started but not
-    /// finished (marked truncated). Later calls consume and ignore.
+    /// progress, any other message whose body had started but not finished,
+    /// and any message whose header block was cut short after at least its
+    /// start line (the last remainder left unconsumed; reported when its
+    /// start line and complete header lines are valid, with a body size of
+    /// 0). All but the close-delimited response are marked truncated; for
+    /// each direction, requests first. Later calls consume and ignore.
     pub fn close(&mut self, ts_ns: u64, out: &mut Vec<Message>) {
         if self.closed {
             return;
         }
         self.closed = true;
-        for side in [&mut self.req, &mut self.resp] {
+        for dir in [Dir::ToServer, Dir::ToClient] {
+            self.report_cut_head(dir, ts_ns, out);
+            let side = self.side_mut(dir);
             let truncated = side.state != State::CloseDelimited;
+            if !truncated {
+                // Left unconsumed only by an HTTP/0.9 response started from
+                // the request direction; never re-offered now.
+                side.add_body(side.rem_len as u64);
+                side.rem_len = 0;
+            }
             side.finish(out, ts_ns, truncated);
             side.interim = None;
+            side.forget_cut_head();
             if !matches!(side.state, State::Failed(_)) {
                 side.state = State::Ignore;
             }
@@ -942,6 +1218,10 @@ fn lossy(b: &[u8]) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cand {
     Match,
+    /// An HTTP/0.9 simple request (see [`simple_request_target`]).
+    Simple,
+    /// A request line only the lenient rules accept (see [`lenient_request`]).
+    Lenient,
     NeedMore,
     No,
     NotHttp1,
@@ -1051,34 +1331,137 @@ fn candidate(dir: Dir, buf: &[u8], line_start: bool, initial: bool, max_line: us
             }
         }
         Dir::ToServer => {
-            let known = || {
-                KNOWN_METHODS.iter().any(|m| {
-                    let n = m.len().min(buf.len());
-                    buf.get(..n) == m.get(..n)
-                })
-            };
-            if !(known() || line_start && is_tchar(first)) {
-                return Cand::No;
+            let strict = request_candidate(buf, first, line_start, initial, max_line);
+            if strict != Cand::No || !initial {
+                return strict;
             }
-            match walk_request_line(buf, max_line) {
+            // The very first bytes of the direction: a malformed but textual
+            // request line may still start a request, unless resynchronising
+            // would find a valid one later in the line (`...x=2POST / HTTP/1.1`).
+            match walk_text_line(buf, lenient_line_budget(max_line)) {
                 Walk::Invalid => Cand::No,
-                Walk::Partial => {
-                    if buf.len() >= max_line {
-                        Cand::No
-                    } else {
-                        Cand::NeedMore
-                    }
-                }
+                Walk::Partial => Cand::NeedMore,
                 Walk::Line(nl) => {
-                    match parse_request_line(strip_cr(buf.get(..nl).unwrap_or_default())) {
-                        Ok(_) => Cand::Match,
-                        Err(reason::NOT_HTTP1) if initial => Cand::NotHttp1,
-                        Err(_) => Cand::No,
+                    let line = strip_cr(buf.get(..nl).unwrap_or_default());
+                    let inside = (1..nl).any(|q| {
+                        let here = buf.get(q..).unwrap_or_default();
+                        here.first().is_some_and(|&b| {
+                            request_candidate(here, b, false, false, max_line) == Cand::Match
+                        })
+                    });
+                    if flow_start_line(line) && !inside {
+                        Cand::Lenient
+                    } else {
+                        Cand::No
                     }
                 }
             }
         }
     }
+}
+
+/// [`candidate`] for a strictly valid request line.
+fn request_candidate(buf: &[u8], first: u8, line_start: bool, initial: bool, max: usize) -> Cand {
+    let known = || {
+        KNOWN_METHODS.iter().any(|m| {
+            let n = m.len().min(buf.len());
+            buf.get(..n) == m.get(..n)
+        })
+    };
+    if !(known() || line_start && is_tchar(first)) {
+        return Cand::No;
+    }
+    match walk_request_line(buf, max) {
+        Walk::Invalid => Cand::No,
+        Walk::Partial => {
+            if buf.len() >= max {
+                Cand::No
+            } else {
+                Cand::NeedMore
+            }
+        }
+        Walk::Line(nl) => {
+            let line = strip_cr(buf.get(..nl).unwrap_or_default());
+            if initial && simple_request_target(line).is_some() {
+                return Cand::Simple;
+            }
+            match parse_request_line(line) {
+                Ok(_) => Cand::Match,
+                Err(reason::NOT_HTTP1) if initial => Cand::NotHttp1,
+                Err(_) => Cand::No,
+            }
+        }
+    }
+}
+
+/// Longest method-like first word of a lenient line at the start of a
+/// direction.
+const MAX_LENIENT_METHOD: usize = 32;
+
+fn lenient_line_budget(max_header_bytes: usize) -> usize {
+    MAX_LENIENT_LINE.min(max_header_bytes)
+}
+
+/// Walks a textual line: no NUL and no byte below 0x20 but HTAB (bytes from
+/// 0x80 are allowed), CR only right before the LF, and the LF within the
+/// first `budget` bytes.
+fn walk_text_line(buf: &[u8], budget: usize) -> Walk {
+    for (i, &b) in buf.iter().enumerate() {
+        if i >= budget {
+            return Walk::Invalid;
+        }
+        match b {
+            b'\n' => return Walk::Line(i),
+            // A CR not followed by the LF (the last byte offered may be one).
+            b'\r' if buf.get(i + 1).is_some_and(|&n| n != b'\n') => return Walk::Invalid,
+            b'\r' | b'\t' => {}
+            _ if b < 0x20 => return Walk::Invalid,
+            _ => {}
+        }
+    }
+    if buf.len() >= budget {
+        Walk::Invalid
+    } else {
+        Walk::Partial
+    }
+}
+
+/// Whether the (possibly incomplete) start line at `buf` may still turn out
+/// to be a lenient request line.
+fn lenient_line_possible(buf: &[u8], max_header_bytes: usize) -> bool {
+    !buf.starts_with(b"HTTP/")
+        && walk_text_line(buf, lenient_line_budget(max_header_bytes)) != Walk::Invalid
+}
+
+/// The words of a lenient request line (separated by runs of SP or HTAB).
+fn words(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    line.split(|&b| b == b' ' || b == b'\t')
+        .filter(|w| !w.is_empty())
+}
+
+/// Whether `b` mentions HTTP/1 (`GET /HTTP/1.1`, `OPTIONSHTTP/1.1`).
+fn names_http1(b: &[u8]) -> bool {
+    b.windows(6).any(|w| w == b"HTTP/1")
+}
+
+/// Looks like a method: 1 to [`MAX_LENIENT_METHOD`] letters, digits, `_`
+/// or `-`, starting with a letter (so not a multipart boundary).
+fn is_methodish(w: &[u8]) -> bool {
+    (1..=MAX_LENIENT_METHOD).contains(&w.len())
+        && w.first().is_some_and(u8::is_ascii_alphabetic)
+        && w.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Whether a complete textual line (without its line ending) may start a
+/// request leniently at the very start of a direction, where it may as well
+/// be the middle of a body: its first word looks like a method or the line
+/// mentions HTTP/1, and it is not a status line.
+fn flow_start_line(line: &[u8]) -> bool {
+    let Some(first) = words(line).next() else {
+        return false;
+    };
+    !first.starts_with(b"HTTP/") && (is_methodish(first) || names_http1(line))
 }
 
 enum StartLine<'a> {
@@ -1095,6 +1478,10 @@ struct Head<'a> {
     host: Option<String>,
     user_agent: Option<String>,
     upgrade: bool,
+    /// Header lines (obs-fold continuations excluded).
+    lines: usize,
+    /// A request line accepted by [`lenient_request`].
+    lenient: bool,
 }
 
 /// Parses `HTTP/d.d` into (major, minor).
@@ -1132,15 +1519,21 @@ fn parse_request_line(line: &[u8]) -> Result<(&[u8], &[u8], String), &'static st
     {
         return Err(bad);
     }
-    let Some(version) = version else {
-        // HTTP/0.9: `GET /path` without a version.
-        return Err(if method == b"GET" && target.starts_with(b"/") {
-            reason::NOT_HTTP1
-        } else {
-            bad
-        });
-    };
+    // No version: HTTP/0.9 (see `simple_request_target`) where a message
+    // starts, else malformed.
+    let version = version.ok_or(bad)?;
     Ok((method, target, version_string(version, bad)?))
+}
+
+/// The target of an HTTP/0.9 simple request line (without its line ending):
+/// exactly `GET SP target` with a target starting with `/` (RFC 1945 §4.1).
+/// `GET /HTTP/1.1` is a malformed HTTP/1 line instead.
+fn simple_request_target(line: &[u8]) -> Option<&[u8]> {
+    let target = line.strip_prefix(b"GET ")?;
+    let simple = target.starts_with(b"/")
+        && target.iter().all(|&b| is_target_char(b))
+        && !names_http1(target);
+    simple.then_some(target)
 }
 
 /// Parses a complete status line (without its line ending).
@@ -1199,6 +1592,76 @@ fn parse_head<'a>(block: &'a [u8], dir: Dir, limits: &Limits) -> Result<Head<'a>
             (StartLine::Status(code), version)
         }
     };
+    parse_fields(line, version, lines, limits, false)
+}
+
+/// Parses the header block of a request whose request line fails the strict
+/// rules but is a textual line (see [`walk_text_line`]) of at most
+/// [`MAX_LENIENT_LINE`] bytes, as Zeek does: the method is the first word
+/// (whatever its bytes), the target the second word if it starts with `/` or
+/// `*`, the version that of the last word if it is `HTTP/d.d`, else empty.
+/// Header lines without a colon or with an invalid name are skipped, and the
+/// body is framed only by `Content-Length` or a final `chunked` coding.
+///
+/// `flow_start`: the block is at the very start of the direction, where it
+/// may as well be the middle of a body, so it must look like a request: the
+/// line passes [`flow_start_line`], the block is textual, its header lines
+/// are valid, and there is at least one unless the line mentions HTTP/1.
+fn lenient_request<'a>(
+    block: &'a [u8],
+    limits: &Limits,
+    flow_start: bool,
+) -> Result<Head<'a>, &'static str> {
+    let bad = reason::BAD_REQUEST_LINE;
+    let Walk::Line(nl) = walk_text_line(block, lenient_line_budget(limits.max_header_bytes)) else {
+        return Err(bad);
+    };
+    let line = strip_cr(block.get(..nl).unwrap_or_default());
+    let mut w = words(line);
+    let method = w.next().ok_or(bad)?;
+    if method.starts_with(b"HTTP/") || flow_start && !flow_start_line(line) {
+        return Err(bad);
+    }
+    let second = w.next();
+    let version = w
+        .last()
+        .or(second)
+        .and_then(parse_version)
+        .map(|(major, minor)| format!("{major}.{minor}"))
+        .unwrap_or_default();
+    let target = second
+        .filter(|t| t.starts_with(b"/") || t.starts_with(b"*"))
+        .unwrap_or_default();
+    let fields = block.get(nl + 1..).unwrap_or_default();
+    if flow_start
+        && !fields
+            .iter()
+            .all(|&b| b >= 0x20 || matches!(b, b'\t' | b'\r' | b'\n'))
+    {
+        return Err(reason::BAD_HEADER);
+    }
+    let lines = fields.split(|&b| b == b'\n').map(strip_cr);
+    let line_kind = StartLine::Request { method, target };
+    let head = parse_fields(line_kind, version, lines, limits, !flow_start)?;
+    if flow_start && head.lines == 0 && !names_http1(line) {
+        return Err(reason::BAD_HEADER);
+    }
+    Ok(Head {
+        lenient: true,
+        ..head
+    })
+}
+
+/// Parses the header lines after a start line, up to the blank line.
+/// `lenient`: lines without a colon, with an invalid name, or folding onto
+/// no field are skipped instead of failing.
+fn parse_fields<'a>(
+    line: StartLine<'a>,
+    version: String,
+    lines: impl Iterator<Item = &'a [u8]>,
+    limits: &Limits,
+    lenient: bool,
+) -> Result<Head<'a>, &'static str> {
     let mut fields: Vec<(Field, Vec<u8>)> = Vec::new();
     let mut count = 0usize;
     let mut last_kept = false;
@@ -1209,6 +1672,9 @@ fn parse_head<'a>(block: &'a [u8], dir: Dir, limits: &Limits) -> Result<Head<'a>
         if matches!(l.first(), Some(b' ' | b'\t')) {
             // obs-fold (RFC 9112 §5.2): continue the previous field's value.
             if count == 0 {
+                if lenient {
+                    continue;
+                }
                 return Err(reason::BAD_HEADER);
             }
             if last_kept && let Some((_, v)) = fields.last_mut() {
@@ -1221,15 +1687,16 @@ fn parse_head<'a>(block: &'a [u8], dir: Dir, limits: &Limits) -> Result<Head<'a>
         if count > limits.max_headers {
             return Err(reason::TOO_MANY_HEADERS);
         }
-        let colon = l
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(reason::BAD_HEADER)?;
-        let name = l.get(..colon).unwrap_or_default();
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-            return Err(reason::BAD_HEADER);
-        }
         last_kept = false;
+        let colon = l.iter().position(|&b| b == b':');
+        let name = colon.and_then(|c| l.get(..c)).unwrap_or_default();
+        let Some(colon) = colon.filter(|_| !name.is_empty() && name.iter().all(|&b| is_tchar(b)))
+        else {
+            if lenient {
+                continue;
+            }
+            return Err(reason::BAD_HEADER);
+        };
         if let Some(f) = field(name) {
             let value = trim_ows(l.get(colon + 1..).unwrap_or_default());
             fields.push((f, value.to_vec()));
@@ -1269,6 +1736,8 @@ fn parse_head<'a>(block: &'a [u8], dir: Dir, limits: &Limits) -> Result<Head<'a>
         host: first_value(Field::Host).filter(|h| !h.is_empty()),
         user_agent: first_value(Field::UserAgent),
         upgrade: values(Field::Upgrade).next().is_some(),
+        lines: count,
+        lenient: false,
     })
 }
 
@@ -1339,6 +1808,13 @@ fn framing(head: &Head<'_>, req: ReqInfo) -> Result<Framing, &'static str> {
         None => Ok(otherwise),
     };
     match head.line {
+        StartLine::Request { .. } if head.lenient => {
+            Ok(match (head.chunked, head.content_length) {
+                (Some(true), _) => Framing::Chunked,
+                (None, Ok(Some(n))) if n > 0 => Framing::Length(n),
+                _ => Framing::NoBody,
+            })
+        }
         StartLine::Request { .. } => match head.chunked {
             Some(true) => Ok(Framing::Chunked),
             Some(false) => Err(reason::BAD_TRANSFER_ENCODING),
@@ -1366,10 +1842,63 @@ fn framing(head: &Head<'_>, req: ReqInfo) -> Result<Framing, &'static str> {
     }
 }
 
+#[derive(Default)]
 struct Target {
     path: Option<String>,
     query: Option<String>,
     authority: Option<String>,
+}
+
+/// The message for a parsed head (before any body) and, for a request, what
+/// its response's framing needs to know.
+fn head_message(
+    head: Head<'_>,
+    start_ns: u64,
+    end_ns: u64,
+    size: u64,
+) -> (Message, Option<ReqInfo>) {
+    let mut msg = Message {
+        kind: Kind::Response,
+        start_ns,
+        end_ns,
+        size,
+        body_size: 0,
+        method: None,
+        path: None,
+        query: None,
+        version: head.version,
+        status_code: None,
+        host: None,
+        user_agent: None,
+        truncated: false,
+    };
+    match head.line {
+        StartLine::Request { method, target } => {
+            let info = ReqInfo {
+                head: method == b"HEAD",
+                connect: method == b"CONNECT",
+                upgrade: head.upgrade,
+            };
+            let t = if !head.lenient {
+                split_target(target, info.connect)
+            } else if target.is_empty() {
+                Target::default()
+            } else {
+                split_target(target, false)
+            };
+            msg.kind = Kind::Request;
+            msg.method = Some(lossy(method));
+            msg.path = t.path;
+            msg.query = t.query;
+            msg.host = t.authority.or(head.host);
+            msg.user_agent = head.user_agent;
+            (msg, Some(info))
+        }
+        StartLine::Status(code) => {
+            msg.status_code = Some(code);
+            (msg, None)
+        }
+    }
 }
 
 /// Splits a request-target into path, masked query and authority.

@@ -610,9 +610,10 @@ fn garbage_where_a_start_line_must_be() {
     let mut resp = OK_5.to_vec();
     resp.extend_from_slice(b"\x00\x01garbage");
     assert_eq!(err(&[Ev::Data(C, &resp)]).reason, reason::BAD_STATUS_LINE);
-    // Complete but malformed lines.
+    // Complete but malformed lines that are not text (malformed text lines
+    // are requests: see `malformed_textual_request_lines_are_requests`).
     let mut req = GET.to_vec();
-    req.extend_from_slice(b"GET /a b HTTP/1.1\r\n\r\n");
+    req.extend_from_slice(b"GET /a\x01b HTTP/1.1\r\n\r\n");
     assert_eq!(err(&[Ev::Data(S, &req)]).reason, reason::BAD_REQUEST_LINE);
     let mut req = GET.to_vec();
     req.extend_from_slice(b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n");
@@ -804,8 +805,9 @@ fn close_reports_unfinished_bodies_as_truncated() {
     assert_eq!(ms.len(), 1);
     assert!(ms[0].truncated);
     assert_eq!(ms[0].body_size, 3);
-    // Incomplete header blocks are not messages.
-    assert!(ok(&[Ev::Data(S, b"GET / HTTP/1.1\r\nHost"), Ev::Close]).is_empty());
+    // An incomplete start line is not a message (for a complete one see
+    // `header_block_cut_by_close_is_reported`).
+    assert!(ok(&[Ev::Data(S, b"GET / HTTP/1.1"), Ev::Close]).is_empty());
     // After close everything is ignored.
     let mut p = Parser::new(Limits::default());
     let mut out = Vec::new();
@@ -879,5 +881,473 @@ fn fuzz_mutations_never_panic() {
     assert!(
         messages > 3000 && errors > 300,
         "{messages} messages, {errors} errors"
+    );
+}
+
+/// Request lines of Zeek's `http-methods.pcap` (one request per flow, each
+/// answered by the server) and the request each must give: method, path,
+/// version.
+const ZEEK_LINES: [(&[u8], &str, Option<&str>, &str); 17] = [
+    (b"OPTIONS * HTTP/1.1", "OPTIONS", Some("*"), "1.1"),
+    (b"OPTIONS HTTP/1.1", "OPTIONS", None, "1.1"),
+    (b"OPTIONSHTTP/1.1", "OPTIONSHTTP/1.1", None, ""),
+    (b"OPTIONS", "OPTIONS", None, ""),
+    (b"GET / HTTP/1.", "GET", Some("/"), ""),
+    (b"GET /HTTP/1.1", "GET", Some("/HTTP/1.1"), ""),
+    (b"GET/ HTTP/1.1", "GET/", None, "1.1"),
+    (b"GET/HTTP/1.1", "GET/HTTP/1.1", None, ""),
+    (b"\xc3\x83\xc3\x82\xc3\x83 / HTTP/1.", "ÃÂÃ", Some("/"), ""),
+    (
+        b"\xc3\x83\xc3\x82\xc3\x83 /HTTP/1.1",
+        "ÃÂÃ",
+        Some("/HTTP/1.1"),
+        "",
+    ),
+    (b"\xc3\x83\xc3\x82\xc3\x83/ HTTP/1.1", "ÃÂÃ/", None, "1.1"),
+    (
+        b"\xc3\x83\xc3\x82\xc3\x83/HTTP/1.1",
+        "ÃÂÃ/HTTP/1.1",
+        None,
+        "",
+    ),
+    (b"CCM_POST / HTTP/1.", "CCM_POST", Some("/"), ""),
+    (b"CONNECT / HTTP/1.", "CONNECT", Some("/"), ""),
+    (b"HEAD /HTTP/1.1", "HEAD", Some("/HTTP/1.1"), ""),
+    // Not from the capture: extra words, tabs, runs of spaces, bad UTF-8.
+    (b"GET /a b HTTP/1.1", "GET", Some("/a"), "1.1"),
+    (
+        b"\xff\xfe  /q?k=v\tHTTP/1.0",
+        "\u{fffd}\u{fffd}",
+        Some("/q"),
+        "1.0",
+    ),
+];
+
+#[test]
+fn malformed_textual_request_lines_are_requests() {
+    let bad_request = b"HTTP/1.0 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad";
+    let head_answer = b"HTTP/1.0 400 Bad Request\r\nContent-Length: 925\r\n\r\n";
+    for (line, method, path, version) in ZEEK_LINES {
+        for eol in [&b"\n"[..], b"\r\n"] {
+            let req = [line, eol, b"Host: www.google.com", eol, eol].concat();
+            // A response to HEAD has no body: the request is in the queue.
+            let resp = if method == "HEAD" {
+                &head_answer[..]
+            } else {
+                bad_request
+            };
+            // As the first bytes of the flow (like the capture), and after
+            // an exchange.
+            let mut later = GET.to_vec();
+            later.extend_from_slice(&req);
+            let mut answers = OK_5.to_vec();
+            answers.extend_from_slice(resp);
+            for (reqs, resps, skip) in [(&req, resp, 0), (&later, &answers[..], 1)] {
+                let ms = ok(&[Ev::Data(S, reqs), Ev::Data(C, resps), Ev::Close]);
+                let what = String::from_utf8_lossy(line);
+                assert_eq!(ms.len(), 2 + 2 * skip, "{what}: {ms:#?}");
+                let r = ms.iter().filter(|m| m.kind == Kind::Request).nth(skip);
+                let r = r.expect("request");
+                assert_eq!(r.method.as_deref(), Some(method), "{what}");
+                assert_eq!(r.path.as_deref(), path, "{what}");
+                assert_eq!(r.version, version, "{what}");
+                assert_eq!(r.host.as_deref(), Some("www.google.com"), "{what}");
+                assert_eq!((r.size, r.body_size), (req.len() as u64, 0), "{what}");
+                assert!(!r.truncated, "{what}");
+                let s = responses(&ms)[skip];
+                assert_eq!(s.status_code, Some(400), "{what}");
+                assert!(!s.truncated, "{what}");
+                let body = if method == "HEAD" { 0 } else { 3 };
+                assert_eq!(s.body_size, body, "{what}");
+            }
+        }
+    }
+    let ms = ok(&[Ev::Data(
+        S,
+        b"\xff\xfe  /q?k=v\tHTTP/1.0\r\nHost: h\r\n\r\n",
+    )]);
+    assert_eq!(ms[0].query.as_deref(), Some("k=?"));
+}
+
+#[test]
+fn lenient_requests_fields_and_framing() {
+    let reqs = [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        // Header lines without a colon, with a bad name, or folding onto a
+        // skipped line are ignored; Content-Length frames the body.
+        b"POST / HTTP/1.\r\nno colon\r\n: empty name\r\nBad Name: v\r\n folded\r\nHost: h\r\nUser-Agent: ua\r\n  more\r\nContent-Length: 3\r\n\r\nabc",
+        // An invalid Content-Length means no body.
+        b"PUT / HTTP/1.\r\nContent-Length: x\r\n\r\n",
+        // So do conflicting ones, and a final coding other than chunked.
+        b"PUT / HTTP/1.\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"PUT / HTTP/1.\r\nTransfer-Encoding: gzip\r\n\r\n",
+        // A fold before any field is skipped; a final chunked coding frames.
+        b"PATCH / HTTP/1.\r\n folded first\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n",
+        b"GET /end HTTP/1.1\r\n\r\n",
+    ]
+    .concat();
+    let ms = ok(&[Ev::Data(S, &reqs)]);
+    assert_eq!(
+        methods(&ms),
+        ["GET", "POST", "PUT", "PUT", "PUT", "PATCH", "GET"]
+    );
+    let bodies: Vec<_> = ms.iter().map(|m| m.body_size).collect();
+    assert_eq!(bodies, [0, 3, 0, 0, 0, 1, 0]);
+    assert_eq!(ms[1].host.as_deref(), Some("h"));
+    assert_eq!(ms[1].user_agent.as_deref(), Some("ua more"));
+    assert_eq!(ms[1].version, "");
+    assert_eq!(ms[6].path.as_deref(), Some("/end"));
+    assert_eq!(ms.iter().map(|m| m.size).sum::<u64>(), reqs.len() as u64);
+    // Lenient requests join the queue: the HEAD's response has no body.
+    let ms = ok(&[
+        Ev::Data(
+            S,
+            b"GET / HTTP/1.1\r\n\r\nHEAD / HTTP/1.\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\n\r\n",
+        ),
+        Ev::Data(
+            C,
+            &[
+                OK_5,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+                OK_5,
+            ]
+            .concat(),
+        ),
+    ]);
+    assert_eq!(statuses(&ms), [Some(200); 3]);
+    let bodies: Vec<_> = responses(&ms).iter().map(|m| m.body_size).collect();
+    assert_eq!(bodies, [5, 0, 5]);
+}
+
+#[test]
+fn lenient_line_length_limit() {
+    // The line (LF included) must fit in 8 KiB.
+    for (len, fits) in [(MAX_LENIENT_LINE, true), (MAX_LENIENT_LINE + 1, false)] {
+        let mut req = GET.to_vec();
+        let mut line = b"GET /".to_vec();
+        line.resize(len - 3, b'a');
+        line.extend_from_slice(b" x\n");
+        assert_eq!(line.len(), len);
+        line.push(b'\n');
+        req.extend_from_slice(&line);
+        for piece in [usize::MAX, 1460] {
+            let o = host(Limits::default(), &[Ev::Data(S, &req)], &mut |l| {
+                l.min(piece)
+            });
+            if fits {
+                assert_eq!(o.error, None);
+                assert_eq!(methods(&o.messages), ["GET", "GET"]);
+                assert_eq!(o.messages[1].size, line.len() as u64);
+            } else {
+                let e = ParseError {
+                    reason: reason::BAD_REQUEST_LINE,
+                    offset: GET.len() as u64,
+                };
+                assert_eq!(o.error, Some(e));
+            }
+        }
+    }
+    // With a smaller header limit, that limit applies.
+    let limits = Limits {
+        max_header_bytes: 64,
+        max_headers: 8,
+    };
+    let mut req = b"GET / HTTP/1.1\r\n\r\nGET / ".to_vec();
+    req.resize(req.len() + 70, b'x');
+    let o = check_with(limits, &[Ev::Data(S, &req)]);
+    assert_eq!(
+        o.error.map(|e| (e.reason, e.offset)),
+        Some((reason::BAD_REQUEST_LINE, 18))
+    );
+}
+
+#[test]
+fn garbage_is_still_not_a_request() {
+    let at = GET.len() as u64;
+    for junk in [
+        &b"GET / HTTP/1.\x01\r\n\r\n"[..],
+        b"GET /\rx HTTP/1.1\r\n\r\n",
+        b"GET\x00 / HTTP/1.1\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\n\n",
+        b"\x1b[0m\r\n\r\n",
+        // A status line in the request direction.
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        // Only spaces.
+        b"  \t \r\n\r\n",
+    ] {
+        let req = [GET, junk].concat();
+        let e = err(&[Ev::Data(S, &req)]);
+        assert_eq!(
+            (e.reason, e.offset),
+            (reason::BAD_REQUEST_LINE, at),
+            "{junk:?}"
+        );
+    }
+    // Malformed header lines after a valid request line stay errors.
+    let req = [GET, b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"].concat();
+    assert_eq!(err(&[Ev::Data(S, &req)]).reason, reason::BAD_HEADER);
+    // Other HTTP versions and the HTTP/2 preface stay `not-http1`.
+    for line in [
+        &b"GET / HTTP/2.0\r\n\r\n"[..],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ] {
+        assert_eq!(err(&[Ev::Data(S, line)]).reason, reason::NOT_HTTP1);
+        let req = [GET, line].concat();
+        assert_eq!(err(&[Ev::Data(S, &req)]).reason, reason::NOT_HTTP1);
+    }
+    assert_eq!(
+        err(&[Ev::Data(S, b"GET /index.html\r\n")]).reason,
+        reason::NOT_HTTP1
+    );
+    // A textual line not yet ended is awaited, not an error.
+    let req = [GET, b"GET / HTTP/1.x"].concat();
+    assert_eq!(ok(&[Ev::Data(S, &req)]).len(), 1);
+}
+
+#[test]
+fn lenient_lines_at_flow_start_must_look_like_requests() {
+    // A flow captured mid-body still resynchronises on the next real start
+    // line instead of taking text for a request.
+    for (data, path) in [
+        // No header line and no HTTP/1.
+        (&b"some text here\r\n\r\nGET /real HTTP/1.1\r\nHost: a\r\n\r\n"[..], "/real"),
+        (b"OPTIONS\r\n\r\nGET /o HTTP/1.1\r\n\r\n", "/o"),
+        // Not a method-like first word.
+        (b"--boundary\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nvalue\r\nPOST /x HTTP/1.1\r\n\r\n", "/x"),
+        (b"ata\":[1]}\r\nA: b\r\n\r\nGET /j HTTP/1.1\r\n\r\n", "/j"),
+        // A valid request line later in the line wins.
+        (b"form=1&x=2POST /api HTTP/1.1\r\nHost: a\r\n\r\n", "/api"),
+        // Header lines that are not fields, or not text.
+        (b"Lorem ipsum\r\nnot a header\r\n\r\nGET /l HTTP/1.1\r\n\r\n", "/l"),
+        (b"FOO / HTTP/1.\r\nX: \x01\r\n\r\nGET /b HTTP/1.1\r\n\r\n", "/b"),
+        // A status line.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nGET /s HTTP/1.1\r\n\r\n", "/s"),
+    ] {
+        let ms = ok(&[Ev::Data(S, data)]);
+        let what = String::from_utf8_lossy(data);
+        assert_eq!(ms.len(), 1, "{what}: {ms:#?}");
+        assert_eq!(ms[0].path.as_deref(), Some(path), "{what}");
+    }
+    // A lenient line whose header block never ends is a false start, not
+    // an error.
+    let limits = Limits {
+        max_header_bytes: 64,
+        max_headers: 8,
+    };
+    let mut data = b"FOO / HTTP/1.\r\nX: ".to_vec();
+    data.resize(200, b'a');
+    data.extend_from_slice(b"\r\n\r\nGET /after HTTP/1.1\r\n\r\n");
+    let o = check_with(limits, &[Ev::Data(S, &data)]);
+    assert_eq!(o.error, None);
+    assert_eq!(methods(&o.messages), ["GET"]);
+    // Not after a gap (only where a message is known to start).
+    let ms = ok(&[
+        Ev::Data(S, GET),
+        Ev::Gap(S, 10),
+        Ev::Data(
+            S,
+            b"OPTIONS HTTP/1.1\r\nHost: h\r\n\r\nGET /z HTTP/1.1\r\n\r\n",
+        ),
+    ]);
+    assert_eq!(methods(&ms), ["GET", "GET"]);
+    assert_eq!(ms[1].path.as_deref(), Some("/z"));
+}
+
+#[test]
+fn no_lenient_requests_while_an_upgrade_is_pending() {
+    // The client may already speak the new protocol: ignored, as before.
+    let ms = ok(&[Ev::Data(
+        S,
+        b"GET / HTTP/1.1\r\nUpgrade: foo\r\n\r\nHELLO foo/1\r\nX: y\r\n\r\n",
+    )]);
+    assert_eq!(methods(&ms), ["GET"]);
+}
+
+#[test]
+fn header_block_cut_by_close_is_reported() {
+    // DeepFlow's istio-tcp-frag.pcap: a request, then only the first segment
+    // of the response's header block.
+    let ms = ok(&[
+        Ev::Data(S, GET),
+        Ev::Data(C, b"HTTP/1.0 200 OK\r\n"),
+        Ev::Close,
+    ]);
+    assert_eq!(ms.len(), 2);
+    let r = &ms[1];
+    assert_eq!(r.kind, Kind::Response);
+    assert_eq!((r.status_code, r.version.as_str()), (Some(200), "1.0"));
+    assert_eq!((r.size, r.body_size, r.truncated), (17, 0, true));
+    // Without close, nothing yet.
+    assert_eq!(
+        ok(&[Ev::Data(S, GET), Ev::Data(C, b"HTTP/1.0 200 OK\r\n")]).len(),
+        1
+    );
+    // Requests too; complete header lines are parsed, the cut one is not.
+    let req = b"GET /x?a=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: u\r\nAcc";
+    let ms = ok(&[Ev::Data(S, req), Ev::Close]);
+    assert_eq!(ms.len(), 1);
+    let q = &ms[0];
+    assert_eq!(
+        (q.method.as_deref(), q.path.as_deref(), q.query.as_deref()),
+        (Some("GET"), Some("/x"), Some("a=?"))
+    );
+    assert_eq!(
+        (q.host.as_deref(), q.user_agent.as_deref()),
+        (Some("h"), Some("u"))
+    );
+    assert_eq!(
+        (q.size, q.body_size, q.truncated),
+        (req.len() as u64, 0, true)
+    );
+    // Interim responses count into the cut final one.
+    let resp = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 10\r\nSer";
+    let ms = ok(&[Ev::Data(S, GET), Ev::Data(C, resp), Ev::Close]);
+    assert_eq!(statuses(&ms), [Some(404)]);
+    assert_eq!((ms[1].size, ms[1].truncated), (resp.len() as u64, true));
+    // Both directions cut: request first.
+    let ms = ok(&[
+        Ev::Data(S, b"GET / HTTP/1.1\r\n"),
+        Ev::Data(C, b"HTTP/1.1 204 No Content\r\n"),
+        Ev::Close,
+    ]);
+    assert_eq!(
+        ms.iter().map(|m| m.kind).collect::<Vec<_>>(),
+        [Kind::Request, Kind::Response]
+    );
+    // A head completed later is reported once, normally.
+    let ms = ok(&[
+        Ev::Data(S, GET),
+        Ev::Data(C, b"HTTP/1.1 200 OK\r\n"),
+        Ev::Data(C, b"Content-Length: 0\r\n\r\n"),
+        Ev::Close,
+    ]);
+    assert_eq!(statuses(&ms), [Some(200)]);
+    assert!(!ms[1].truncated);
+}
+
+#[test]
+fn cut_header_blocks_not_reported() {
+    for events in [
+        // No complete line.
+        &[Ev::Data(C, b"HTTP/1.1 200 O"), Ev::Close][..],
+        &[Ev::Data(S, b"GET / HTTP/1.1"), Ev::Close],
+        // Not a valid start line, or a complete header line is invalid.
+        &[
+            Ev::Data(C, b"HTTP/1.1 200 OK\r\nwhich was nice\r\nmore"),
+            Ev::Close,
+        ],
+        &[
+            Ev::Data(S, b"GET / HTTP/1.1\r\nBad Header: x\r\nmore"),
+            Ev::Close,
+        ],
+        &[Ev::Data(S, b"GET / HTTP/1.\r\nHost: h\r\n"), Ev::Close],
+        &[Ev::Data(S, b"OPTIONS HTTP/1.1\r\nHost: h\r\n"), Ev::Close],
+        // An interim response.
+        &[Ev::Data(C, b"HTTP/1.1 100 Continue\r\nX: y\r\n"), Ev::Close],
+        // A gap after it.
+        &[
+            Ev::Data(C, b"HTTP/1.1 200 OK\r\n"),
+            Ev::Gap(C, 5),
+            Ev::Close,
+        ],
+    ] {
+        let ms = ok(events);
+        assert!(ms.is_empty(), "{ms:#?}");
+    }
+    // A body in progress is reported as such, not as a cut head.
+    let ms = ok(&[
+        Ev::Data(C, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab"),
+        Ev::Close,
+    ]);
+    assert_eq!(ms.len(), 1);
+    assert_eq!((ms[0].body_size, ms[0].truncated), (2, true));
+}
+
+#[test]
+fn cut_head_copy_is_bounded_incremental_and_off_the_hot_path() {
+    let mut p = Parser::new(Limits::default());
+    let mut out = Vec::new();
+    // Complete messages never copy.
+    let (reqs, resps) = pipeline();
+    assert_eq!(p.feed(S, 1, &reqs, &mut out), Ok(reqs.len()));
+    assert_eq!(p.feed(C, 1, &resps, &mut out), Ok(resps.len()));
+    assert_eq!(
+        (p.req.cut_head.capacity(), p.resp.cut_head.capacity()),
+        (0, 0)
+    );
+    // Nor does an incomplete first line.
+    let line = b"HTTP/1.1 200 OK";
+    assert_eq!(p.feed(C, 2, line, &mut out), Ok(0));
+    assert_eq!(p.resp.cut_head.capacity(), 0);
+    // Byte by byte, as the host re-offers the remainder: the copy follows
+    // it once a line is complete.
+    let head = b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Le";
+    for n in line.len()..=head.len() {
+        assert_eq!(p.feed(C, 3 + n as u64, &head[..n], &mut out), Ok(0));
+        let expect: &[u8] = if n > 16 { &head[..n] } else { b"" };
+        assert_eq!(p.resp.cut_head, expect, "{n}");
+    }
+    let n = out.len();
+    p.close(99, &mut out);
+    let r = &out[n];
+    assert_eq!(
+        (r.status_code, r.size, r.truncated),
+        (Some(200), head.len() as u64, true)
+    );
+    // First offered at 2 (the remainder's first byte), completed by close.
+    assert_eq!((r.start_ns, r.end_ns), (2, 99));
+}
+
+/// Random near-textual request lines (at the flow's start and after an
+/// exchange) and header blocks cut at random points: the outcome never
+/// depends on how the bytes are split, nothing panics, and the host never
+/// buffers more than a header block.
+#[test]
+fn fuzz_lenient_lines_and_cut_heads() {
+    const ALPHABET: &[u8] = b"GETPOSHAD/ HTTP/1.1 *?=&:\t\r\n\xc3\x83\x00\x01-_x";
+    let mut rng = Rng(0x0123_4567_89AB_CDEF);
+    let limits = Limits {
+        max_header_bytes: 128,
+        max_headers: 4,
+    };
+    let (mut requests, mut errors) = (0, 0);
+    for round in 0..400 {
+        let mut line: Vec<u8> = (0..rng.below(24))
+            .map(|_| ALPHABET[rng.below(ALPHABET.len())])
+            .collect();
+        line.extend_from_slice(if rng.below(2) == 0 { b"\r\n" } else { b"\n" });
+        for _ in 0..rng.below(3) {
+            line.extend_from_slice(
+                [&b"Host: h\r\n"[..], b"no colon\n", b"Content-Length: 2\r\n"][rng.below(3)],
+            );
+        }
+        if rng.below(4) != 0 {
+            line.extend_from_slice(b"\r\nab");
+        }
+        let mut later = GET.to_vec();
+        later.extend_from_slice(&line);
+        let cut = rng.below(later.len() + 1);
+        for reqs in [&line[..], &later[..], &later[..cut]] {
+            let resp = &OK_5[..rng.below(OK_5.len() + 1)];
+            let events = [Ev::Data(S, reqs), Ev::Data(C, resp), Ev::Close];
+            let o = check_with(limits, &events);
+            // Requests other than `GET`'s: from the random lines.
+            requests += o
+                .messages
+                .iter()
+                .filter(|m| m.kind == Kind::Request && m.path.as_deref() != Some("/index.html"))
+                .count();
+            errors += usize::from(o.error.is_some());
+            assert!(
+                o.messages
+                    .iter()
+                    .all(|m| m.size <= reqs.len().max(resp.len()) as u64),
+                "round {round}: {o:#?}"
+            );
+        }
+    }
+    assert!(
+        requests > 100 && errors > 100,
+        "{requests} requests, {errors} errors"
     );
 }
