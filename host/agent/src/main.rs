@@ -236,10 +236,10 @@ fn replay(a: ReplayArgs) -> Result<()> {
                 last_ts = last_ts.max(f.ts_ns);
                 bytes_read += f.data.len() as u64 + 16;
                 shard.frame(link, f.ts_ns, f.data, &mut out);
-                if let Some(pb) = &progress {
-                    if shard.frames % 4096 == 0 {
-                        pb.set_position(bytes_read);
-                    }
+                if let Some(pb) = &progress
+                    && shard.frames.is_multiple_of(4096)
+                {
+                    pb.set_position(bytes_read);
                 }
             }
             Ok(None) => break,
@@ -258,10 +258,10 @@ fn replay(a: ReplayArgs) -> Result<()> {
     if let Some(w) = out.jsonl.as_mut() {
         w.flush().ok();
     }
-    if let Some(e) = out.write_error.take() {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            bail!("writing spans to stdout: {e}");
-        }
+    if let Some(e) = out.write_error.take()
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        bail!("writing spans to stdout: {e}");
     }
     if a.format == Format::Table {
         let mut stdout = std::io::stdout().lock();
@@ -282,13 +282,13 @@ fn replay(a: ReplayArgs) -> Result<()> {
     if a.stats {
         counters.print(&mut std::io::stderr())?;
     }
-    if let Some(s) = &export_stats {
-        if s.spans_failed > 0 || s.spans_dropped_queue_full > 0 {
-            eprintln!(
-                "wasmtap: warning: {} spans failed to export, {} dropped (queue full)",
-                s.spans_failed, s.spans_dropped_queue_full
-            );
-        }
+    if let Some(s) = &export_stats
+        && (s.spans_failed > 0 || s.spans_dropped_queue_full > 0)
+    {
+        eprintln!(
+            "wasmtap: warning: {} spans failed to export, {} dropped (queue full)",
+            s.spans_failed, s.spans_dropped_queue_full
+        );
     }
     if let Some(e) = read_error {
         // Everything before the damage was decoded and reported above.

@@ -138,12 +138,11 @@ impl SpanSink for Outputs {
 
     fn spans(&mut self, batch: Vec<SpanRecord>) {
         self.spans += batch.len() as u64;
-        if let Some(w) = self.jsonl.as_mut() {
-            if self.write_error.is_none() {
-                if let Err(e) = write_jsonl(w, &batch) {
-                    self.write_error = Some(e);
-                }
-            }
+        if let Some(w) = self.jsonl.as_mut()
+            && self.write_error.is_none()
+            && let Err(e) = write_jsonl(w, &batch)
+        {
+            self.write_error = Some(e);
         }
         if let Some(x) = &self.otlp {
             // Replay applies back-pressure rather than dropping.

@@ -10,9 +10,12 @@ use opentelemetry_otlp::WithExportConfig;
 
 use crate::pipeline::Shard;
 
+/// One counter: metric name, attributes, value.
+type Counter = (&'static str, Vec<(&'static str, String)>, u64);
+
 /// Counters of one run, with their metric names.
 pub struct Counters {
-    values: Vec<(&'static str, Vec<(&'static str, String)>, u64)>,
+    values: Vec<Counter>,
     elapsed: Duration,
 }
 
@@ -24,16 +27,35 @@ impl Counters {
         export: Option<&wasmtap_export::ExportStats>,
         elapsed: Duration,
     ) -> Self {
-        let mut v: Vec<(&'static str, Vec<(&'static str, String)>, u64)> = Vec::new();
+        let mut v: Vec<Counter> = Vec::new();
         v.push(("wasmtap.agent.frames", vec![], shard.frames));
         v.push(("wasmtap.agent.frame_bytes", vec![], shard.frame_bytes));
-        for (k, n) in &shard.decode_errors {
-            v.push((
-                "wasmtap.agent.decode.errors",
-                vec![("error_type", k.to_string())],
-                *n,
-            ));
+        let d = shard.decode_stats();
+        for e in wasmtap_decode::DecodeError::ALL {
+            let n = d.error_count(e);
+            if n == 0 {
+                continue;
+            }
+            // Not TCP/UDP (ICMP, ARP...) is out of scope rather than an error.
+            let name = match e {
+                wasmtap_decode::DecodeError::NotTcpUdp | wasmtap_decode::DecodeError::NotIp => {
+                    "wasmtap.agent.decode.skipped"
+                }
+                _ => "wasmtap.agent.decode.errors",
+            };
+            v.push((name, vec![("error_type", e.as_str().to_string())], n));
         }
+        v.push(("wasmtap.agent.decode.truncated_frames", vec![], d.truncated));
+        v.push((
+            "wasmtap.agent.decode.fragments_reassembled",
+            vec![],
+            d.frag.reassembled,
+        ));
+        v.push((
+            "wasmtap.agent.decode.fragments_dropped",
+            vec![],
+            d.frag.dropped,
+        ));
         let f = shard.flow_stats();
         v.push(("wasmtap.agent.flows.opened", vec![], f.flows_opened));
         v.push(("wasmtap.agent.flows.evicted", vec![], f.flows_evicted));

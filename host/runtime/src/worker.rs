@@ -545,10 +545,10 @@ impl Worker {
             generation,
             resource,
         } = s.state
+            && self.slots[slot].generation == generation
+            && !self.slots[slot].poisoned
         {
-            if self.slots[slot].generation == generation && !self.slots[slot].poisoned {
-                self.drop_resource(slot, resource);
-            }
+            self.drop_resource(slot, resource);
         }
         s.state = State::Ended(why);
         s.pending = [Vec::new(), Vec::new()];

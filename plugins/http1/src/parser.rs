@@ -149,9 +149,10 @@ pub struct Message {
     /// Query with every value masked (`a=1&b` -> `a=?&b`); `None` when absent
     /// or empty.
     pub query: Option<String>,
-    /// Protocol version, e.g. `1.1`.
+    /// Protocol version, e.g. `1.1` (`0.9` for HTTP/0.9 simple requests and
+    /// their responses; empty for a malformed request line without one).
     pub version: String,
-    /// Final status code; `None` for requests.
+    /// Final status code; `None` for requests and HTTP/0.9 responses.
     pub status_code: Option<u16>,
     /// Requests: the authority of an absolute-form or authority-form target,
     /// else the first `Host` header.
@@ -681,7 +682,7 @@ impl Parser {
         if !tentative
             && !line_checked
             && self.lenient_allowed(dir)
-            && let Some(nl) = rest.iter().position(|&b| b == b'\n')
+            && let Some(nl) = find_line_end(rest, scan_from)
             && let Some(target) =
                 simple_request_target(strip_cr(rest.get(..nl).unwrap_or_default()))
         {
@@ -1172,6 +1173,14 @@ fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
         }
     }
     None
+}
+
+/// Finds the LF ending the first line, resuming the search at `from` (the
+/// bytes before it hold none).
+fn find_line_end(buf: &[u8], from: usize) -> Option<usize> {
+    let from = from.min(buf.len());
+    let off = buf.get(from..)?.iter().position(|&b| b == b'\n')?;
+    Some(from + off)
 }
 
 /// Validates the available prefix of an incomplete start line.
@@ -1878,6 +1887,7 @@ fn head_message(
                 head: method == b"HEAD",
                 connect: method == b"CONNECT",
                 upgrade: head.upgrade,
+                simple: false,
             };
             let t = if !head.lenient {
                 split_target(target, info.connect)
