@@ -5,6 +5,7 @@
 mod golden;
 mod nginx;
 mod otlp;
+mod plugins;
 mod robustness;
 
 use std::path::{Path, PathBuf};

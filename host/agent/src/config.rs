@@ -236,6 +236,16 @@ mod tests {
     }
 
     #[test]
+    fn readme_example_parses() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("README has a toml block") + 8;
+        let len = readme[start..].find("```").expect("closed block");
+        let c = Config::parse(&readme[start..start + len]).unwrap();
+        assert_eq!(c.services.len(), 2);
+        assert_eq!(c.matching.response_timeout_ms, 30_000);
+    }
+
+    #[test]
     fn full_example_parses() {
         let c = Config::parse(
             r#"

@@ -1343,3 +1343,299 @@ fn fuzz_lenient_lines_and_cut_heads() {
         "{requests} requests, {errors} errors"
     );
 }
+
+/// The client's bytes of each of the 4 connections of Zeek's
+/// `ipv6-http-atomic-frag.pcap`: an HTTP/0.9 simple request.
+const ZEEK_09_REQUEST: &[u8] = b"GET /bad.html\r\n";
+/// The server's bytes: raw HTML, then the server closes the connection.
+const ZEEK_09_RESPONSE: &[u8] = b"<html>\n\t<head>\n\t\t<title>Bad!</title>\n\t</head>\n\n\t<body>\n\t\t<h1>Bad!</h1>\n\t</body>\n</html>\n";
+
+/// Asserts an HTTP/0.9 request for `path` of `size` bytes.
+fn assert_simple_request(m: &Message, path: &str, size: usize) {
+    assert_eq!(m.kind, Kind::Request);
+    assert_eq!(m.method.as_deref(), Some("GET"));
+    assert_eq!(m.path.as_deref(), Some(path));
+    assert_eq!(m.version, "0.9");
+    assert_eq!((m.size, m.body_size), (size as u64, 0));
+    assert_eq!((m.status_code, m.host.as_deref()), (None, None));
+    assert!(!m.truncated);
+}
+
+/// Asserts an HTTP/0.9 response of `body` bytes.
+fn assert_simple_response(m: &Message, body: usize, truncated: bool) {
+    assert_eq!(m.kind, Kind::Response);
+    assert_eq!(m.status_code, None);
+    assert_eq!(m.version, "0.9");
+    assert_eq!((m.size, m.body_size), (body as u64, body as u64));
+    assert_eq!(m.truncated, truncated);
+}
+
+#[test]
+fn http09_zeek_atomic_frag() {
+    assert_eq!(ZEEK_09_REQUEST.len(), 15);
+    assert_eq!(ZEEK_09_RESPONSE.len(), 88);
+    let body = ZEEK_09_RESPONSE.len();
+    let (a, b) = ZEEK_09_RESPONSE.split_at(20);
+    let (b, c) = b.split_at(41);
+    for events in [
+        // The request, the response, the server's FIN.
+        &[
+            Ev::Data(S, ZEEK_09_REQUEST),
+            Ev::Data(C, ZEEK_09_RESPONSE),
+            Ev::Close,
+        ][..],
+        // The capture's first connection: the response is captured first.
+        &[
+            Ev::Data(C, ZEEK_09_RESPONSE),
+            Ev::Data(S, ZEEK_09_REQUEST),
+            Ev::Close,
+        ],
+        // The response in several segments.
+        &[
+            Ev::Data(S, ZEEK_09_REQUEST),
+            Ev::Data(C, a),
+            Ev::Data(C, b),
+            Ev::Data(C, c),
+            Ev::Close,
+        ],
+        // Part before the request, part after.
+        &[
+            Ev::Data(C, a),
+            Ev::Data(S, ZEEK_09_REQUEST),
+            Ev::Data(C, b),
+            Ev::Data(C, c),
+            Ev::Close,
+        ],
+    ] {
+        let ms = ok(events);
+        assert_eq!(ms.len(), 2, "{ms:#?}");
+        assert_simple_request(&ms[0], "/bad.html", ZEEK_09_REQUEST.len());
+        assert_simple_response(&ms[1], body, false);
+    }
+    // Nothing of the response is reported before the connection closes.
+    let ms = ok(&[Ev::Data(S, ZEEK_09_REQUEST), Ev::Data(C, ZEEK_09_RESPONSE)]);
+    assert_eq!(ms.len(), 1);
+    assert_eq!(ms[0].kind, Kind::Request);
+}
+
+#[test]
+fn http09_response_is_everything_until_close() {
+    // Body text that looks like HTTP is body, and body bytes are consumed as
+    // they stream (the simulated host checks it never buffers them).
+    let segments: [&[u8]; 4] = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"GET /x\r\n\r\nGET /y HTTP/1.1\r\n\r\n",
+        b"\x00\x01\xff binary",
+        &[b'z'; 200_000],
+    ];
+    let total: usize = segments.iter().map(|s| s.len()).sum();
+    let mut events = vec![Ev::Data(S, b"GET /\n")];
+    events.extend(segments.iter().map(|s| Ev::Data(C, s)));
+    // The request direction is ignored after an HTTP/0.9 request.
+    events.push(Ev::Data(S, b"GET /ignored HTTP/1.1\r\n\r\n\x16\x03\x01"));
+    events.push(Ev::Close);
+    let ms = ok(&events);
+    assert_eq!(ms.len(), 2, "{ms:#?}");
+    assert_simple_request(&ms[0], "/", 6);
+    assert_simple_response(&ms[1], total, false);
+    // Later calls are ignored.
+    let mut p = Parser::new(Limits::default());
+    let mut out = Vec::new();
+    assert_eq!(p.feed(S, 1, b"GET /a\r\n", &mut out), Ok(8));
+    assert_eq!(p.feed(S, 2, b"junk\x00", &mut out), Ok(5));
+    assert_eq!(p.gap(S, 10, &mut out), Ok(()));
+    assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn http09_request_fields_and_timestamps() {
+    let ms = ok(&[Ev::Data(S, b"GET /a/b?c=1&d\n"), Ev::Close]);
+    // No response seen: only the request.
+    assert_eq!(ms.len(), 1);
+    assert_simple_request(&ms[0], "/a/b", 15);
+    assert_eq!(ms[0].query.as_deref(), Some("c=?&d"));
+    let mut p = Parser::new(Limits::default());
+    let mut out = Vec::new();
+    assert_eq!(p.feed(S, 10, b"GET /t", &mut out), Ok(0));
+    assert_eq!(p.feed(S, 20, b"GET /t\r\n", &mut out), Ok(8));
+    assert_eq!(p.feed(C, 30, b"<p>", &mut out), Ok(3));
+    assert_eq!(p.feed(C, 40, b"hi</p>", &mut out), Ok(6));
+    p.close(50, &mut out);
+    let times: Vec<_> = out.iter().map(|m| (m.start_ns, m.end_ns)).collect();
+    assert_eq!(times, [(10, 20), (30, 50)]);
+    // A response captured before its request starts at its first byte.
+    let mut p = Parser::new(Limits::default());
+    let mut out = Vec::new();
+    assert_eq!(p.feed(C, 5, b"<p>hi", &mut out), Ok(5));
+    assert_eq!(p.feed(C, 6, b"</p>HTTP/1.", &mut out), Ok(4));
+    assert_eq!(p.feed(S, 7, ZEEK_09_REQUEST, &mut out), Ok(15));
+    p.close(9, &mut out);
+    let times: Vec<_> = out.iter().map(|m| (m.start_ns, m.end_ns)).collect();
+    assert_eq!(times, [(7, 7), (5, 9)]);
+    // The remainder left unconsumed (`HTTP/1.`) is body too.
+    assert_simple_response(&out[1], 16, false);
+}
+
+#[test]
+fn http09_after_http1_exchanges() {
+    // A simple request where a message starts, after a keep-alive exchange
+    // (and empty lines): its response follows the first one's.
+    let reqs = [GET, b"\r\nGET /old\r\n", b"HEAD / HTTP/1.1\r\n\r\n"].concat();
+    let resps = [OK_5, ZEEK_09_RESPONSE].concat();
+    let ms = ok(&[Ev::Data(S, &reqs), Ev::Data(C, &resps), Ev::Close]);
+    assert_eq!(methods(&ms), ["GET", "GET"]);
+    assert_eq!(statuses(&ms), [Some(200), None]);
+    assert_simple_request(&ms[1], "/old", 10);
+    assert_simple_response(&ms[3], ZEEK_09_RESPONSE.len(), false);
+    // Two pipelined HTTP/1.1 requests, then a simple one.
+    let reqs = [GET, GET, b"GET /old\r\n"].concat();
+    let ms = ok(&[
+        Ev::Data(S, &reqs),
+        Ev::Data(C, OK_5),
+        Ev::Data(C, &resps),
+        Ev::Close,
+    ]);
+    assert_eq!(statuses(&ms), [Some(200), Some(200), None]);
+    assert_simple_response(responses(&ms)[2], ZEEK_09_RESPONSE.len(), false);
+}
+
+#[test]
+fn http09_gaps() {
+    // A hole in the response: counted, and the response is truncated.
+    let ms = ok(&[
+        Ev::Data(S, ZEEK_09_REQUEST),
+        Ev::Data(C, b"abc"),
+        Ev::Gap(C, 100),
+        Ev::Data(C, b"de"),
+        Ev::Close,
+    ]);
+    assert_simple_response(&ms[1], 105, true);
+    // A hole where the response starts.
+    let ms = ok(&[
+        Ev::Data(S, ZEEK_09_REQUEST),
+        Ev::Gap(C, 7),
+        Ev::Data(C, b"de"),
+        Ev::Close,
+    ]);
+    assert_simple_response(&ms[1], 9, true);
+    // Bytes the host drops at a hole are body too.
+    let mut p = Parser::new(Limits::default());
+    let mut out = Vec::new();
+    assert_eq!(p.feed(C, 1, b"HTTP/1.", &mut out), Ok(0));
+    assert_eq!(p.feed(S, 2, ZEEK_09_REQUEST, &mut out), Ok(15));
+    assert_eq!(p.gap(C, 3, &mut out), Ok(()));
+    p.close(4, &mut out);
+    assert_eq!(out.len(), 2);
+    assert_simple_response(&out[1], 10, true);
+    assert_eq!(out[1].start_ns, 1);
+    // A hole in the request direction after a simple request is ignored.
+    let ms = ok(&[
+        Ev::Data(S, ZEEK_09_REQUEST),
+        Ev::Gap(S, 5),
+        Ev::Data(S, b"GET / HTTP/1.1\r\n\r\n"),
+        Ev::Data(C, b"x"),
+        Ev::Close,
+    ]);
+    assert_eq!(ms.len(), 2);
+    assert_simple_response(&ms[1], 1, false);
+}
+
+#[test]
+fn http09_only_where_a_message_starts() {
+    // Mid-stream starts: body text like `GET /x` is skipped, not a request.
+    for (data, path) in [
+        (
+            &b"ody text\r\nGET /x\r\n\r\nGET /real HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            "/real",
+        ),
+        (b"xGET /x\r\nGET /r HTTP/1.1\r\n\r\n", "/r"),
+        (b"\r\nGET /x\r\nGET /r HTTP/1.1\r\n\r\n", "/r"),
+    ] {
+        let ms = ok(&[Ev::Data(S, data)]);
+        let what = String::from_utf8_lossy(data);
+        assert_eq!(ms.len(), 1, "{what}: {ms:#?}");
+        assert_eq!(ms[0].path.as_deref(), Some(path), "{what}");
+        assert_eq!(ms[0].version, "1.1", "{what}");
+    }
+    // Nor after a gap, nor inside a body.
+    let ms = ok(&[
+        Ev::Data(S, GET),
+        Ev::Gap(S, 10),
+        Ev::Data(S, b"GET /x\r\nGET /z HTTP/1.1\r\n\r\n"),
+        Ev::Data(
+            S,
+            b"POST /p HTTP/1.1\r\nContent-Length: 8\r\n\r\nGET /b\r\n",
+        ),
+    ]);
+    assert_eq!(methods(&ms), ["GET", "GET", "POST"]);
+    assert_eq!(ms[1].path.as_deref(), Some("/z"));
+    assert_eq!(ms[2].body_size, 8);
+    // The response direction is unaffected by body text either.
+    let ms = ok(&[
+        Ev::Data(
+            S,
+            b"POST /p HTTP/1.1\r\nContent-Length: 8\r\n\r\nGET /b\r\n",
+        ),
+        Ev::Data(S, GET),
+        Ev::Data(C, OK_5),
+        Ev::Data(C, OK_5),
+        Ev::Close,
+    ]);
+    assert_eq!(statuses(&ms), [Some(200), Some(200)]);
+}
+
+#[test]
+fn http09_shape_is_exact() {
+    // Other methods, targets not starting with `/`, extra spaces or words:
+    // not simple requests (lenient or awaited like any malformed line).
+    for line in [
+        &b"POST /x\r\n"[..],
+        b"HEAD /x\r\n",
+        b"get /x\r\n",
+        b"GET x\r\n",
+        b"GET *\r\n",
+        b"GET  /x\r\n",
+        b"GET /x \r\n",
+        b"GET /a b\r\n",
+        b"GET\t/x\r\n",
+    ] {
+        let what = String::from_utf8_lossy(line);
+        let o = check(&[Ev::Data(S, line), Ev::Close]);
+        assert!(
+            o.messages.iter().all(|m| m.version != "0.9"),
+            "{what}: {o:#?}"
+        );
+        let req = [GET, line].concat();
+        let o = check(&[Ev::Data(S, &req), Ev::Close]);
+        assert!(
+            o.messages.iter().all(|m| m.version != "0.9"),
+            "{what}: {o:#?}"
+        );
+    }
+    // `GET /HTTP/1.1` with headers stays a malformed HTTP/1 request.
+    let ms = ok(&[Ev::Data(S, b"GET /HTTP/1.1\r\nHost: h\r\n\r\n")]);
+    assert_eq!(ms.len(), 1);
+    assert_eq!(
+        (ms[0].version.as_str(), ms[0].host.as_deref()),
+        ("", Some("h"))
+    );
+    // HTTP/2 stays `not-http1`, at the start and between messages.
+    for line in [
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+        b"GET / HTTP/2.0\r\n\r\n",
+        b"GET /x HTTP/3.0\r\nHost: h\r\n\r\n",
+    ] {
+        assert_eq!(err(&[Ev::Data(S, line)]).reason, reason::NOT_HTTP1);
+        let req = [GET, line].concat();
+        assert_eq!(err(&[Ev::Data(S, &req)]).reason, reason::NOT_HTTP1);
+    }
+    // A simple request line with headers after it: the request is reported
+    // at its line's end; the rest is ignored.
+    let ms = ok(&[
+        Ev::Data(S, b"GET /h\r\nHost: h\r\n\r\n"),
+        Ev::Data(C, b"body"),
+        Ev::Close,
+    ]);
+    assert_simple_request(&ms[0], "/h", 8);
+    assert_simple_response(&ms[1], 4, false);
+}

@@ -1,0 +1,40 @@
+//! `--plugins DIR`: a file decoder replaces the embedded one of the same name;
+//! a file that is not a valid component is skipped with one log line.
+
+use std::process::Command;
+
+use crate::{bin, replay_spans, root};
+
+#[test]
+fn plugin_dir_overrides_embedded_and_skips_bad_files() {
+    let built = root().join("target/wasm-plugins/wasm32-wasip2/release/wasmtap_plugin_http1.wasm");
+    assert!(built.is_file(), "the agent build makes {}", built.display());
+    let dir = std::env::temp_dir().join(format!("wasmtap-plugins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&built, dir.join("http1.wasm")).unwrap();
+    std::fs::write(dir.join("broken.wasm"), b"\0asm\x0d\0\x01\0garbage").unwrap();
+
+    let out = Command::new(bin())
+        .args(["plugins", "--plugins", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rows: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "one http1 decoder, from the file: {stdout}");
+    assert!(rows[0].starts_with("http1 "), "{stdout}");
+    assert!(
+        rows[0].contains("http1.wasm"),
+        "source is the file: {stdout}"
+    );
+    assert!(rows[0].contains(" 0.1.0 "), "WIT version shown: {stdout}");
+    assert_eq!(stderr.matches("plugin rejected").count(), 1, "{stderr}");
+    assert!(stderr.contains("broken.wasm"), "{stderr}");
+
+    // The replacement decodes as the embedded one did.
+    let f = root().join("tests/pcaps/http/zeek__http-pipelined-requests.pcap");
+    let with_dir = replay_spans(&f, &["--plugins", dir.to_str().unwrap()]);
+    assert_eq!(with_dir, replay_spans(&f, &[]));
+    std::fs::remove_dir_all(&dir).ok();
+}
