@@ -109,7 +109,12 @@ fn ipv6_atomic_fragments_give_four_exchanges() {
     let (spans, counts) = exchanges("zeek__ipv6-http-atomic-frag.pcap");
     assert_eq!(spans.len(), 4, "{counts:?}");
     for s in &spans {
+        // HTTP/0.9: `GET /bad.html` answered by raw HTML until close.
         assert_eq!(attr(s, "client.address"), "2001:db8:1::2");
+        assert_eq!(attr(s, "network.protocol.version"), "0.9");
+        assert_eq!(attr(s, "url.path"), "/bad.html");
+        assert_eq!(attr(s, "http.response.body.size"), "88");
+        assert_eq!(attr(s, "http.response.status_code"), "");
     }
 }
 

@@ -122,21 +122,24 @@ pub fn to_message(m: parser::Message) -> Message {
             msg.attribute(Attribute::int("http.request.body.size", m.body_size as i64))
         }
         parser::Kind::Response => {
-            let code = m.status_code.unwrap_or(0);
-            let text = code.to_string();
-            // Server spans: 5xx is an error, 4xx is the client's (semantic conventions).
             let msg = Message::response(m.start_ns, m.end_ns, m.size);
-            let msg = if code >= 500 {
-                msg.error(&text)
-            } else {
-                msg.ok(&text)
+            // HTTP/0.9 responses have no status line, hence no status code.
+            let msg = match m.status_code {
+                // Server spans: 5xx is an error, 4xx is the client's (semantic conventions).
+                Some(code) if code >= 500 => msg.error(&code.to_string()),
+                Some(code) => msg.ok(&code.to_string()),
+                None => msg.ok(""),
             };
-            let msg = msg
-                .attribute(Attribute::int("http.response.status_code", i64::from(code)))
-                .attribute(Attribute::int(
-                    "http.response.body.size",
-                    m.body_size as i64,
-                ));
+            let msg = match m.status_code {
+                Some(code) => {
+                    msg.attribute(Attribute::int("http.response.status_code", i64::from(code)))
+                }
+                None => msg,
+            };
+            let msg = msg.attribute(Attribute::int(
+                "http.response.body.size",
+                m.body_size as i64,
+            ));
             if m.truncated {
                 msg.attribute(Attribute::boolean("wasmtap.truncated", true))
             } else {
