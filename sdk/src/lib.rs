@@ -29,6 +29,7 @@
 //!             .protocol("line")
 //!             .transport(Transport::Tcp)
 //!             .port(7777)
+//!             .attribute_key("line.length")
 //!     }
 //!
 //!     fn new_session(_transport: Transport, _server_port: u16) -> LineSession {
@@ -71,10 +72,12 @@
 //!
 //! // In a plugin crate (crate-type = ["cdylib"], built for wasm32-wasip2):
 //! // wasmtap_sdk::export_decoder!(LineDecoder);
+//! # wasmtap_sdk::__set_attribute_keys(&LineDecoder::describe().attribute_keys);
 //! # let mut s = LineDecoder::new_session(Transport::Tcp, 7777);
 //! # let mut out = Vec::new();
 //! # assert_eq!(s.feed(Direction::ToServer, 1, b"hi\nrest", &mut out).unwrap(), 3);
 //! # assert_eq!(out.len(), 1);
+//! # assert_eq!(out[0].attributes[0].key_name(), Some("line.length"));
 //! ```
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2` and drop the
@@ -89,15 +92,17 @@
 //! - An `Err` ends the flow's session (the flow is still counted at L4).
 //! - A panic traps the instance; the SDK logs the panic message through the
 //!   host before the trap, so it shows in the agent's log.
-//! - Attribute keys follow OpenTelemetry semantic conventions. Never put
-//!   credentials (passwords, cookies, tokens) into attributes.
+//! - Attribute keys follow OpenTelemetry semantic conventions, and are
+//!   declared once in [`Descriptor::attribute_key`]; on the wire each
+//!   attribute carries only its key's index. Never put credentials
+//!   (passwords, cookies, tokens) into attributes.
 
 #![warn(missing_docs)]
 
 extern crate self as wasmtap_sdk;
 
 use std::cell::RefCell;
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 /// Raw bindings generated from `wit/decoder.wit`. Plugin authors need not use
 /// them; they are public so [`export_decoder!`] can name them.
@@ -188,7 +193,20 @@ impl Descriptor {
             protocols: Vec::new(),
             transports: Vec::new(),
             default_ports: Vec::new(),
+            attribute_keys: Vec::new(),
         }
+    }
+    /// Declares an attribute key the decoder sets (see [`Attribute`]). Every
+    /// key used with [`Attribute::str`] and friends must be declared here.
+    pub fn attribute_key(mut self, key: &str) -> Self {
+        if !self.attribute_keys.iter().any(|k| k == key) {
+            self.attribute_keys.push(key.to_string());
+        }
+        self
+    }
+    /// Declares several attribute keys.
+    pub fn attribute_keys(self, keys: &[&str]) -> Self {
+        keys.iter().fold(self, |d, k| d.attribute_key(k))
     }
     /// Adds a protocol name.
     pub fn protocol(mut self, p: &str) -> Self {
@@ -207,27 +225,55 @@ impl Descriptor {
     }
 }
 
+/// The attribute keys the decoder declared in `describe`, in order. On the
+/// wire an attribute carries the index of its key; this table maps the key
+/// strings authors write to those indexes.
+static KEYS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Index the host ignores (and counts): the key was not declared.
+const UNDECLARED: u16 = u16::MAX;
+
+/// Records the declared keys (first call wins; called by the generated exports).
+#[doc(hidden)]
+pub fn __set_attribute_keys(keys: &[String]) {
+    let _ = KEYS.set(keys.to_vec());
+}
+
+fn key_index(key: &str) -> u16 {
+    KEYS.get()
+        .and_then(|ks| ks.iter().position(|k| k == key))
+        .and_then(|i| u16::try_from(i).ok())
+        .unwrap_or(UNDECLARED)
+}
+
 impl Attribute {
-    /// A string attribute.
+    /// A string attribute. `key` must be declared with
+    /// [`Descriptor::attribute_key`]; an undeclared key is dropped by the host.
     pub fn str(key: &str, value: impl Into<String>) -> Self {
         Self {
-            key: key.to_string(),
+            key: key_index(key),
             value: AttributeValue::Str(value.into()),
         }
     }
-    /// An integer attribute.
+    /// An integer attribute (`key` declared as for [`Attribute::str`]).
     pub fn int(key: &str, value: i64) -> Self {
         Self {
-            key: key.to_string(),
+            key: key_index(key),
             value: AttributeValue::Int(value),
         }
     }
-    /// A boolean attribute.
+    /// A boolean attribute (`key` declared as for [`Attribute::str`]).
     pub fn boolean(key: &str, value: bool) -> Self {
         Self {
-            key: key.to_string(),
+            key: key_index(key),
             value: AttributeValue::Boolean(value),
         }
+    }
+    /// The key's name, if it was declared.
+    pub fn key_name(&self) -> Option<&'static str> {
+        KEYS.get()
+            .and_then(|ks| ks.get(usize::from(self.key)))
+            .map(String::as_str)
     }
 }
 
@@ -329,6 +375,9 @@ impl<D: Decoder> SessionAdapter<D> {
     /// Creates the adapter (called by the generated constructor).
     pub fn new(transport: Transport, server_port: u16) -> Self {
         __install_panic_hook();
+        if KEYS.get().is_none() {
+            __set_attribute_keys(&D::describe().attribute_keys);
+        }
         Self {
             inner: RefCell::new(D::new_session(transport, server_port)),
             out: RefCell::new(Vec::new()),
@@ -392,7 +441,9 @@ macro_rules! export_decoder {
                 type Session = __Session;
                 fn describe() -> $crate::Descriptor {
                     $crate::__install_panic_hook();
-                    <$decoder as $crate::Decoder>::describe()
+                    let d = <$decoder as $crate::Decoder>::describe();
+                    $crate::__set_attribute_keys(&d.attribute_keys);
+                    d
                 }
                 fn probe(
                     transport: $crate::Transport,

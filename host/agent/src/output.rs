@@ -23,7 +23,7 @@ impl Serialize for Attrs<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for kv in self.0 {
-            m.serialize_entry(&kv.key, &kv.value)?;
+            m.serialize_entry(&*kv.key, &kv.value)?;
         }
         m.end()
     }

@@ -50,7 +50,7 @@ fn any_value(v: &AttrValue) -> AnyValue {
 fn attributes(kvs: &[KeyValue]) -> Vec<PbKeyValue> {
     kvs.iter()
         .map(|kv| PbKeyValue {
-            key: kv.key.clone(),
+            key: kv.key.to_string(),
             value: Some(any_value(&kv.value)),
             key_strindex: 0,
         })
@@ -310,7 +310,7 @@ mod tests {
 
     fn str_attr(kvs: &[PbKeyValue], key: &str) -> Option<any_value::Value> {
         kvs.iter()
-            .find(|kv| kv.key == key)
+            .find(|kv| &*kv.key == key)
             .and_then(|kv| kv.value.clone()?.value)
     }
 

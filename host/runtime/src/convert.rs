@@ -3,7 +3,7 @@
 use crate::bindings::wasmtap::decoder::types as wit;
 use crate::plugin::RuntimeConfig;
 use wasmtap_telemetry::exchange::{Message, MessageKind, Outcome};
-use wasmtap_telemetry::model::{AttrValue, KeyValue};
+use wasmtap_telemetry::model::{AttrValue, Key, KeyValue};
 
 /// Caps applied to what a plugin returns.
 pub(crate) struct Caps {
@@ -39,6 +39,7 @@ fn cut(s: &mut String, max: usize) -> bool {
 pub(crate) fn convert_messages(
     msgs: Vec<wit::Message>,
     caps: &Caps,
+    keys: &[Key],
     out: &mut Vec<Message>,
 ) -> (u64, u64) {
     let mut capped = 0u64;
@@ -50,8 +51,12 @@ pub(crate) fn convert_messages(
             capped += (m.attributes.len() - caps.attributes) as u64;
         }
         for a in m.attributes.into_iter().take(caps.attributes) {
-            let mut key = a.key;
-            capped += u64::from(cut(&mut key, 128));
+            // Keys were declared (and checked) once, in `describe`.
+            let Some(key) = keys.get(usize::from(a.key)) else {
+                capped += 1;
+                continue;
+            };
+            let key = key.clone();
             let value = match a.value {
                 wit::AttributeValue::Str(mut s) => {
                     capped += u64::from(cut(&mut s, caps.value_len));

@@ -74,6 +74,11 @@ pub enum RuntimeError {
     },
 }
 
+/// Attribute keys one decoder may declare.
+const MAX_ATTRIBUTE_KEYS: usize = 1024;
+/// Bytes in one attribute key.
+const MAX_KEY_LEN: usize = 128;
+
 /// Where a plugin came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PluginSource {
@@ -102,6 +107,8 @@ pub struct PluginInfo {
     pub source: PluginSource,
     /// SHA-256 of the component bytes, hex.
     pub sha256: String,
+    /// The attribute keys the decoder declared; messages refer to them by index.
+    pub attribute_keys: Arc<[wasmtap_telemetry::model::Key]>,
 }
 
 impl PluginInfo {
@@ -213,8 +220,26 @@ impl PluginHost {
                 reason: "name must be 1-64 bytes".into(),
             });
         }
+        if d.attribute_keys.len() > MAX_ATTRIBUTE_KEYS
+            || d.attribute_keys
+                .iter()
+                .any(|k| k.is_empty() || k.len() > MAX_KEY_LEN)
+        {
+            return Err(RuntimeError::Describe {
+                name: name_hint.to_string(),
+                reason: format!(
+                    "attribute-keys: at most {MAX_ATTRIBUTE_KEYS} keys of 1-{MAX_KEY_LEN} bytes"
+                ),
+            });
+        }
+        let attribute_keys: Arc<[wasmtap_telemetry::model::Key]> = d
+            .attribute_keys
+            .iter()
+            .map(|k| Arc::from(k.as_str()))
+            .collect();
         use crate::bindings::wasmtap::decoder::types::Transport;
         let info = PluginInfo {
+            attribute_keys,
             tcp: d.transports.contains(&Transport::Tcp),
             udp: d.transports.contains(&Transport::Udp),
             name: d.name,

@@ -425,7 +425,7 @@ impl Worker {
             Ok(Ok(fr)) => {
                 let consumed = (fr.consumed as usize).min(offered.len());
                 let offered_len = offered.len();
-                self.accept(fr.messages, out);
+                self.accept(idx, fr.messages, out);
                 if udp {
                     return;
                 }
@@ -478,7 +478,7 @@ impl Worker {
             len,
         );
         match res {
-            Ok(Ok(fr)) => self.accept(fr.messages, out),
+            Ok(Ok(fr)) => self.accept(idx, fr.messages, out),
             Ok(Err(e)) => {
                 self.stats.decode_errors += 1;
                 self.end(s, SessionEnd::DecodeError(e.reason));
@@ -518,7 +518,7 @@ impl Worker {
             .call_close(&mut slot.store, resource, reason.to_wit(), ts_ns);
         match res {
             Ok(msgs) => {
-                self.accept(msgs, out);
+                self.accept(idx, msgs, out);
                 self.drop_resource(idx, resource);
             }
             Err(e) => self.trap(idx, &e),
@@ -527,8 +527,9 @@ impl Worker {
         s.pending = [Vec::new(), Vec::new()];
     }
 
-    fn accept(&mut self, msgs: Vec<wit::Message>, out: &mut Vec<Message>) {
-        let (n, capped) = convert_messages(msgs, &self.caps, out);
+    fn accept(&mut self, idx: usize, msgs: Vec<wit::Message>, out: &mut Vec<Message>) {
+        let keys = &self.slots[idx].plugin.info.attribute_keys;
+        let (n, capped) = convert_messages(msgs, &self.caps, keys, out);
         self.stats.messages += n;
         self.stats.capped += capped;
     }

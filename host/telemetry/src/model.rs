@@ -20,25 +20,28 @@ pub enum AttrValue {
     Bool(bool),
 }
 
+/// An attribute key: shared, so the packet path clones it without allocating.
+pub type Key = Arc<str>;
+
 /// A key and its value, keyed by OpenTelemetry semantic conventions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyValue {
     /// Attribute key (`http.request.method`).
-    pub key: String,
+    pub key: Key,
     /// Attribute value.
     pub value: AttrValue,
 }
 
 impl KeyValue {
     /// Builds a string attribute.
-    pub fn str(key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn str(key: impl Into<Key>, value: impl Into<String>) -> Self {
         Self {
             key: key.into(),
             value: AttrValue::Str(value.into()),
         }
     }
     /// Builds an integer attribute.
-    pub fn int(key: impl Into<String>, value: i64) -> Self {
+    pub fn int(key: impl Into<Key>, value: i64) -> Self {
         Self {
             key: key.into(),
             value: AttrValue::Int(value),
@@ -60,7 +63,7 @@ impl Resource {
     pub fn service_name(&self) -> &str {
         self.attributes
             .iter()
-            .find(|kv| kv.key == "service.name")
+            .find(|kv| &*kv.key == "service.name")
             .and_then(|kv| match &kv.value {
                 AttrValue::Str(s) => Some(s.as_str()),
                 _ => None,

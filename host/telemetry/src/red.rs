@@ -8,8 +8,8 @@ use hdrhistogram::Histogram;
 
 use crate::exchange::{Exchange, ExchangeKind, Outcome};
 use crate::model::{
-    AttrValue, KeyValue, MetricData, MetricPoint, MetricsSnapshot, Resource, SpanKind, SpanRecord,
-    StatusCode,
+    AttrValue, Key, KeyValue, MetricData, MetricPoint, MetricsSnapshot, Resource, SpanKind,
+    SpanRecord, StatusCode,
 };
 use crate::services::ServiceMap;
 
@@ -114,8 +114,34 @@ struct Quantiles {
     hist: Histogram<u64>,
 }
 
+/// The keys the host adds to every span, made once.
+struct HostKeys {
+    error_type: Key,
+    server_address: Key,
+    server_port: Key,
+    client_address: Key,
+    client_port: Key,
+    network_transport: Key,
+    network_protocol_name: Key,
+}
+
+impl HostKeys {
+    fn new() -> Self {
+        Self {
+            error_type: Key::from("error.type"),
+            server_address: Key::from("server.address"),
+            server_port: Key::from("server.port"),
+            client_address: Key::from("client.address"),
+            client_port: Key::from("client.port"),
+            network_transport: Key::from("network.transport"),
+            network_protocol_name: Key::from("network.protocol.name"),
+        }
+    }
+}
+
 /// Turns exchanges into spans and aggregates RED metrics (cumulative).
 pub struct Telemetry {
+    keys: HostKeys,
     services: ServiceMap,
     cfg: TelemetryConfig,
     /// Series by a hash of their key; collisions live side by side in the bucket.
@@ -142,6 +168,7 @@ impl Telemetry {
     /// Creates the stage.
     pub fn new(services: ServiceMap, cfg: TelemetryConfig) -> Self {
         Self {
+            keys: HostKeys::new(),
             services,
             cfg,
             series: HashMap::default(),
@@ -231,16 +258,29 @@ impl Telemetry {
             attributes.extend(r.attributes);
         }
         if kind == ExchangeKind::Unanswered {
-            attributes.push(KeyValue::str("error.type", "no_response"));
+            attributes.push(KeyValue::str(self.keys.error_type.clone(), "no_response"));
         }
-        if !attributes.iter().any(|kv| kv.key == "server.address") {
-            attributes.push(KeyValue::str("server.address", ctx.server.ip().to_string()));
+        let k = &self.keys;
+        if !attributes.iter().any(|kv| kv.key == k.server_address) {
+            attributes.push(KeyValue::str(
+                k.server_address.clone(),
+                ctx.server.ip().to_string(),
+            ));
         }
-        attributes.push(KeyValue::int("server.port", i64::from(ctx.server.port())));
-        attributes.push(KeyValue::str("client.address", ctx.client.ip().to_string()));
-        attributes.push(KeyValue::int("client.port", i64::from(ctx.client.port())));
-        attributes.push(KeyValue::str("network.transport", ctx.transport));
-        attributes.push(KeyValue::str("network.protocol.name", ctx.protocol));
+        attributes.push(KeyValue::int(
+            k.server_port.clone(),
+            i64::from(ctx.server.port()),
+        ));
+        attributes.push(KeyValue::str(
+            k.client_address.clone(),
+            ctx.client.ip().to_string(),
+        ));
+        attributes.push(KeyValue::int(
+            k.client_port.clone(),
+            i64::from(ctx.client.port()),
+        ));
+        attributes.push(KeyValue::str(k.network_transport.clone(), ctx.transport));
+        attributes.push(KeyValue::str(k.network_protocol_name.clone(), ctx.protocol));
 
         self.seq += 1;
         let a = splitmix(ctx.flow_id ^ splitmix(start) ^ self.seq.rotate_left(32));

@@ -20,6 +20,21 @@ const KNOWN_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
 
+/// Every attribute this decoder sets (semantic-convention names).
+const ATTRIBUTE_KEYS: [&str; 11] = [
+    "http.request.method",
+    "http.request.method_original",
+    "url.path",
+    "url.query",
+    "server.address",
+    "user_agent.original",
+    "network.protocol.version",
+    "http.request.body.size",
+    "http.response.status_code",
+    "http.response.body.size",
+    "wasmtap.truncated",
+];
+
 impl Decoder for Http1 {
     type Session = Http1Session;
 
@@ -33,6 +48,7 @@ impl Decoder for Http1 {
             .port(8008)
             .port(8081)
             .port(8888)
+            .attribute_keys(&ATTRIBUTE_KEYS)
     }
 
     fn probe(transport: Transport, _dir: Direction, data: &[u8]) -> u8 {
