@@ -324,8 +324,11 @@ mod tests {
         }
         assert_eq!(st.pending_overflow, 2);
         assert_eq!(mt.pending(), 3);
+        // Left: requests ending at 201, 301, 401. At 350 only the first is
+        // 100 ns old.
         mt.expire(350, 100, &mut st, &mut out);
-        assert_eq!(mt.pending(), 1);
-        assert_eq!(st.unanswered, 4);
+        assert_eq!(mt.pending(), 2);
+        assert_eq!(st.unanswered, 3);
+        assert_eq!(out.last().map(|e| e.request.start_ns), Some(200));
     }
 }
