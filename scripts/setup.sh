@@ -14,6 +14,14 @@ if [[ "${1:-}" == "--test" ]]; then
   want wrk
   want iproute2
   want bc
+  # Real servers and clients the decoder tests drive (started by the tests, on loopback).
+  want redis-server
+  want redis-tools
+  want memcached
+  want postgresql
+  want postgresql-contrib
+  want mariadb-server
+  want mariadb-client
 fi
 if ((${#need_apt[@]})); then
   echo "setup: installing Debian packages: ${need_apt[*]}" >&2
@@ -33,5 +41,9 @@ if [[ "${1:-}" == "--test" ]]; then
   if ! command -v rotel >/dev/null 2>&1 && ! python3 -c 'import rotel' 2>/dev/null; then
     echo "setup: installing rotel from PyPI" >&2
     python3 -m pip install -q "rotel==0.0.1a15" >/dev/null 2>&1 || echo "setup: warning: rotel could not be installed" >&2
+  fi
+  # Python clients for the decoder tests.
+  if ! python3 -c 'import pymysql, pymemcache' 2>/dev/null; then
+    python3 -m pip install -q "PyMySQL==1.1.1" "pymemcache==4.0.0" >/dev/null 2>&1 || echo "setup: warning: python clients could not be installed" >&2
   fi
 fi

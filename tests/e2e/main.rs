@@ -3,9 +3,14 @@
 #![allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 
 mod golden;
+mod memcached;
+mod mongodb;
+mod mysql;
 mod nginx;
 mod otlp;
+mod pgsql;
 mod plugins;
+mod redis;
 mod robustness;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +56,32 @@ pub fn replay_spans(file: &Path, extra: &[&str]) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
+}
+
+/// Arguments that load a decoder still under development in `wip/<name>`
+/// (built here for wasm32-wasip2) with `--plugins`. Decoders under `plugins/`
+/// are embedded and need none.
+pub fn wip_plugin_args(name: &str) -> Vec<String> {
+    let root = root();
+    if root.join("plugins").join(name).is_dir() {
+        return Vec::new();
+    }
+    let target = root.join("target/wasm-plugins");
+    let st = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(["rustc", "--release", "--lib", "--crate-type", "cdylib", "--target", "wasm32-wasip2"])
+        .arg("--target-dir")
+        .arg(&target)
+        .args(["-p", &format!("wasmtap-plugin-{name}")])
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .unwrap();
+    assert!(st.success(), "building wip/{name} failed");
+    let dir = root.join("target/wip-plugins").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let wasm = format!("wasmtap_plugin_{}.wasm", name.replace('-', "_"));
+    std::fs::copy(target.join("wasm32-wasip2/release").join(&wasm), dir.join(format!("{name}.wasm"))).unwrap();
+    vec!["--plugins".to_string(), dir.to_str().unwrap().to_string()]
 }
 
 /// A span attribute as text ("" when absent).

@@ -1,0 +1,1 @@
+//! memcached decoder plugin (in development).

@@ -1,0 +1,1 @@
+//! mongodb decoder plugin (in development).

@@ -1,0 +1,1 @@
+//! mysql decoder plugin (in development).

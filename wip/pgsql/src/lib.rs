@@ -1,0 +1,1 @@
+//! pgsql decoder plugin (in development).

@@ -1,0 +1,1 @@
+//! redis decoder plugin (in development).
