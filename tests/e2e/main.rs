@@ -12,6 +12,7 @@ mod pgsql;
 mod plugins;
 mod redis;
 mod robustness;
+mod sandbox;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -58,29 +59,48 @@ pub fn replay_spans(file: &Path, extra: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// Builds the component of workspace package `package` for wasm32-wasip2 and
+/// returns a fresh plugin directory holding it as `<name>.wasm`.
+pub fn build_plugin_dir(package: &str, name: &str) -> PathBuf {
+    let root = root();
+    let target = root.join("target/wasm-plugins");
+    let st = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "rustc",
+            "--release",
+            "--lib",
+            "--crate-type",
+            "cdylib",
+            "--target",
+            "wasm32-wasip2",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .args(["-p", package])
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .unwrap();
+    assert!(st.success(), "building {package} for wasm32-wasip2 failed");
+    let dir = root.join("target/test-plugins").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let wasm = format!("{}.wasm", package.replace('-', "_"));
+    std::fs::copy(
+        target.join("wasm32-wasip2/release").join(&wasm),
+        dir.join(format!("{name}.wasm")),
+    )
+    .unwrap();
+    dir
+}
+
 /// Arguments that load a decoder still under development in `wip/<name>`
 /// (built here for wasm32-wasip2) with `--plugins`. Decoders under `plugins/`
 /// are embedded and need none.
 pub fn wip_plugin_args(name: &str) -> Vec<String> {
-    let root = root();
-    if root.join("plugins").join(name).is_dir() {
+    if root().join("plugins").join(name).is_dir() {
         return Vec::new();
     }
-    let target = root.join("target/wasm-plugins");
-    let st = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args(["rustc", "--release", "--lib", "--crate-type", "cdylib", "--target", "wasm32-wasip2"])
-        .arg("--target-dir")
-        .arg(&target)
-        .args(["-p", &format!("wasmtap-plugin-{name}")])
-        .env_remove("CARGO_TARGET_DIR")
-        .status()
-        .unwrap();
-    assert!(st.success(), "building wip/{name} failed");
-    let dir = root.join("target/wip-plugins").join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let wasm = format!("wasmtap_plugin_{}.wasm", name.replace('-', "_"));
-    std::fs::copy(target.join("wasm32-wasip2/release").join(&wasm), dir.join(format!("{name}.wasm"))).unwrap();
+    let dir = build_plugin_dir(&format!("wasmtap-plugin-{name}"), name);
     vec!["--plugins".to_string(), dir.to_str().unwrap().to_string()]
 }
 

@@ -86,6 +86,8 @@ pub struct PluginsConfig {
     pub max_attributes_per_message: usize,
     /// Bytes kept of an attribute value.
     pub max_attribute_value_len: usize,
+    /// CPU deadline of one decoder call, milliseconds (0 disables deadlines).
+    pub call_deadline_ms: u64,
     /// Per-plugin configuration, by plugin name; handed to the plugin as JSON.
     pub config: BTreeMap<String, toml::Value>,
 }
@@ -99,6 +101,7 @@ impl Default for PluginsConfig {
             max_messages_per_call: d.max_messages_per_call,
             max_attributes_per_message: d.max_attributes_per_message,
             max_attribute_value_len: d.max_attribute_value_len,
+            call_deadline_ms: d.call_deadline_ms,
             config: BTreeMap::new(),
         }
     }
@@ -203,6 +206,7 @@ impl Config {
             max_messages_per_call: self.plugins.max_messages_per_call,
             max_attributes_per_message: self.plugins.max_attributes_per_message,
             max_attribute_value_len: self.plugins.max_attribute_value_len,
+            call_deadline_ms: self.plugins.call_deadline_ms,
             ..Default::default()
         }
     }

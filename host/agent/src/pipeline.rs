@@ -266,7 +266,7 @@ impl Shard {
     }
 
     /// Plugin counters.
-    pub fn worker_stats(&self) -> &wasmtap_runtime::WorkerStats {
+    pub fn worker_stats(&self) -> wasmtap_runtime::WorkerStats {
         self.handler.worker.stats()
     }
 

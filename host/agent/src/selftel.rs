@@ -72,22 +72,37 @@ impl Counters {
             f.ooo_cap_drops,
         ));
         let w = shard.worker_stats();
-        v.push(("wasmtap.agent.plugin.calls", vec![], w.calls));
-        v.push(("wasmtap.agent.plugin.bytes_in", vec![], w.bytes_in));
-        v.push(("wasmtap.agent.plugin.messages", vec![], w.messages));
-        v.push(("wasmtap.agent.plugin.traps", vec![], w.traps));
-        v.push((
-            "wasmtap.agent.plugin.decode_errors",
-            vec![],
-            w.decode_errors,
-        ));
-        v.push((
-            "wasmtap.agent.plugin.pending_overflows",
-            vec![],
-            w.pending_overflows,
-        ));
-        v.push(("wasmtap.agent.plugin.capped", vec![], w.capped));
         v.push(("wasmtap.agent.flows.no_decoder", vec![], w.no_decoder));
+        for (name, p) in &w.plugins {
+            let per = |metric: &'static str, n: u64| (metric, vec![("plugin", name.clone())], n);
+            v.push(per("wasmtap.agent.plugin.sessions", p.sessions));
+            v.push(per(
+                "wasmtap.agent.plugin.sessions_restarted",
+                p.sessions_restarted,
+            ));
+            v.push(per("wasmtap.agent.plugin.calls", p.calls));
+            v.push(per("wasmtap.agent.plugin.bytes_in", p.bytes_in));
+            v.push(per("wasmtap.agent.plugin.messages", p.messages));
+            v.push(per("wasmtap.agent.plugin.decode_errors", p.decode_errors));
+            v.push(per("wasmtap.agent.plugin.traps", p.traps));
+            v.push(per("wasmtap.agent.plugin.deadline_hits", p.deadline_hits));
+            v.push(per("wasmtap.agent.plugin.limit_hits", p.limit_hits));
+            v.push(per(
+                "wasmtap.agent.plugin.pending_overflows",
+                p.pending_overflows,
+            ));
+            v.push(per("wasmtap.agent.plugin.capped", p.capped));
+            v.push(per("wasmtap.agent.plugin.quarantines", p.quarantines));
+            v.push(per(
+                "wasmtap.agent.plugin.refused_quarantined",
+                p.refused_quarantined,
+            ));
+            v.push(per(
+                "wasmtap.agent.plugin.memory_high_water_bytes",
+                p.memory_high_water,
+            ));
+            v.push(per("wasmtap.agent.plugin.time_ns", p.nanos));
+        }
         for (k, n) in &shard.handler.sessions_ended {
             v.push((
                 "wasmtap.agent.sessions.ended",

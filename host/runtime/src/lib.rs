@@ -12,7 +12,9 @@ mod plugin;
 mod worker;
 
 pub use plugin::{Plugin, PluginHost, PluginInfo, PluginSource, RuntimeConfig, RuntimeError};
-pub use worker::{Dir, FlowClose, L4, Session, SessionEnd, Worker, WorkerStats};
+pub use worker::{
+    Dir, Failure, FlowClose, L4, PluginStats, Session, SessionEnd, Worker, WorkerStats,
+};
 
 /// The WIT package this host implements (`wasmtap:decoder`).
 pub const WIT_PACKAGE: &str = "wasmtap:decoder";

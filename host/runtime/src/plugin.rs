@@ -24,6 +24,11 @@ pub struct RuntimeConfig {
     pub max_attribute_value_len: usize,
     /// Minimum `probe` confidence for a decoder to take a flow not matched by port.
     pub probe_threshold: u8,
+    /// CPU deadline of one plugin call, milliseconds (0: no deadline, and the
+    /// engine is built without interruption checks).
+    pub call_deadline_ms: u64,
+    /// Period of the epoch ticker thread that enforces deadlines, milliseconds.
+    pub epoch_tick_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -35,6 +40,8 @@ impl Default for RuntimeConfig {
             max_attributes_per_message: 64,
             max_attribute_value_len: 4096,
             probe_threshold: 50,
+            call_deadline_ms: 50,
+            epoch_tick_ms: 5,
         }
     }
 }
@@ -140,6 +147,28 @@ pub struct PluginHost {
     pub(crate) engine: Engine,
     linker: Linker<StoreState>,
     pub(crate) config: RuntimeConfig,
+    ticker: Option<Ticker>,
+}
+
+/// The thread that advances the engine's epoch, off the packet path.
+struct Ticker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.ticker.take();
+    }
 }
 
 impl PluginHost {
@@ -147,7 +176,31 @@ impl PluginHost {
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
         let mut cfg = Config::new();
         cfg.wasm_component_model(true);
+        let deadlines = config.call_deadline_ms > 0;
+        // Epoch interruption rather than fuel: a load and compare at loop
+        // heads and calls, cheaper than counting instructions.
+        cfg.epoch_interruption(deadlines);
         let engine = Engine::new(&cfg).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let ticker = deadlines
+            .then(|| {
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let (e, st) = (engine.clone(), stop.clone());
+                let tick = std::time::Duration::from_millis(config.epoch_tick_ms.max(1));
+                std::thread::Builder::new()
+                    .name("wasmtap-epoch".into())
+                    .spawn(move || {
+                        while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                            std::thread::sleep(tick);
+                            e.increment_epoch();
+                        }
+                    })
+                    .map(|t| Ticker {
+                        stop,
+                        thread: Some(t),
+                    })
+                    .map_err(|e| RuntimeError::Engine(format!("epoch ticker: {e}")))
+            })
+            .transpose()?;
         let mut linker = Linker::new(&engine);
         // WASI is linked for plugins built for wasm32-wasip2 (and by other
         // languages' toolchains), but the context grants nothing: no
@@ -160,12 +213,28 @@ impl PluginHost {
             engine,
             linker,
             config,
+            ticker,
         })
     }
 
     /// The bounds in force.
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// Epoch ticks instantiation and `describe` may run: 20 call deadlines, at least 1 s.
+    pub(crate) fn load_deadline_ticks(&self) -> Option<u64> {
+        let tick = self.config.epoch_tick_ms.max(1);
+        self.deadline_ticks()
+            .map(|t| t.saturating_mul(20).max(1000u64.div_ceil(tick)))
+    }
+
+    /// Epoch ticks one call may run, rounded up (`None`: no deadlines).
+    pub(crate) fn deadline_ticks(&self) -> Option<u64> {
+        (self.config.call_deadline_ms > 0).then(|| {
+            let tick = self.config.epoch_tick_ms.max(1);
+            self.config.call_deadline_ms.div_ceil(tick).max(1)
+        })
     }
 
     /// Compiles and validates a component, calls `describe` once, and returns
@@ -201,6 +270,10 @@ impl PluginHost {
             Arc::from(name_hint),
             config_json.clone(),
         );
+        // Instantiation and `describe` run once per load: a generous deadline.
+        if let Some(t) = self.load_deadline_ticks() {
+            store.set_epoch_deadline(t);
+        }
         let bindings = pre
             .instantiate(&mut store)
             .map_err(|e| RuntimeError::Describe {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use wasmtime::component::{ResourceAny, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::Plugin as PluginBindings;
@@ -13,11 +13,63 @@ use crate::convert::{Caps, convert_messages};
 use crate::plugin::{Plugin, PluginHost, RuntimeConfig};
 use wasmtap_telemetry::exchange::Message;
 
+/// Memory and table bounds of one instance, with the high-water mark and
+/// whether a bound was hit (so a trap can be classified exactly).
+pub(crate) struct Limiter {
+    memory_limit: usize,
+    high_water: usize,
+    hit: bool,
+}
+
+/// Table elements one instance may grow to.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.hit = true;
+            // An error (not `Ok(false)`) traps at once: a plugin cannot
+            // limp on after its allocator failed.
+            wasmtime::bail!("memory limit of {} bytes reached", self.memory_limit);
+        }
+        self.high_water = self.high_water.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            self.hit = true;
+            wasmtime::bail!("table limit of {MAX_TABLE_ELEMENTS} elements reached");
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        4
+    }
+    fn tables(&self) -> usize {
+        16
+    }
+    fn memories(&self) -> usize {
+        4
+    }
+}
+
 /// What a store carries: WASI with nothing granted, limits, and the plugin's identity.
 pub(crate) struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limiter: Limiter,
     memory_limit: usize,
     plugin: Arc<str>,
     config: Arc<str>,
@@ -70,24 +122,24 @@ pub(crate) fn new_store(
     wasi.allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    let limits = StoreLimitsBuilder::new()
-        .memory_size(memory_limit)
-        .instances(4)
-        .tables(16)
-        .memories(4)
-        .trap_on_grow_failure(true)
-        .build();
     let state = StoreState {
         wasi: wasi.build(),
         table: ResourceTable::new(),
-        limits,
+        limiter: Limiter {
+            memory_limit,
+            high_water: 0,
+            hit: false,
+        },
         memory_limit,
         plugin,
         config,
         logs_this_window: 0,
     };
     let mut store = Store::new(engine, state);
-    store.limiter(|s| &mut s.limits);
+    store.limiter(|s| &mut s.limiter);
+    // With epoch interruption on, a call past its deadline traps; the
+    // deadline is set before every call.
+    store.epoch_deadline_trap();
     store
 }
 
@@ -116,12 +168,12 @@ pub enum SessionEnd {
     NoDecoder,
     /// The decoder returned an error (its reason).
     DecodeError(String),
-    /// The decoder trapped (crash, limit).
-    Trap,
+    /// The decoder failed: a trap, a deadline or a limit (see [`Failure`]).
+    Failed(Failure),
     /// The decoder left more unconsumed bytes than the bound.
     PendingOverflow,
-    /// The instance the session lived in was re-created after another flow's trap.
-    InstanceLost,
+    /// The decoder is quarantined after repeated failures.
+    Quarantined,
     /// The flow ended and the session was closed normally.
     Closed,
 }
@@ -132,10 +184,32 @@ impl SessionEnd {
         match self {
             SessionEnd::NoDecoder => "no_decoder",
             SessionEnd::DecodeError(_) => "decode_error",
-            SessionEnd::Trap => "trap",
+            SessionEnd::Failed(f) => f.as_str(),
             SessionEnd::PendingOverflow => "pending_overflow",
-            SessionEnd::InstanceLost => "instance_lost",
+            SessionEnd::Quarantined => "quarantined",
             SessionEnd::Closed => "closed",
+        }
+    }
+}
+
+/// How a plugin call failed. Each ends the flow's session and re-creates the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The call ran past its CPU deadline (epoch interruption).
+    Deadline,
+    /// The instance hit its memory or table bound.
+    Limit,
+    /// Any other trap: a panic, an out-of-bounds access, unreachable...
+    Trap,
+}
+
+impl Failure {
+    /// A stable name for counters and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Deadline => "deadline",
+            Failure::Limit => "limit",
+            Failure::Trap => "trap",
         }
     }
 }
@@ -173,30 +247,83 @@ impl Session {
     }
 }
 
-/// Counters of one worker (summed over its plugins).
-#[derive(Debug, Clone, Default)]
-pub struct WorkerStats {
+/// Counters of one plugin on one worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginStats {
     /// Sessions created.
     pub sessions: u64,
-    /// Flows no decoder claimed.
-    pub no_decoder: u64,
-    /// `feed`/`gap` calls.
+    /// Sessions re-created on a fresh instance after another flow's failure.
+    pub sessions_restarted: u64,
+    /// `feed`/`gap`/`close` calls.
     pub calls: u64,
-    /// Bytes offered to plugins (re-offered bytes count again).
+    /// Bytes offered (re-offered bytes count again).
     pub bytes_in: u64,
     /// Messages accepted.
     pub messages: u64,
-    /// Sessions ended by decode errors.
+    /// Sessions ended by the decoder's own errors.
     pub decode_errors: u64,
-    /// Traps (crashes, memory limit).
+    /// Traps other than deadlines and limits (panics, bad memory accesses...).
     pub traps: u64,
+    /// Calls stopped at their CPU deadline.
+    pub deadline_hits: u64,
+    /// Memory or table bounds hit.
+    pub limit_hits: u64,
     /// Sessions ended because their pending bytes passed the bound.
     pub pending_overflows: u64,
-    /// Sessions lost because their instance was re-created.
-    pub instance_lost: u64,
     /// Messages, attributes or values dropped or cut by caps.
     pub capped: u64,
+    /// Times the plugin was quarantined.
+    pub quarantines: u64,
+    /// Flows refused a session because the plugin was quarantined.
+    pub refused_quarantined: u64,
+    /// Highest linear memory of an instance, bytes.
+    pub memory_high_water: u64,
+    /// Wall time spent inside the plugin, nanoseconds.
+    pub nanos: u64,
 }
+
+/// Counters of one worker: per plugin, and flows no plugin claimed.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStats {
+    /// Flows no decoder claimed.
+    pub no_decoder: u64,
+    /// Per plugin, by name.
+    pub plugins: Vec<(String, PluginStats)>,
+}
+
+impl WorkerStats {
+    /// The sum over plugins.
+    pub fn total(&self) -> PluginStats {
+        let mut t = PluginStats::default();
+        for (_, p) in &self.plugins {
+            t.sessions += p.sessions;
+            t.sessions_restarted += p.sessions_restarted;
+            t.calls += p.calls;
+            t.bytes_in += p.bytes_in;
+            t.messages += p.messages;
+            t.decode_errors += p.decode_errors;
+            t.traps += p.traps;
+            t.deadline_hits += p.deadline_hits;
+            t.limit_hits += p.limit_hits;
+            t.pending_overflows += p.pending_overflows;
+            t.capped += p.capped;
+            t.quarantines += p.quarantines;
+            t.refused_quarantined += p.refused_quarantined;
+            t.memory_high_water = t.memory_high_water.max(p.memory_high_water);
+            t.nanos += p.nanos;
+        }
+        t
+    }
+}
+
+/// Failures within this window (capture time) count towards quarantine.
+const FAILURE_WINDOW_NS: u64 = 10_000_000_000;
+/// Failures within the window that quarantine a plugin.
+const FAILURES_TO_QUARANTINE: u32 = 5;
+/// First quarantine lasts this long; each next one twice as long (Envoy's crash-loop policy).
+const QUARANTINE_BASE_NS: u64 = 1_000_000_000;
+/// Longest quarantine.
+const QUARANTINE_MAX_NS: u64 = 300_000_000_000;
 
 struct Slot {
     plugin: Arc<Plugin>,
@@ -204,6 +331,13 @@ struct Slot {
     bindings: PluginBindings,
     generation: u64,
     poisoned: bool,
+    stats: PluginStats,
+    /// Failures in the current window, and when the window started.
+    failures: u32,
+    window_start_ns: u64,
+    /// Quarantined until this capture time (0: not quarantined).
+    quarantined_until_ns: u64,
+    quarantine_count: u32,
 }
 
 /// A shard's instances of every plugin; drives sessions. Single-threaded.
@@ -211,8 +345,14 @@ pub struct Worker {
     slots: Vec<Slot>,
     host_config: RuntimeConfig,
     caps: Caps,
-    stats: WorkerStats,
+    no_decoder: u64,
     protocols: Vec<Arc<str>>,
+    /// Capture time of the latest call, for quarantine windows.
+    now_ns: u64,
+    /// Epoch ticks a call may run (`None`: no deadline).
+    deadline_ticks: Option<u64>,
+    /// Epoch ticks an instantiation may run.
+    load_deadline_ticks: Option<u64>,
 }
 
 fn dir_wit(d: Dir) -> wit::Direction {
@@ -226,6 +366,22 @@ fn l4_wit(l: L4) -> wit::Transport {
     match l {
         L4::Tcp => wit::Transport::Tcp,
         L4::Udp => wit::Transport::Udp,
+    }
+}
+
+/// The cause of a failed call on one line (wasm backtraces stay out of the log).
+fn one_line(e: &wasmtime::Error) -> String {
+    if let Some(t) = e.downcast_ref::<wasmtime::Trap>() {
+        return t.to_string();
+    }
+    let root = e.root_cause().to_string();
+    root.lines().next().unwrap_or_default().to_string()
+}
+
+/// Prepares a store for one call: the CPU deadline.
+fn arm(slot: &mut Slot, deadline: Option<u64>) {
+    if let Some(t) = deadline {
+        slot.store.set_epoch_deadline(t);
     }
 }
 
@@ -243,14 +399,22 @@ impl Worker {
                 bindings,
                 generation: 0,
                 poisoned: false,
+                stats: PluginStats::default(),
+                failures: 0,
+                window_start_ns: 0,
+                quarantined_until_ns: 0,
+                quarantine_count: 0,
             });
         }
         Ok(Self {
             slots,
             host_config: host.config.clone(),
             caps: Caps::from(&host.config),
-            stats: WorkerStats::default(),
+            no_decoder: 0,
             protocols,
+            now_ns: 0,
+            deadline_ticks: host.deadline_ticks(),
+            load_deadline_ticks: host.load_deadline_ticks(),
         })
     }
 
@@ -266,9 +430,29 @@ impl Worker {
         v
     }
 
-    /// Counters.
-    pub fn stats(&self) -> &WorkerStats {
-        &self.stats
+    /// Counters, per plugin.
+    pub fn stats(&self) -> WorkerStats {
+        WorkerStats {
+            no_decoder: self.no_decoder,
+            plugins: self
+                .slots
+                .iter()
+                .map(|s| {
+                    let mut st = s.stats.clone();
+                    st.memory_high_water = st
+                        .memory_high_water
+                        .max(s.store.data().limiter.high_water as u64);
+                    (s.plugin.info.name.clone(), st)
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether a plugin is quarantined at the latest capture time seen.
+    pub fn is_quarantined(&self, name: &str) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.plugin.info.name == name && s.quarantined_until_ns > self.now_ns)
     }
 
     /// A new session for a flow; the decoder is chosen by port now, or by probe on first data.
@@ -288,23 +472,34 @@ impl Worker {
             }) && i.ports.contains(&server_port)
         });
         if let Some(idx) = by_port {
-            self.start(&mut s, idx);
+            self.start(&mut s, idx, false);
         }
         s
     }
 
-    fn start(&mut self, s: &mut Session, idx: usize) {
+    fn start(&mut self, s: &mut Session, idx: usize, restart: bool) {
+        s.protocol = Some(self.protocols[idx].clone());
+        if self.slots[idx].quarantined_until_ns > self.now_ns {
+            self.slots[idx].stats.refused_quarantined += 1;
+            s.state = State::Ended(SessionEnd::Quarantined);
+            return;
+        }
         self.revive(idx);
+        let deadline = self.deadline_ticks;
         let slot = &mut self.slots[idx];
+        arm(slot, deadline);
         let res = slot
             .bindings
             .wasmtap_decoder_decoder()
             .session()
             .call_constructor(&mut slot.store, l4_wit(s.l4), s.server_port);
-        s.protocol = Some(self.protocols[idx].clone());
         match res {
             Ok(resource) => {
-                self.stats.sessions += 1;
+                if restart {
+                    slot.stats.sessions_restarted += 1;
+                } else {
+                    slot.stats.sessions += 1;
+                }
                 s.state = State::Active {
                     slot: idx,
                     generation: slot.generation,
@@ -312,21 +507,24 @@ impl Worker {
                 };
             }
             Err(e) => {
-                self.trap(idx, &e);
-                s.state = State::Ended(SessionEnd::Trap);
+                let f = self.fail(idx, &e);
+                s.state = State::Ended(SessionEnd::Failed(f));
             }
         }
     }
 
     /// Re-creates a poisoned instance.
     fn revive(&mut self, idx: usize) {
+        let load_deadline = self.load_deadline_ticks;
         let slot = &mut self.slots[idx];
         if !slot.poisoned {
             return;
         }
         // Instantiation of an already-validated component only fails on
         // resource exhaustion; keep the slot poisoned and retry next time.
-        if let Some((store, bindings)) = reinstantiate(&slot.plugin, &slot.store) {
+        if let Some((store, bindings)) = reinstantiate(&slot.plugin, &slot.store, load_deadline) {
+            let hw = slot.store.data().limiter.high_water as u64;
+            slot.stats.memory_high_water = slot.stats.memory_high_water.max(hw);
             slot.store = store;
             slot.bindings = bindings;
             slot.generation += 1;
@@ -334,11 +532,51 @@ impl Worker {
         }
     }
 
-    fn trap(&mut self, idx: usize, e: &wasmtime::Error) {
-        self.stats.traps += 1;
+    /// Classifies a failed call, poisons the instance, counts, and quarantines
+    /// a plugin that keeps failing.
+    fn fail(&mut self, idx: usize, e: &wasmtime::Error) -> Failure {
+        let now = self.now_ns;
         let slot = &mut self.slots[idx];
+        let failure = if slot.store.data().limiter.hit {
+            Failure::Limit
+        } else if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+            Failure::Deadline
+        } else {
+            Failure::Trap
+        };
+        match failure {
+            Failure::Deadline => slot.stats.deadline_hits += 1,
+            Failure::Limit => slot.stats.limit_hits += 1,
+            Failure::Trap => slot.stats.traps += 1,
+        }
         slot.poisoned = true;
-        tracing::warn!(plugin = %slot.plugin.info.name, "plugin trapped; instance will be re-created: {e:#}");
+        tracing::warn!(
+            plugin = %slot.plugin.info.name,
+            failure = failure.as_str(),
+            "plugin call failed; the flow's session ends and the instance is re-created: {}",
+            one_line(e)
+        );
+        if now.saturating_sub(slot.window_start_ns) > FAILURE_WINDOW_NS {
+            slot.window_start_ns = now;
+            slot.failures = 0;
+        }
+        slot.failures += 1;
+        if slot.failures >= FAILURES_TO_QUARANTINE {
+            let backoff = QUARANTINE_BASE_NS
+                .saturating_mul(1u64 << slot.quarantine_count.min(20))
+                .min(QUARANTINE_MAX_NS);
+            slot.quarantined_until_ns = now.saturating_add(backoff);
+            slot.quarantine_count += 1;
+            slot.stats.quarantines += 1;
+            slot.failures = 0;
+            slot.window_start_ns = now;
+            tracing::error!(
+                plugin = %slot.plugin.info.name,
+                seconds = backoff as f64 / 1e9,
+                "plugin quarantined after {FAILURES_TO_QUARANTINE} failures; its flows get no decoder meanwhile"
+            );
+        }
+        failure
     }
 
     fn choose_by_probe(&mut self, s: &Session, dir: Dir, data: &[u8]) -> Option<usize> {
@@ -348,15 +586,17 @@ impl Worker {
                 L4::Tcp => self.slots[idx].plugin.info.tcp,
                 L4::Udp => self.slots[idx].plugin.info.udp,
             };
-            if !ok_l4 {
+            if !ok_l4 || self.slots[idx].quarantined_until_ns > self.now_ns {
                 continue;
             }
             self.revive(idx);
+            let deadline = self.deadline_ticks;
             let slot = &mut self.slots[idx];
             if slot.poisoned {
                 continue;
             }
             let sample = &data[..data.len().min(1024)];
+            arm(slot, deadline);
             match slot.bindings.wasmtap_decoder_decoder().call_probe(
                 &mut slot.store,
                 l4_wit(s.l4),
@@ -369,10 +609,36 @@ impl Worker {
                     }
                 }
                 Ok(_) => {}
-                Err(e) => self.trap(idx, &e),
+                Err(e) => {
+                    self.fail(idx, &e);
+                }
             }
         }
         best.map(|(i, _)| i)
+    }
+
+    /// Makes sure the session lives on its slot's current instance: a session
+    /// whose instance was re-created (another flow's failure) gets a fresh
+    /// session that resynchronises like a mid-stream start. Returns the slot
+    /// and resource to call, or `None` if the session has ended.
+    fn ready(&mut self, s: &mut Session) -> Option<(usize, ResourceAny)> {
+        let State::Active {
+            slot: idx,
+            generation,
+            resource,
+        } = s.state
+        else {
+            return None;
+        };
+        if self.slots[idx].generation == generation && !self.slots[idx].poisoned {
+            return Some((idx, resource));
+        }
+        s.pending = [Vec::new(), Vec::new()];
+        self.start(s, idx, true);
+        match s.state {
+            State::Active { slot, resource, .. } => Some((slot, resource)),
+            _ => None,
+        }
     }
 
     /// Offers the next bytes of `dir` (for UDP: one datagram) and appends completed messages.
@@ -387,30 +653,24 @@ impl Worker {
         if data.is_empty() {
             return;
         }
+        self.now_ns = self.now_ns.max(ts_ns);
         if matches!(s.state, State::Undecided) {
             match self.choose_by_probe(s, dir, data) {
-                Some(idx) => self.start(s, idx),
+                Some(idx) => self.start(s, idx, false),
                 None => {
-                    self.stats.no_decoder += 1;
+                    self.no_decoder += 1;
                     s.state = State::Ended(SessionEnd::NoDecoder);
                 }
             }
         }
-        let State::Active {
-            slot: idx,
-            generation,
-            resource,
-        } = s.state
-        else {
+        let Some((idx, resource)) = self.ready(s) else {
             return;
         };
-        if self.slots[idx].generation != generation || self.slots[idx].poisoned {
-            self.lose(s);
-            return;
-        }
         let d = dir as usize;
         let udp = s.l4 == L4::Udp;
+        let deadline = self.deadline_ticks;
         let slot = &mut self.slots[idx];
+        arm(slot, deadline);
         let session = slot.bindings.wasmtap_decoder_decoder().session();
         let offered: &[u8] = if s.pending[d].is_empty() || udp {
             data
@@ -418,13 +678,14 @@ impl Worker {
             s.pending[d].extend_from_slice(data);
             &s.pending[d]
         };
-        self.stats.calls += 1;
-        self.stats.bytes_in += offered.len() as u64;
+        slot.stats.calls += 1;
+        slot.stats.bytes_in += offered.len() as u64;
+        let t0 = std::time::Instant::now();
         let res = session.call_feed(&mut slot.store, resource, dir_wit(dir), ts_ns, offered);
+        slot.stats.nanos += t0.elapsed().as_nanos() as u64;
         match res {
             Ok(Ok(fr)) => {
                 let consumed = (fr.consumed as usize).min(offered.len());
-                let offered_len = offered.len();
                 self.accept(idx, fr.messages, out);
                 if udp {
                     return;
@@ -434,20 +695,19 @@ impl Worker {
                 } else {
                     s.pending[d].drain(..consumed);
                 }
-                let _ = offered_len;
                 if s.pending[d].len() > self.host_config.max_pending_bytes {
-                    self.stats.pending_overflows += 1;
+                    self.slots[idx].stats.pending_overflows += 1;
                     self.end(s, SessionEnd::PendingOverflow);
                 }
             }
             Ok(Err(e)) => {
-                self.stats.decode_errors += 1;
+                self.slots[idx].stats.decode_errors += 1;
                 tracing::debug!(reason = %e.reason, offset = e.offset, "decoder ended session");
                 self.end(s, SessionEnd::DecodeError(e.reason));
             }
             Err(e) => {
-                self.trap(idx, &e);
-                s.state = State::Ended(SessionEnd::Trap);
+                let f = self.fail(idx, &e);
+                s.state = State::Ended(SessionEnd::Failed(f));
                 s.pending = [Vec::new(), Vec::new()];
             }
         }
@@ -455,37 +715,32 @@ impl Worker {
 
     /// Reports `len` bytes of `dir` that were never captured.
     pub fn gap(&mut self, s: &mut Session, dir: Dir, len: u64, out: &mut Vec<Message>) {
-        let State::Active {
-            slot: idx,
-            generation,
-            resource,
-        } = s.state
-        else {
+        let Some((idx, resource)) = self.ready(s) else {
             return;
         };
-        if self.slots[idx].generation != generation || self.slots[idx].poisoned {
-            self.lose(s);
-            return;
-        }
         // Bytes held back are incomplete and now can never complete in order.
         s.pending[dir as usize].clear();
+        let deadline = self.deadline_ticks;
         let slot = &mut self.slots[idx];
-        self.stats.calls += 1;
+        slot.stats.calls += 1;
+        arm(slot, deadline);
+        let t0 = std::time::Instant::now();
         let res = slot.bindings.wasmtap_decoder_decoder().session().call_gap(
             &mut slot.store,
             resource,
             dir_wit(dir),
             len,
         );
+        slot.stats.nanos += t0.elapsed().as_nanos() as u64;
         match res {
             Ok(Ok(fr)) => self.accept(idx, fr.messages, out),
             Ok(Err(e)) => {
-                self.stats.decode_errors += 1;
+                self.slots[idx].stats.decode_errors += 1;
                 self.end(s, SessionEnd::DecodeError(e.reason));
             }
             Err(e) => {
-                self.trap(idx, &e);
-                s.state = State::Ended(SessionEnd::Trap);
+                let f = self.fail(idx, &e);
+                s.state = State::Ended(SessionEnd::Failed(f));
             }
         }
     }
@@ -498,6 +753,8 @@ impl Worker {
         ts_ns: u64,
         out: &mut Vec<Message>,
     ) {
+        self.now_ns = self.now_ns.max(ts_ns);
+        // A session whose instance was re-created has nothing to close.
         let State::Active {
             slot: idx,
             generation,
@@ -507,37 +764,41 @@ impl Worker {
             return;
         };
         if self.slots[idx].generation != generation || self.slots[idx].poisoned {
-            self.lose(s);
+            s.state = State::Ended(SessionEnd::Closed);
+            s.pending = [Vec::new(), Vec::new()];
             return;
         }
+        let deadline = self.deadline_ticks;
         let slot = &mut self.slots[idx];
+        slot.stats.calls += 1;
+        arm(slot, deadline);
+        let t0 = std::time::Instant::now();
         let res = slot
             .bindings
             .wasmtap_decoder_decoder()
             .session()
             .call_close(&mut slot.store, resource, reason.to_wit(), ts_ns);
+        slot.stats.nanos += t0.elapsed().as_nanos() as u64;
         match res {
             Ok(msgs) => {
                 self.accept(idx, msgs, out);
                 self.drop_resource(idx, resource);
+                s.state = State::Ended(SessionEnd::Closed);
             }
-            Err(e) => self.trap(idx, &e),
+            Err(e) => {
+                let f = self.fail(idx, &e);
+                s.state = State::Ended(SessionEnd::Failed(f));
+            }
         }
-        s.state = State::Ended(SessionEnd::Closed);
         s.pending = [Vec::new(), Vec::new()];
     }
 
     fn accept(&mut self, idx: usize, msgs: Vec<wit::Message>, out: &mut Vec<Message>) {
-        let keys = &self.slots[idx].plugin.info.attribute_keys;
+        let slot = &mut self.slots[idx];
+        let keys = &slot.plugin.info.attribute_keys;
         let (n, capped) = convert_messages(msgs, &self.caps, keys, out);
-        self.stats.messages += n;
-        self.stats.capped += capped;
-    }
-
-    fn lose(&mut self, s: &mut Session) {
-        self.stats.instance_lost += 1;
-        s.state = State::Ended(SessionEnd::InstanceLost);
-        s.pending = [Vec::new(), Vec::new()];
+        slot.stats.messages += n;
+        slot.stats.capped += capped;
     }
 
     fn end(&mut self, s: &mut Session, why: SessionEnd) {
@@ -556,9 +817,11 @@ impl Worker {
     }
 
     fn drop_resource(&mut self, idx: usize, resource: ResourceAny) {
+        let deadline = self.deadline_ticks;
         let slot = &mut self.slots[idx];
+        arm(slot, deadline);
         if let Err(e) = resource.resource_drop(&mut slot.store) {
-            self.trap(idx, &e);
+            self.fail(idx, &e);
         }
     }
 }
@@ -600,6 +863,9 @@ fn instantiate(
         Arc::from(p.info.name.as_str()),
         p.config_json.clone(),
     );
+    if let Some(t) = host.load_deadline_ticks() {
+        store.set_epoch_deadline(t);
+    }
     let bindings = p
         .pre
         .instantiate(&mut store)
@@ -613,6 +879,7 @@ fn instantiate(
 fn reinstantiate(
     p: &Plugin,
     old: &Store<StoreState>,
+    load_deadline: Option<u64>,
 ) -> Option<(Store<StoreState>, PluginBindings)> {
     let mut store = new_store(
         old.engine(),
@@ -620,6 +887,9 @@ fn reinstantiate(
         old.data().plugin.clone(),
         p.config_json.clone(),
     );
+    if let Some(t) = load_deadline {
+        store.set_epoch_deadline(t);
+    }
     let bindings = p.pre.instantiate(&mut store).ok()?;
     Some((store, bindings))
 }

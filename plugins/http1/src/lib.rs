@@ -202,6 +202,7 @@ impl Session for Http1Session {
     }
 }
 
+#[cfg(feature = "export")]
 wasmtap_sdk::export_decoder!(Http1);
 
 #[cfg(test)]

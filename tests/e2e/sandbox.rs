@@ -1,0 +1,216 @@
+//! A decoder cannot hurt the agent: hostile plugins (tests/plugins/hostile),
+//! built here against the SDK, are contained and counted, and every other
+//! flow's exchanges come out exactly as without them.
+//!
+//! The capture has two HTTP flows: port 80 (decoded by the embedded http1)
+//! and port 5000 (claimed by the hostile decoder).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::{attr, bin, build_plugin_dir, root};
+
+fn capture() -> PathBuf {
+    root().join("tests/pcaps/http/zeek__http-http-post-large.pcap")
+}
+
+fn hostile_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| build_plugin_dir("wasmtap-test-hostile", "hostile"))
+}
+
+struct Run {
+    spans: Vec<Value>,
+    counters: BTreeMap<String, u64>,
+    stderr: String,
+}
+
+fn run_mode(mode: &str) -> Run {
+    let cfg = std::env::temp_dir().join(format!(
+        "wasmtap-hostile-{mode}-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &cfg,
+        format!("[plugins.config.hostile]\nmode = \"{mode}\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args([
+            "replay",
+            capture().to_str().unwrap(),
+            "--format",
+            "jsonl",
+            "--stats",
+        ])
+        .args([
+            "--plugins",
+            hostile_dir().to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .env("WASMTAP_LOG", "warn")
+        .output()
+        .unwrap();
+    std::fs::remove_file(&cfg).ok();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "mode {mode}: the agent must survive: {stderr}"
+    );
+    // The agent itself never panics (a plugin's panic is logged as "plugin panicked").
+    assert!(!stderr.contains("thread '"), "{stderr}");
+    let spans = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let counters = stderr
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect();
+    Run {
+        spans,
+        counters,
+        stderr,
+    }
+}
+
+fn port(span: &Value) -> String {
+    attr(span, "server.port")
+}
+
+fn counter(r: &Run, name: &str) -> u64 {
+    r.counters
+        .get(&format!("wasmtap.agent.plugin.{name}{{plugin=hostile}}"))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The port-80 span without any hostile plugin loaded.
+fn baseline() -> &'static Value {
+    static B: OnceLock<Value> = OnceLock::new();
+    B.get_or_init(|| {
+        let spans = crate::replay_spans(&capture(), &[]);
+        spans
+            .into_iter()
+            .find(|s| port(s) == "80")
+            .expect("port-80 exchange")
+    })
+}
+
+fn other_flow_untouched(r: &Run) {
+    let on80: Vec<_> = r.spans.iter().filter(|s| port(s) == "80").collect();
+    assert_eq!(on80.len(), 1, "{:?}", r.spans.len());
+    assert_eq!(on80[0], baseline(), "the port-80 exchange must not notice");
+    assert_eq!(
+        r.counters
+            .get("wasmtap.agent.plugin.traps{plugin=http1}")
+            .copied(),
+        Some(0)
+    );
+}
+
+#[test]
+fn correct_mode_decodes_like_http1() {
+    let r = run_mode("correct");
+    other_flow_untouched(&r);
+    assert_eq!(r.spans.iter().filter(|s| port(s) == "5000").count(), 1);
+}
+
+#[test]
+fn infinite_loop_hits_the_cpu_deadline() {
+    let r = run_mode("loop");
+    other_flow_untouched(&r);
+    assert!(counter(&r, "deadline_hits") >= 1, "{}", r.stderr);
+    assert_eq!(counter(&r, "traps"), 0);
+    // The failed flow still counts at L4 (its request is reported unanswered or dropped), never decoded.
+    assert!(
+        r.spans
+            .iter()
+            .all(|s| port(s) != "5000" || s["status"]["code"] == "error")
+    );
+    assert!(r.stderr.contains("failure=\"deadline\""), "{}", r.stderr);
+}
+
+#[test]
+fn memory_bomb_hits_the_memory_limit() {
+    let r = run_mode("memory");
+    other_flow_untouched(&r);
+    assert!(counter(&r, "limit_hits") >= 1, "{}", r.stderr);
+    let hw = counter(&r, "memory_high_water_bytes");
+    assert!(hw <= 64 << 20, "memory bounded by the default 64 MiB: {hw}");
+    assert!(hw >= 32 << 20, "the bomb did grow: {hw}");
+}
+
+#[test]
+fn trap_on_third_call_is_contained() {
+    let r = run_mode("trap3");
+    other_flow_untouched(&r);
+    assert_eq!(counter(&r, "traps"), 1, "{}", r.stderr);
+    assert_eq!(counter(&r, "calls"), 3);
+    assert!(
+        r.counters
+            .get("wasmtap.agent.sessions.ended{reason=trap}")
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    );
+    // The SDK's panic hook reports the panic message through the host's log.
+    assert!(
+        r.stderr.contains("hostile decoder: third call"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn output_flood_is_capped() {
+    let r = run_mode("flood");
+    other_flow_untouched(&r);
+    let calls = counter(&r, "calls");
+    let messages = counter(&r, "messages");
+    assert!(counter(&r, "capped") > 0);
+    assert!(
+        messages <= calls * 1024,
+        "at most max_messages_per_call per call: {messages} / {calls}"
+    );
+}
+
+#[test]
+fn huge_attribute_is_cut() {
+    let r = run_mode("huge-attr");
+    other_flow_untouched(&r);
+    assert!(counter(&r, "capped") > 0);
+    let longest = r
+        .spans
+        .iter()
+        .map(|s| attr(s, "hostile.blob").len())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        longest > 0 && longest <= 4096,
+        "cut to max_attribute_value_len: {longest}"
+    );
+}
+
+#[test]
+fn slow_but_correct_decoder_is_left_alone() {
+    let r = run_mode("slow");
+    other_flow_untouched(&r);
+    assert_eq!(counter(&r, "deadline_hits"), 0);
+    let reference = run_mode("correct");
+    let slow: Vec<_> = r.spans.iter().filter(|s| port(s) == "5000").collect();
+    let fast: Vec<_> = reference
+        .spans
+        .iter()
+        .filter(|s| port(s) == "5000")
+        .collect();
+    assert_eq!(slow, fast, "slow decoding gives the same exchange");
+    assert!(counter(&r, "time_ns") > counter(&reference, "time_ns"));
+}

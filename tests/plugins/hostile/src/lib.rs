@@ -1,0 +1,150 @@
+//! A decoder that misbehaves on purpose, for the sandbox tests.
+//!
+//! It claims port 5000 and, by default, decodes HTTP/1 like the real decoder.
+//! Its config section chooses a misbehaviour: `{"mode": "loop"}` (an infinite
+//! loop), `"memory"` (allocates without end), `"trap3"` (panics on the third
+//! call), `"flood"` (10 000 messages per call), `"huge-attr"` (a 1 MiB
+//! attribute value), `"slow"` (correct, but burns about 2 ms per call).
+
+use std::cell::Cell;
+
+use wasmtap_plugin_http1::{Http1, Http1Session};
+use wasmtap_sdk::{
+    Attribute, CloseReason, DecodeError, Decoder, Descriptor, Direction, Message, Session,
+    Transport,
+};
+
+/// The misbehaviours.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Correct,
+    Loop,
+    Memory,
+    Trap3,
+    Flood,
+    HugeAttr,
+    Slow,
+}
+
+fn mode() -> Mode {
+    let c = wasmtap_sdk::config();
+    let has = |m: &str| c.contains(&format!("\"mode\":\"{m}\""));
+    if has("loop") {
+        Mode::Loop
+    } else if has("memory") {
+        Mode::Memory
+    } else if has("trap3") {
+        Mode::Trap3
+    } else if has("flood") {
+        Mode::Flood
+    } else if has("huge-attr") {
+        Mode::HugeAttr
+    } else if has("slow") {
+        Mode::Slow
+    } else {
+        Mode::Correct
+    }
+}
+
+thread_local! {
+    static CALLS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The hostile decoder.
+pub struct Hostile;
+
+impl Decoder for Hostile {
+    type Session = HostileSession;
+
+    fn describe() -> Descriptor {
+        let d = Http1::describe();
+        Descriptor::new("hostile", "0.0.1")
+            .protocol("http")
+            .transport(Transport::Tcp)
+            .port(5000)
+            .attribute_keys(
+                &d.attribute_keys
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            )
+            .attribute_key("hostile.blob")
+    }
+
+    fn new_session(transport: Transport, server_port: u16) -> HostileSession {
+        HostileSession {
+            inner: Http1::new_session(transport, server_port),
+            mode: mode(),
+        }
+    }
+}
+
+/// Per-flow state: the real HTTP/1 session plus the chosen misbehaviour.
+pub struct HostileSession {
+    inner: Http1Session,
+    mode: Mode,
+}
+
+fn burn(iterations: u64) -> u64 {
+    let mut x = 0u64;
+    for i in 0..iterations {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+    }
+    x
+}
+
+impl Session for HostileSession {
+    fn feed(
+        &mut self,
+        dir: Direction,
+        timestamp_ns: u64,
+        data: &[u8],
+        out: &mut Vec<Message>,
+    ) -> Result<usize, DecodeError> {
+        let n = CALLS.with(|c| {
+            c.set(c.get() + 1);
+            c.get()
+        });
+        match self.mode {
+            Mode::Loop => loop {
+                std::hint::black_box(burn(1000));
+            },
+            Mode::Memory => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![n as u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            Mode::Trap3 if n >= 3 => panic!("hostile decoder: third call"),
+            Mode::Flood => {
+                for i in 0..10_000u64 {
+                    out.push(Message::one_way(timestamp_ns, timestamp_ns, i, "FLOOD"));
+                }
+                return Ok(data.len());
+            }
+            Mode::HugeAttr => {
+                out.push(
+                    Message::one_way(timestamp_ns, timestamp_ns, 1, "HUGE")
+                        .attribute(Attribute::str("hostile.blob", "x".repeat(1 << 20))),
+                );
+                return Ok(data.len());
+            }
+            Mode::Slow => {
+                std::hint::black_box(burn(2_000_000));
+            }
+            _ => {}
+        }
+        self.inner.feed(dir, timestamp_ns, data, out)
+    }
+
+    fn gap(&mut self, dir: Direction, len: u64, out: &mut Vec<Message>) -> Result<(), DecodeError> {
+        self.inner.gap(dir, len, out)
+    }
+
+    fn close(&mut self, reason: CloseReason, timestamp_ns: u64, out: &mut Vec<Message>) {
+        self.inner.close(reason, timestamp_ns, out);
+    }
+}
+
+wasmtap_sdk::export_decoder!(Hostile);
