@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Captures real HTTP traffic on loopback: Debian's nginx driven by wrk.
 # Usage: scripts/capture-nginx.sh OUT.pcap [SECONDS=1] [CONNECTIONS=4]
+# WRK_ARGS adds wrk options (e.g. WRK_ARGS='-H Connection:close' for one connection per request).
 # nginx serves 200 (/), 404 (/missing), 500 (/fail) and 302 (/moved); wrk cycles through them.
 # Everything runs on 127.0.0.1 and stops by itself.
 set -euo pipefail
@@ -49,7 +50,9 @@ dumpcap -q -i lo -f "tcp port $port" -B 64 -P -w "$out" 2>"$dir/dumpcap.log" &
 cap_pid=$!
 for _ in $(seq 100); do [[ -s "$out" ]] && break; sleep 0.05; done
 sleep 0.3
-wrk -t1 -c"$conns" -d"${secs}s" -s "$dir/paths.lua" "http://127.0.0.1:$port/" > "$dir/wrk.out"
+# shellcheck disable=SC2086
+wrk -t1 -c"$conns" -d"${secs}s" ${WRK_ARGS:-} -s "$dir/paths.lua" "http://127.0.0.1:$port/" > "$dir/wrk.out"
+echo "port $port" > "$out.port"
 sleep 0.5
 kill -INT "$cap_pid"; wait "$cap_pid" 2>/dev/null || true; cap_pid=
 grep -E "requests in|Non-2xx" "$dir/wrk.out" >&2 || true

@@ -3,6 +3,7 @@
 #![allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 
 mod golden;
+mod hot_reload;
 mod memcached;
 mod mongodb;
 mod mysql;
@@ -62,6 +63,15 @@ pub fn replay_spans(file: &Path, extra: &[&str]) -> Vec<Value> {
 /// Builds the component of workspace package `package` for wasm32-wasip2 and
 /// returns a fresh plugin directory holding it as `<name>.wasm`.
 pub fn build_plugin_dir(package: &str, name: &str) -> PathBuf {
+    build_plugin_with(package, name, &[])
+}
+
+/// As [`build_plugin_dir`], with environment variables for the build (test
+/// plugins read e.g. their version from one). Builds are serialised: they
+/// share one output file.
+pub fn build_plugin_with(package: &str, name: &str, env: &[(&str, &str)]) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let root = root();
     let target = root.join("target/wasm-plugins");
     let st = Command::new(env!("CARGO"))
@@ -79,10 +89,14 @@ pub fn build_plugin_dir(package: &str, name: &str) -> PathBuf {
         .arg(&target)
         .args(["-p", package])
         .env_remove("CARGO_TARGET_DIR")
+        .envs(env.iter().copied())
         .status()
         .unwrap();
     assert!(st.success(), "building {package} for wasm32-wasip2 failed");
-    let dir = root.join("target/test-plugins").join(name);
+    let tag: String = env.iter().map(|(k, v)| format!("-{k}={v}")).collect();
+    let dir = root
+        .join("target/test-plugins")
+        .join(format!("{name}{tag}"));
     std::fs::create_dir_all(&dir).unwrap();
     let wasm = format!("{}.wasm", package.replace('-', "_"));
     std::fs::copy(

@@ -88,6 +88,11 @@ pub struct PluginsConfig {
     pub max_attribute_value_len: usize,
     /// CPU deadline of one decoder call, milliseconds (0 disables deadlines).
     pub call_deadline_ms: u64,
+    /// Directory of compiled decoders, keyed by content hash ("" disables).
+    /// Default: `$XDG_CACHE_HOME/wasmtap`, else `$HOME/.cache/wasmtap`.
+    pub cache_dir: Option<String>,
+    /// When set, only `.wasm` files with one of these SHA-256 digests (hex) load.
+    pub allow_sha256: Option<Vec<String>>,
     /// Per-plugin configuration, by plugin name; handed to the plugin as JSON.
     pub config: BTreeMap<String, toml::Value>,
 }
@@ -102,6 +107,8 @@ impl Default for PluginsConfig {
             max_attributes_per_message: d.max_attributes_per_message,
             max_attribute_value_len: d.max_attribute_value_len,
             call_deadline_ms: d.call_deadline_ms,
+            cache_dir: None,
+            allow_sha256: None,
             config: BTreeMap::new(),
         }
     }
@@ -191,6 +198,12 @@ impl Config {
             self.plugins.max_memory_mib <= 4096,
             "plugins.max_memory_mib must be at most 4096"
         );
+        for (i, h) in self.plugins.allow_sha256.iter().flatten().enumerate() {
+            anyhow::ensure!(
+                h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()),
+                "plugins.allow_sha256[{i}]: not a SHA-256 hex digest"
+            );
+        }
         for (i, s) in self.services.iter().enumerate() {
             wasmtap_telemetry::services::ServiceRule::parse(&s.matches, &s.name)
                 .map_err(|e| anyhow::anyhow!("services[{i}]: {e}"))?;
@@ -207,7 +220,22 @@ impl Config {
             max_attributes_per_message: self.plugins.max_attributes_per_message,
             max_attribute_value_len: self.plugins.max_attribute_value_len,
             call_deadline_ms: self.plugins.call_deadline_ms,
+            cache_dir: self.cache_dir(),
             ..Default::default()
+        }
+    }
+
+    /// Where compiled decoders are cached, if anywhere.
+    pub fn cache_dir(&self) -> Option<std::path::PathBuf> {
+        match self.plugins.cache_dir.as_deref() {
+            Some("") => None,
+            Some(d) => Some(d.into()),
+            None => std::env::var_os("XDG_CACHE_HOME")
+                .map(std::path::PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache"))
+                })
+                .map(|d| d.join("wasmtap")),
         }
     }
 

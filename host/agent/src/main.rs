@@ -12,6 +12,7 @@ mod selftel;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -81,6 +82,20 @@ struct ReplayArgs {
     /// Print pipeline counters to stderr at the end.
     #[arg(long)]
     stats: bool,
+    /// Pace: `fast` (as fast as possible) or `realtime` (frames at their capture-time spacing).
+    #[arg(long, value_enum, default_value = "fast")]
+    pace: Pace,
+    /// Replay the file this many times, each pass shifted in time after the previous one.
+    #[arg(long = "loop", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    loops: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Pace {
+    /// As fast as possible.
+    Fast,
+    /// At the capture's own speed.
+    Realtime,
 }
 
 fn main() -> ExitCode {
@@ -122,9 +137,9 @@ fn check_config(path: &Path) -> Result<()> {
 }
 
 fn list_plugins(dir: Option<&Path>, config: Option<&Path>) -> Result<()> {
-    let cfg = load_config(config)?;
-    let host = wasmtap_runtime::PluginHost::new(cfg.runtime())?;
-    let set = plugins::load_all(&host, &cfg, dir)?;
+    let cfg = Arc::new(load_config(config)?);
+    let host = Arc::new(wasmtap_runtime::PluginHost::new(cfg.runtime())?);
+    let set = plugins::Loader::new(host, cfg, dir)?.scan();
     println!(
         "{:<12} {:<10} {:<8} {:<10} {:<64} SOURCE",
         "NAME", "VERSION", "WIT", "STATE", "SHA256"
@@ -164,9 +179,17 @@ fn replay(a: ReplayArgs) -> Result<()> {
         bail!("{}: unsupported link type {dlt}", a.file.display());
     };
 
-    let host = wasmtap_runtime::PluginHost::new(cfg.runtime())?;
-    let set = plugins::load_all(&host, &cfg, a.plugins.as_deref())?;
-    let worker = wasmtap_runtime::Worker::new(&host, &set)?;
+    let cfg = Arc::new(cfg);
+    let host = Arc::new(wasmtap_runtime::PluginHost::new(cfg.runtime())?);
+    let mut loader = plugins::Loader::new(host.clone(), cfg.clone(), a.plugins.as_deref())?;
+    let registry = wasmtap_runtime::Registry::new(loader.scan());
+    let worker = wasmtap_runtime::Worker::following(&host, registry.clone())?;
+    let load_stats = loader.stats.clone();
+    // A decoder dropped into the directory takes effect without a restart.
+    let _watcher = match a.plugins {
+        Some(_) => Some(plugins::watch(loader, registry)?),
+        None => None,
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -230,23 +253,49 @@ fn replay(a: ReplayArgs) -> Result<()> {
     let mut last_ts = 0u64;
     let mut read_error = None;
     let mut bytes_read = 0u64;
-    loop {
-        match source.next_frame() {
-            Ok(Some(f)) => {
-                last_ts = last_ts.max(f.ts_ns);
-                bytes_read += f.data.len() as u64 + 16;
-                shard.frame(link, f.ts_ns, f.data, &mut out);
-                if let Some(pb) = &progress
-                    && shard.frames.is_multiple_of(4096)
-                {
-                    pb.set_position(bytes_read);
+    let mut first_ts: Option<u64> = None;
+    let mut shift = 0u64;
+    let mut last_flush = Instant::now();
+    for round in 0..a.loops {
+        if round > 0 {
+            source = wasmtap_capture::FileSource::open(&a.file)?;
+            // The next pass starts one second after the previous one ended.
+            shift = (last_ts + 1_000_000_000).saturating_sub(first_ts.unwrap_or(0));
+        }
+        loop {
+            match source.next_frame() {
+                Ok(Some(f)) => {
+                    let ts = f.ts_ns.saturating_add(shift);
+                    let t0 = *first_ts.get_or_insert(f.ts_ns);
+                    if a.pace == Pace::Realtime {
+                        let due = Duration::from_nanos(ts.saturating_sub(t0));
+                        let now = started.elapsed();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                        if last_flush.elapsed() > Duration::from_millis(100) {
+                            shard.flush(&mut out);
+                            last_flush = Instant::now();
+                        }
+                    }
+                    last_ts = last_ts.max(ts);
+                    bytes_read += f.data.len() as u64 + 16;
+                    shard.frame(link, ts, f.data, &mut out);
+                    if let Some(pb) = &progress
+                        && shard.frames.is_multiple_of(4096)
+                    {
+                        pb.set_position(bytes_read);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    read_error = Some(e);
+                    break;
                 }
             }
-            Ok(None) => break,
-            Err(e) => {
-                read_error = Some(e);
-                break;
-            }
+        }
+        if read_error.is_some() {
+            break;
         }
     }
     shard.finish(last_ts, &mut out);
@@ -275,7 +324,13 @@ fn replay(a: ReplayArgs) -> Result<()> {
         }
         None => None,
     };
-    let counters = selftel::Counters::collect(&shard, out.spans, export_stats.as_ref(), elapsed);
+    let counters = selftel::Counters::collect(
+        &shard,
+        out.spans,
+        export_stats.as_ref(),
+        &load_stats,
+        elapsed,
+    );
     if let Some(c) = &otlp_cfg {
         selftel::export(rt.handle(), c, &counters);
     }

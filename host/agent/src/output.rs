@@ -140,7 +140,7 @@ impl SpanSink for Outputs {
         self.spans += batch.len() as u64;
         if let Some(w) = self.jsonl.as_mut()
             && self.write_error.is_none()
-            && let Err(e) = write_jsonl(w, &batch)
+            && let Err(e) = write_jsonl(w, &batch).and_then(|()| w.flush())
         {
             self.write_error = Some(e);
         }

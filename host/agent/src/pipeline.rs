@@ -216,6 +216,8 @@ impl Shard {
     pub fn frame(&mut self, link: LinkType, ts_ns: u64, data: &[u8], sink: &mut dyn SpanSink) {
         self.frames += 1;
         self.frame_bytes += data.len() as u64;
+        // A new plugin set (hot reload) applies between frames: one atomic load.
+        self.handler.worker.refresh();
         let mut bound = Bound {
             h: &mut self.handler,
             sink,
@@ -244,6 +246,20 @@ impl Shard {
                 h.emit(flow, st, sink);
             }
         });
+    }
+
+    /// Hands out the spans completed so far (paced replays and live capture
+    /// flush on a timer rather than waiting for a full batch).
+    pub fn flush(&mut self, sink: &mut dyn SpanSink) {
+        let rest = std::mem::take(&mut self.handler.spans);
+        if !rest.is_empty() {
+            sink.spans(rest);
+        }
+    }
+
+    /// Loaded decoders and their state.
+    pub fn loaded(&self) -> Vec<(String, String, String, &'static str)> {
+        self.handler.worker.loaded()
     }
 
     /// End of capture: closes every flow and hands out the last spans.

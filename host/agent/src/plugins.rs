@@ -1,10 +1,20 @@
-//! Loading decoders: the embedded set, then `.wasm` files from a directory.
+//! Loading decoders: the embedded set, then `.wasm` files from a directory,
+//! and watching that directory so a new decoder takes effect without a restart.
+//!
+//! A file counts when it is complete: write it elsewhere and `rename` it into
+//! the directory (an atomic step). A file that does not load (partial,
+//! corrupt, incompatible WIT version, not on the allowlist) is rejected with
+//! one log line and a counter; the previous version keeps running.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use wasmtap_runtime::{Plugin, PluginHost, PluginSource};
+use serde::Deserialize;
+use wasmtap_runtime::{Plugin, PluginHost, PluginSource, Registry};
 
 use crate::config::Config;
 
@@ -12,50 +22,242 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
 }
 
-/// Loads the embedded decoders, then every `*.wasm` in `dir` (sorted by name).
-/// A file whose decoder name equals an embedded one replaces it. A file that
-/// fails to load is skipped with one log line; the rest keep working.
-pub fn load_all(host: &PluginHost, cfg: &Config, dir: Option<&Path>) -> Result<Vec<Arc<Plugin>>> {
-    let mut set: Vec<Arc<Plugin>> = Vec::new();
-    for (name, bytes) in embedded::EMBEDDED {
-        let p = host
-            .load(name, bytes, PluginSource::Embedded, &cfg.plugin_json(name))
-            .with_context(|| format!("embedded decoder {name}"))?;
-        set.push(Arc::new(p));
+/// Per-decoder settings in `<name>.toml` beside `<name>.wasm`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginToml {
+    /// Server ports that replace the decoder's defaults.
+    ports: Option<Vec<u16>>,
+    /// The decoder's configuration (its `config` import), replacing the agent config's section.
+    config: Option<toml::Value>,
+}
+
+/// Counters of plugin loading.
+#[derive(Debug, Default)]
+pub struct LoadStats {
+    /// Files loaded (first load or new version).
+    pub loaded: AtomicU64,
+    /// Files rejected (invalid, incompatible, not allowed).
+    pub rejected: AtomicU64,
+    /// Plugin sets published after the first.
+    pub reloads: AtomicU64,
+}
+
+/// Loads decoders and remembers what it loaded, so a rescan recompiles only
+/// what changed.
+pub struct Loader {
+    host: Arc<PluginHost>,
+    cfg: Arc<Config>,
+    dir: Option<PathBuf>,
+    embedded: Vec<Arc<Plugin>>,
+    /// Files loaded, by path: (sha256 of the bytes, plugin.toml text, plugin).
+    files: BTreeMap<PathBuf, (String, Option<String>, Arc<Plugin>)>,
+    /// Files rejected, by path and content hash (not retried until they change).
+    rejected: BTreeMap<PathBuf, String>,
+    /// Counters.
+    pub stats: Arc<LoadStats>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Loader {
+    /// Loads the embedded decoders (an error there is fatal: the binary is broken).
+    pub fn new(host: Arc<PluginHost>, cfg: Arc<Config>, dir: Option<&Path>) -> Result<Self> {
+        let mut embedded_set = Vec::new();
+        for (name, bytes) in embedded::EMBEDDED {
+            let p = host
+                .load(name, bytes, PluginSource::Embedded, &cfg.plugin_json(name))
+                .with_context(|| format!("embedded decoder {name}"))?;
+            embedded_set.push(Arc::new(p));
+        }
+        if let Some(d) = dir {
+            anyhow::ensure!(
+                d.is_dir(),
+                "plugin directory {}: not a directory",
+                d.display()
+            );
+        }
+        Ok(Self {
+            host,
+            cfg,
+            dir: dir.map(Path::to_path_buf),
+            embedded: embedded_set,
+            files: BTreeMap::new(),
+            rejected: BTreeMap::new(),
+            stats: Arc::default(),
+        })
     }
-    let Some(dir) = dir else { return Ok(set) };
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("plugin directory {}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
-        .collect();
-    files.sort();
-    for f in files {
-        let stem = f
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("plugin")
-            .to_string();
-        let bytes = match std::fs::read(&f) {
-            Ok(b) => b,
+
+    /// Rescans the directory and returns the plugin set: embedded decoders,
+    /// each replaced by a file decoder of the same name, then the other file
+    /// decoders in file-name order.
+    pub fn scan(&mut self) -> Vec<Arc<Plugin>> {
+        if let Some(dir) = self.dir.clone() {
+            self.scan_dir(&dir);
+        }
+        let mut set = self.embedded.clone();
+        for (_, _, p) in self.files.values() {
+            match set.iter().position(|e| e.info().name == p.info().name) {
+                Some(i) => set[i] = p.clone(),
+                None => set.push(p.clone()),
+            }
+        }
+        set
+    }
+
+    fn scan_dir(&mut self, dir: &Path) {
+        let mut present: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+                .collect(),
             Err(e) => {
-                tracing::error!(file = %f.display(), "plugin rejected: {e}");
-                continue;
+                tracing::error!(dir = %dir.display(), "cannot read the plugin directory: {e}");
+                return;
             }
         };
-        match host.load(
-            &stem,
-            &bytes,
-            PluginSource::File(f.clone()),
-            &cfg.plugin_json(&stem),
-        ) {
-            Ok(p) => {
-                set.retain(|old| old.info().name != p.info().name);
-                set.push(Arc::new(p));
+        present.sort();
+        // A removed file stops new sessions: it leaves the set.
+        self.files.retain(|path, (_, _, p)| {
+            let keep = present.contains(path);
+            if !keep {
+                tracing::info!(plugin = %p.info().name, file = %path.display(), "decoder file removed");
             }
-            Err(e) => tracing::error!(file = %f.display(), "plugin rejected: {e}"),
+            keep
+        });
+        for path in present {
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let sha = sha256_hex(&bytes);
+            let side = path.with_extension("toml");
+            let side_text = std::fs::read_to_string(&side).ok();
+            if let Some((old_sha, old_side, _)) = self.files.get(&path)
+                && *old_sha == sha
+                && *old_side == side_text
+            {
+                continue;
+            }
+            if self.rejected.get(&path) == Some(&sha) {
+                continue;
+            }
+            match self.load_file(&path, &bytes, &sha, side_text.as_deref()) {
+                Ok(p) => {
+                    tracing::info!(
+                        plugin = %p.info().name,
+                        version = %p.info().version,
+                        sha256 = %sha,
+                        file = %path.display(),
+                        "decoder loaded"
+                    );
+                    self.stats.loaded.fetch_add(1, Ordering::Relaxed);
+                    self.rejected.remove(&path);
+                    self.files.insert(path, (sha, side_text, Arc::new(p)));
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}").replace('\n', " ");
+                    tracing::error!(file = %path.display(), "plugin rejected: {msg}");
+                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    self.rejected.insert(path, sha);
+                }
+            }
         }
     }
-    Ok(set)
+
+    fn load_file(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        sha: &str,
+        side: Option<&str>,
+    ) -> Result<Plugin> {
+        if let Some(allow) = &self.cfg.plugins.allow_sha256
+            && !allow.iter().any(|a| a.eq_ignore_ascii_case(sha))
+        {
+            anyhow::bail!("sha256 {sha} is not in plugins.allow_sha256");
+        }
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("plugin");
+        let toml_cfg: PluginToml = match side {
+            Some(text) => toml::from_str(text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {}",
+                    path.with_extension("toml").display(),
+                    e.to_string().trim()
+                )
+            })?,
+            None => PluginToml::default(),
+        };
+        let json = match &toml_cfg.config {
+            Some(v) => serde_json::to_string(v)?,
+            None => self.cfg.plugin_json(stem),
+        };
+        let p = self
+            .host
+            .load(stem, bytes, PluginSource::File(path.to_path_buf()), &json)?;
+        Ok(match toml_cfg.ports {
+            Some(ports) => p.with_ports(ports),
+            None => p,
+        })
+    }
+}
+
+/// Watches the plugin directory and publishes a new set when its decoders
+/// change. Events are debounced (150 ms of quiet); compilation happens here,
+/// off the packet path.
+pub fn watch(mut loader: Loader, registry: Registry) -> Result<std::thread::JoinHandle<()>> {
+    use notify::Watcher;
+    let Some(dir) = loader.dir.clone() else {
+        anyhow::bail!("no plugin directory to watch");
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if ev.is_ok() {
+            let _ = tx.send(());
+        }
+    })
+    .context("start watching the plugin directory")?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .with_context(|| format!("watch {}", dir.display()))?;
+    let handle = std::thread::Builder::new()
+        .name("wasmtap-plugins".into())
+        .spawn(move || {
+            let _watcher = watcher;
+            let mut current = fingerprint(&registry.current().plugins);
+            while rx.recv().is_ok() {
+                // Debounce: wait for 150 ms without events.
+                while rx.recv_timeout(Duration::from_millis(150)).is_ok() {}
+                let set = loader.scan();
+                let fp = fingerprint(&set);
+                if fp != current {
+                    let v = registry.publish(set);
+                    loader.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(version = v, "plugin set published");
+                    current = fp;
+                }
+            }
+        })?;
+    Ok(handle)
+}
+
+fn fingerprint(set: &[Arc<Plugin>]) -> Vec<(String, String, Vec<u16>)> {
+    set.iter()
+        .map(|p| {
+            (
+                p.info().name.clone(),
+                p.info().sha256.clone(),
+                p.info().ports.clone(),
+            )
+        })
+        .collect()
 }

@@ -25,6 +25,7 @@ impl Counters {
         shard: &Shard,
         spans: u64,
         export: Option<&wasmtap_export::ExportStats>,
+        loads: &crate::plugins::LoadStats,
         elapsed: Duration,
     ) -> Self {
         let mut v: Vec<Counter> = Vec::new();
@@ -71,6 +72,33 @@ impl Counters {
             vec![],
             f.ooo_cap_drops,
         ));
+        use std::sync::atomic::Ordering::Relaxed;
+        v.push((
+            "wasmtap.agent.plugin_files.loaded",
+            vec![],
+            loads.loaded.load(Relaxed),
+        ));
+        v.push((
+            "wasmtap.agent.plugin_files.rejected",
+            vec![],
+            loads.rejected.load(Relaxed),
+        ));
+        v.push((
+            "wasmtap.agent.plugin_set.reloads",
+            vec![],
+            loads.reloads.load(Relaxed),
+        ));
+        for (name, version, _sha, state) in shard.loaded() {
+            v.push((
+                "wasmtap.agent.plugin.loaded",
+                vec![
+                    ("plugin", name),
+                    ("version", version),
+                    ("state", state.to_string()),
+                ],
+                1,
+            ));
+        }
         let w = shard.worker_stats();
         v.push(("wasmtap.agent.flows.no_decoder", vec![], w.no_decoder));
         for (name, p) in &w.plugins {

@@ -11,7 +11,9 @@ mod convert;
 mod plugin;
 mod worker;
 
-pub use plugin::{Plugin, PluginHost, PluginInfo, PluginSource, RuntimeConfig, RuntimeError};
+pub use plugin::{
+    Plugin, PluginHost, PluginInfo, PluginSet, PluginSource, Registry, RuntimeConfig, RuntimeError,
+};
 pub use worker::{
     Dir, Failure, FlowClose, L4, PluginStats, Session, SessionEnd, Worker, WorkerStats,
 };

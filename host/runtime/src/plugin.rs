@@ -29,6 +29,9 @@ pub struct RuntimeConfig {
     pub call_deadline_ms: u64,
     /// Period of the epoch ticker thread that enforces deadlines, milliseconds.
     pub epoch_tick_ms: u64,
+    /// Directory of compiled components, keyed by content hash and engine
+    /// (`None`: compile every time). Must be writable only by the agent.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -42,6 +45,7 @@ impl Default for RuntimeConfig {
             probe_threshold: 50,
             call_deadline_ms: 50,
             epoch_tick_ms: 5,
+            cache_dir: None,
         }
     }
 }
@@ -140,6 +144,12 @@ impl Plugin {
     pub fn info(&self) -> &PluginInfo {
         &self.info
     }
+
+    /// Replaces the default server ports (an operator's `plugin.toml`).
+    pub fn with_ports(mut self, ports: Vec<u16>) -> Self {
+        self.info.ports = ports;
+        self
+    }
 }
 
 /// The wasm engine and linker shared by all plugins and workers.
@@ -222,6 +232,55 @@ impl PluginHost {
         &self.config
     }
 
+    /// Compiles a component, through the on-disk cache when one is configured.
+    fn compile(&self, name: &str, bytes: &[u8], sha256: &str) -> Result<Component, RuntimeError> {
+        let cached = self.config.cache_dir.as_ref().map(|dir| {
+            use std::hash::{Hash, Hasher};
+            // The key covers the content and everything that makes compiled
+            // code incompatible (wasmtime version, target, engine settings).
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.engine.precompile_compatibility_hash().hash(&mut h);
+            dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()))
+        });
+        if let Some(path) = &cached
+            && path.is_file()
+        {
+            // SAFETY: the file was written by `Component::serialize` of an
+            // engine with the same compatibility hash (it is in the name), in
+            // the agent's own cache directory, which must be writable only by
+            // the agent (documented). A file that fails wasmtime's own header
+            // checks is an error, and we compile afresh.
+            #[allow(unsafe_code)]
+            let loaded = unsafe { Component::deserialize_file(&self.engine, path) };
+            match loaded {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), "ignoring compiled-cache entry: {e}")
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Compile {
+            name: name.to_string(),
+            reason: format!("{e:#}"),
+        })?;
+        if let Some(path) = &cached {
+            // Write then rename: readers never see a partial entry.
+            let write = || -> std::io::Result<()> {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let data = component.serialize().map_err(std::io::Error::other)?;
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                std::fs::write(&tmp, data)?;
+                std::fs::rename(&tmp, path)
+            };
+            if let Err(e) = write() {
+                tracing::warn!(file = %path.display(), "cannot write the compiled cache: {e}");
+            }
+        }
+        Ok(component)
+    }
+
     /// Epoch ticks instantiation and `describe` may run: 20 call deadlines, at least 1 s.
     pub(crate) fn load_deadline_ticks(&self) -> Option<u64> {
         let tick = self.config.epoch_tick_ms.max(1);
@@ -247,10 +306,8 @@ impl PluginHost {
         source: PluginSource,
         config_json: &str,
     ) -> Result<Plugin, RuntimeError> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Compile {
-            name: name_hint.to_string(),
-            reason: format!("{e:#}"),
-        })?;
+        let sha256 = sha256_hex(bytes);
+        let component = self.compile(name_hint, bytes, &sha256)?;
         let instance_pre =
             self.linker
                 .instantiate_pre(&component)
@@ -320,7 +377,7 @@ impl PluginHost {
             protocols: d.protocols,
             ports: d.default_ports,
             source,
-            sha256: sha256_hex(bytes),
+            sha256,
         };
         Ok(Plugin {
             pre,
@@ -338,4 +395,70 @@ fn sha256_hex(bytes: &[u8]) -> String {
         s.push_str(&format!("{b:02x}"));
     }
     s
+}
+
+/// A published set of plugins; workers follow it (see [`crate::Worker::following`]).
+pub struct PluginSet {
+    /// Increases with every publication.
+    pub version: u64,
+    /// The plugins, in dispatch order (the first one claiming a port wins).
+    pub plugins: Vec<Arc<Plugin>>,
+}
+
+/// Where the current plugin set is published. Cloning shares it.
+///
+/// Readers on the packet path do one atomic load per check; they take the
+/// lock only when the version changed (a reload).
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<RegistryInner>,
+}
+
+struct RegistryInner {
+    version: std::sync::atomic::AtomicU64,
+    set: std::sync::Mutex<Arc<PluginSet>>,
+}
+
+impl Registry {
+    /// A registry holding `plugins` as version 1.
+    pub fn new(plugins: Vec<Arc<Plugin>>) -> Self {
+        Self {
+            inner: Arc::new(RegistryInner {
+                version: std::sync::atomic::AtomicU64::new(1),
+                set: std::sync::Mutex::new(Arc::new(PluginSet {
+                    version: 1,
+                    plugins,
+                })),
+            }),
+        }
+    }
+
+    /// The version of the current set.
+    pub fn version(&self) -> u64 {
+        self.inner
+            .version
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The current set.
+    pub fn current(&self) -> Arc<PluginSet> {
+        match self.inner.set.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Publishes a new set; returns its version.
+    pub fn publish(&self, plugins: Vec<Arc<Plugin>>) -> u64 {
+        let mut g = match self.inner.set.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let version = g.version + 1;
+        *g = Arc::new(PluginSet { version, plugins });
+        self.inner
+            .version
+            .store(version, std::sync::atomic::Ordering::Release);
+        version
+    }
 }

@@ -327,10 +327,17 @@ const QUARANTINE_MAX_NS: u64 = 300_000_000_000;
 
 struct Slot {
     plugin: Arc<Plugin>,
+    protocol: Arc<str>,
     store: Store<StoreState>,
     bindings: PluginBindings,
     generation: u64,
     poisoned: bool,
+    /// Replaced or removed: takes no new sessions, serves its live ones.
+    draining: bool,
+    /// Drained: no session refers to it; the slot may be reused.
+    retired: bool,
+    /// Sessions in state `Active` on this slot.
+    live: u32,
     stats: PluginStats,
     /// Failures in the current window, and when the window started.
     failures: u32,
@@ -343,10 +350,13 @@ struct Slot {
 /// A shard's instances of every plugin; drives sessions. Single-threaded.
 pub struct Worker {
     slots: Vec<Slot>,
+    engine: wasmtime::Engine,
     host_config: RuntimeConfig,
     caps: Caps,
     no_decoder: u64,
-    protocols: Vec<Arc<str>>,
+    /// The published plugin set this worker follows, and the version it has.
+    registry: Option<crate::Registry>,
+    seen_version: u64,
     /// Capture time of the latest call, for quarantine windows.
     now_ns: u64,
     /// Epoch ticks a call may run (`None`: no deadline).
@@ -388,34 +398,148 @@ fn arm(slot: &mut Slot, deadline: Option<u64>) {
 impl Worker {
     /// Instantiates every plugin in a store of this worker's own.
     pub fn new(host: &PluginHost, plugins: &[Arc<Plugin>]) -> Result<Self, crate::RuntimeError> {
-        let mut slots = Vec::with_capacity(plugins.len());
-        let mut protocols = Vec::new();
-        for p in plugins {
-            let (store, bindings) = instantiate(host, p)?;
-            protocols.push(Arc::from(p.info.protocol()));
-            slots.push(Slot {
-                plugin: p.clone(),
-                store,
-                bindings,
-                generation: 0,
-                poisoned: false,
-                stats: PluginStats::default(),
-                failures: 0,
-                window_start_ns: 0,
-                quarantined_until_ns: 0,
-                quarantine_count: 0,
-            });
-        }
-        Ok(Self {
-            slots,
+        let mut w = Self {
+            slots: Vec::with_capacity(plugins.len()),
+            engine: host.engine.clone(),
             host_config: host.config.clone(),
             caps: Caps::from(&host.config),
             no_decoder: 0,
-            protocols,
+            registry: None,
+            seen_version: 0,
             now_ns: 0,
             deadline_ticks: host.deadline_ticks(),
             load_deadline_ticks: host.load_deadline_ticks(),
-        })
+        };
+        for p in plugins {
+            w.add_slot(p)?;
+        }
+        Ok(w)
+    }
+
+    /// A worker that follows a registry: each time a new plugin set is
+    /// published, new flows get the new decoders and live sessions finish on
+    /// the instances they started with.
+    pub fn following(
+        host: &PluginHost,
+        registry: crate::Registry,
+    ) -> Result<Self, crate::RuntimeError> {
+        let set = registry.current();
+        let mut w = Self::new(host, &set.plugins)?;
+        w.seen_version = set.version;
+        w.registry = Some(registry);
+        Ok(w)
+    }
+
+    /// Applies a newly published plugin set, if any. One atomic load when
+    /// nothing changed: call it as often as convenient (every frame).
+    pub fn refresh(&mut self) {
+        let Some(reg) = &self.registry else { return };
+        if reg.version() == self.seen_version {
+            return;
+        }
+        let set = reg.current();
+        self.seen_version = set.version;
+        self.sync(&set.plugins);
+    }
+
+    fn sync(&mut self, plugins: &[Arc<Plugin>]) {
+        for p in plugins {
+            let kept = self.slots.iter().any(|s| {
+                !s.draining
+                    && !s.retired
+                    && s.plugin.info.sha256 == p.info.sha256
+                    && s.plugin.info.name == p.info.name
+            });
+            if !kept && let Err(e) = self.add_slot(p) {
+                tracing::error!(plugin = %p.info.name, "cannot instantiate the new version: {e}");
+            }
+        }
+        for slot in &mut self.slots {
+            if slot.retired || slot.draining {
+                continue;
+            }
+            let wanted = plugins.iter().any(|p| {
+                p.info.sha256 == slot.plugin.info.sha256 && p.info.name == slot.plugin.info.name
+            });
+            if !wanted {
+                slot.draining = true;
+                slot.retired = slot.live == 0;
+                tracing::info!(
+                    plugin = %slot.plugin.info.name,
+                    version = %slot.plugin.info.version,
+                    live_sessions = slot.live,
+                    "decoder replaced or removed: draining"
+                );
+            }
+        }
+    }
+
+    fn add_slot(&mut self, p: &Arc<Plugin>) -> Result<(), crate::RuntimeError> {
+        let (store, bindings) =
+            instantiate_on(&self.engine, &self.host_config, self.load_deadline_ticks, p)?;
+        let slot = Slot {
+            plugin: p.clone(),
+            protocol: Arc::from(p.info.protocol()),
+            store,
+            bindings,
+            generation: 0,
+            poisoned: false,
+            draining: false,
+            retired: false,
+            live: 0,
+            stats: PluginStats::default(),
+            failures: 0,
+            window_start_ns: 0,
+            quarantined_until_ns: 0,
+            quarantine_count: 0,
+        };
+        // Reuse a retired slot (its old instance is dropped here); generations
+        // keep rising so no stale reference can match.
+        if let Some(i) = self.slots.iter().position(|s| s.retired) {
+            let generation = self.slots[i].generation + 1;
+            self.slots[i] = Slot { generation, ..slot };
+        } else {
+            self.slots.push(slot);
+        }
+        Ok(())
+    }
+
+    /// Moves a session to a new state, keeping each slot's live count exact
+    /// and retiring a draining slot whose last session ended.
+    fn set_state(&mut self, s: &mut Session, new: State) {
+        if let State::Active { slot, .. } = s.state
+            && let Some(sl) = self.slots.get_mut(slot)
+        {
+            sl.live = sl.live.saturating_sub(1);
+            if sl.draining && sl.live == 0 {
+                sl.retired = true;
+            }
+        }
+        if let State::Active { slot, .. } = new
+            && let Some(sl) = self.slots.get_mut(slot)
+        {
+            sl.live += 1;
+        }
+        s.state = new;
+    }
+
+    /// Loaded decoders: (name, version, sha256, state) with state `active` or `draining`.
+    pub fn loaded(&self) -> Vec<(String, String, String, &'static str)> {
+        self.slots
+            .iter()
+            .filter(|s| !s.retired)
+            .map(|s| {
+                let i = &s.plugin.info;
+                let state = if s.draining {
+                    "draining"
+                } else if s.quarantined_until_ns > self.now_ns {
+                    "quarantined"
+                } else {
+                    "active"
+                };
+                (i.name.clone(), i.version.clone(), i.sha256.clone(), state)
+            })
+            .collect()
     }
 
     /// Server ports the loaded decoders claim (hints for role guessing).
@@ -423,6 +547,7 @@ impl Worker {
         let mut v: Vec<u16> = self
             .slots
             .iter()
+            .filter(|s| !s.draining && !s.retired)
             .flat_map(|s| s.plugin.info.ports.iter().copied())
             .collect();
         v.sort_unstable();
@@ -466,10 +591,13 @@ impl Worker {
         };
         let by_port = self.slots.iter().position(|slot| {
             let i = &slot.plugin.info;
-            (match l4 {
-                L4::Tcp => i.tcp,
-                L4::Udp => i.udp,
-            }) && i.ports.contains(&server_port)
+            !slot.draining
+                && !slot.retired
+                && (match l4 {
+                    L4::Tcp => i.tcp,
+                    L4::Udp => i.udp,
+                })
+                && i.ports.contains(&server_port)
         });
         if let Some(idx) = by_port {
             self.start(&mut s, idx, false);
@@ -478,10 +606,10 @@ impl Worker {
     }
 
     fn start(&mut self, s: &mut Session, idx: usize, restart: bool) {
-        s.protocol = Some(self.protocols[idx].clone());
+        s.protocol = Some(self.slots[idx].protocol.clone());
         if self.slots[idx].quarantined_until_ns > self.now_ns {
             self.slots[idx].stats.refused_quarantined += 1;
-            s.state = State::Ended(SessionEnd::Quarantined);
+            self.set_state(s, State::Ended(SessionEnd::Quarantined));
             return;
         }
         self.revive(idx);
@@ -500,15 +628,19 @@ impl Worker {
                 } else {
                     slot.stats.sessions += 1;
                 }
-                s.state = State::Active {
-                    slot: idx,
-                    generation: slot.generation,
-                    resource,
-                };
+                let generation = slot.generation;
+                self.set_state(
+                    s,
+                    State::Active {
+                        slot: idx,
+                        generation,
+                        resource,
+                    },
+                );
             }
             Err(e) => {
                 let f = self.fail(idx, &e);
-                s.state = State::Ended(SessionEnd::Failed(f));
+                self.set_state(s, State::Ended(SessionEnd::Failed(f)));
             }
         }
     }
@@ -586,7 +718,11 @@ impl Worker {
                 L4::Tcp => self.slots[idx].plugin.info.tcp,
                 L4::Udp => self.slots[idx].plugin.info.udp,
             };
-            if !ok_l4 || self.slots[idx].quarantined_until_ns > self.now_ns {
+            if !ok_l4
+                || self.slots[idx].draining
+                || self.slots[idx].retired
+                || self.slots[idx].quarantined_until_ns > self.now_ns
+            {
                 continue;
             }
             self.revive(idx);
@@ -659,7 +795,7 @@ impl Worker {
                 Some(idx) => self.start(s, idx, false),
                 None => {
                     self.no_decoder += 1;
-                    s.state = State::Ended(SessionEnd::NoDecoder);
+                    self.set_state(s, State::Ended(SessionEnd::NoDecoder));
                 }
             }
         }
@@ -707,7 +843,7 @@ impl Worker {
             }
             Err(e) => {
                 let f = self.fail(idx, &e);
-                s.state = State::Ended(SessionEnd::Failed(f));
+                self.set_state(s, State::Ended(SessionEnd::Failed(f)));
                 s.pending = [Vec::new(), Vec::new()];
             }
         }
@@ -740,7 +876,7 @@ impl Worker {
             }
             Err(e) => {
                 let f = self.fail(idx, &e);
-                s.state = State::Ended(SessionEnd::Failed(f));
+                self.set_state(s, State::Ended(SessionEnd::Failed(f)));
             }
         }
     }
@@ -764,7 +900,7 @@ impl Worker {
             return;
         };
         if self.slots[idx].generation != generation || self.slots[idx].poisoned {
-            s.state = State::Ended(SessionEnd::Closed);
+            self.set_state(s, State::Ended(SessionEnd::Closed));
             s.pending = [Vec::new(), Vec::new()];
             return;
         }
@@ -783,11 +919,11 @@ impl Worker {
             Ok(msgs) => {
                 self.accept(idx, msgs, out);
                 self.drop_resource(idx, resource);
-                s.state = State::Ended(SessionEnd::Closed);
+                self.set_state(s, State::Ended(SessionEnd::Closed));
             }
             Err(e) => {
                 let f = self.fail(idx, &e);
-                s.state = State::Ended(SessionEnd::Failed(f));
+                self.set_state(s, State::Ended(SessionEnd::Failed(f)));
             }
         }
         s.pending = [Vec::new(), Vec::new()];
@@ -812,7 +948,7 @@ impl Worker {
         {
             self.drop_resource(slot, resource);
         }
-        s.state = State::Ended(why);
+        self.set_state(s, State::Ended(why));
         s.pending = [Vec::new(), Vec::new()];
     }
 
@@ -853,17 +989,19 @@ impl FlowClose {
     }
 }
 
-fn instantiate(
-    host: &PluginHost,
+fn instantiate_on(
+    engine: &wasmtime::Engine,
+    config: &RuntimeConfig,
+    load_deadline: Option<u64>,
     p: &Plugin,
 ) -> Result<(Store<StoreState>, PluginBindings), crate::RuntimeError> {
     let mut store = new_store(
-        &host.engine,
-        host.config.max_memory_bytes,
+        engine,
+        config.max_memory_bytes,
         Arc::from(p.info.name.as_str()),
         p.config_json.clone(),
     );
-    if let Some(t) = host.load_deadline_ticks() {
+    if let Some(t) = load_deadline {
         store.set_epoch_deadline(t);
     }
     let bindings = p

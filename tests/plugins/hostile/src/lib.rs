@@ -46,6 +46,12 @@ fn mode() -> Mode {
     }
 }
 
+/// The version this build reports (the hot-reload test builds two).
+const VERSION: &str = match option_env!("WASMTAP_TEST_PLUGIN_VERSION") {
+    Some(v) => v,
+    None => "0.0.1",
+};
+
 thread_local! {
     static CALLS: Cell<u64> = const { Cell::new(0) };
 }
@@ -58,7 +64,7 @@ impl Decoder for Hostile {
 
     fn describe() -> Descriptor {
         let d = Http1::describe();
-        Descriptor::new("hostile", "0.0.1")
+        Descriptor::new("hostile", VERSION)
             .protocol("http")
             .transport(Transport::Tcp)
             .port(5000)
@@ -69,6 +75,7 @@ impl Decoder for Hostile {
                     .collect::<Vec<_>>(),
             )
             .attribute_key("hostile.blob")
+            .attribute_key("test.plugin.version")
     }
 
     fn new_session(transport: Transport, server_port: u16) -> HostileSession {
@@ -135,7 +142,14 @@ impl Session for HostileSession {
             }
             _ => {}
         }
-        self.inner.feed(dir, timestamp_ns, data, out)
+        let before = out.len();
+        let r = self.inner.feed(dir, timestamp_ns, data, out);
+        // Every message names the build that decoded it (hot-reload test).
+        for m in &mut out[before..] {
+            m.attributes
+                .push(Attribute::str("test.plugin.version", VERSION));
+        }
+        r
     }
 
     fn gap(&mut self, dir: Direction, len: u64, out: &mut Vec<Message>) -> Result<(), DecodeError> {
