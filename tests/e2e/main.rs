@@ -99,11 +99,11 @@ pub fn build_plugin_with(package: &str, name: &str, env: &[(&str, &str)]) -> Pat
         .join(format!("{name}{tag}"));
     std::fs::create_dir_all(&dir).unwrap();
     let wasm = format!("{}.wasm", package.replace('-', "_"));
-    std::fs::copy(
-        target.join("wasm32-wasip2/release").join(&wasm),
-        dir.join(format!("{name}.wasm")),
-    )
-    .unwrap();
+    // Write then rename: a replay running in parallel never loads a partial file.
+    let dest = dir.join(format!("{name}.wasm"));
+    let tmp = dir.join(format!("{name}.wasm.{}.partial", std::process::id()));
+    std::fs::copy(target.join("wasm32-wasip2/release").join(&wasm), &tmp).unwrap();
+    std::fs::rename(&tmp, &dest).unwrap();
     dir
 }
 

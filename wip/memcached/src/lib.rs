@@ -52,10 +52,13 @@ impl Decoder for Memcached {
         let mut out = Vec::new();
         let d = pdir(dir);
         // Binary: a plausible first header.
-        let magic = if d == parser::Dir::ToServer { 0x80 } else { 0x81 };
+        let magic = if d == parser::Dir::ToServer {
+            0x80
+        } else {
+            0x81
+        };
         if data.first() == Some(&magic) {
-            return if data.len() >= 24 && p.feed(d, 0, data, &mut out).is_ok() && !out.is_empty()
-            {
+            return if data.len() >= 24 && p.feed(d, 0, data, &mut out).is_ok() && !out.is_empty() {
                 70
             } else {
                 0
@@ -132,10 +135,7 @@ pub fn to_message(m: parser::Msg) -> Message {
                 msg = msg.attribute(Attribute::str("db.query.text", q));
             }
             if m.keys > 1 {
-                msg = msg.attribute(Attribute::int(
-                    "db.operation.batch.size",
-                    i64::from(m.keys),
-                ));
+                msg = msg.attribute(Attribute::int("db.operation.batch.size", i64::from(m.keys)));
             }
         }
         parser::Kind::Response => {
@@ -208,8 +208,14 @@ mod tests {
         bin.extend_from_slice(&[0; 12]);
         bin.extend_from_slice(b"foo");
         assert!(Memcached::probe(t, Direction::ToServer, &bin) >= 50);
-        assert_eq!(Memcached::probe(t, Direction::ToServer, b"GET / HTTP/1.1\r\n"), 0);
-        assert_eq!(Memcached::probe(t, Direction::ToServer, b"\x16\x03\x01\x02\x00"), 0);
+        assert_eq!(
+            Memcached::probe(t, Direction::ToServer, b"GET / HTTP/1.1\r\n"),
+            0
+        );
+        assert_eq!(
+            Memcached::probe(t, Direction::ToServer, b"\x16\x03\x01\x02\x00"),
+            0
+        );
         assert_eq!(
             Memcached::probe(Transport::Udp, Direction::ToServer, b"get foo\r\n"),
             0

@@ -258,9 +258,7 @@ const RESPONSES: [&str; 25] = [
 /// Lines that continue a multi-line response.
 const MULTI: [&str; 4] = ["VALUE", "STAT", "ITEM", "PREFIX"];
 
-fn known_word(line: &[u8], words: &[&str]) -> Option<&'static str>
-where
-{
+fn known_word(line: &[u8], words: &[&str]) -> Option<&'static str> {
     let end = line
         .iter()
         .position(|&b| b == b' ' || b == b'\r' || b == b'\n')

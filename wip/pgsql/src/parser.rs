@@ -356,14 +356,20 @@ fn header_ok(dir: Dir, t: u8, len: u32, max: u32) -> bool {
 /// validates a type with a strong structure, `Some(false)` when it fails,
 /// `None` when the type has no checkable structure.
 fn structure_ok(dir: Dir, t: u8, body: &[u8]) -> Option<bool> {
-    let printable = |s: &[u8]| s.iter().all(|&c| c >= 0x20 || c == b'\n' || c == b'\t' || c == b'\r');
+    let printable = |s: &[u8]| {
+        s.iter()
+            .all(|&c| c >= 0x20 || c == b'\n' || c == b'\t' || c == b'\r')
+    };
     match (dir, t) {
-        (Dir::ToServer, b'Q') => Some(body.last() == Some(&0) && cstr(body).is_some_and(|(s, r)| r.is_empty() && printable(s))),
+        (Dir::ToServer, b'Q') => Some(
+            body.last() == Some(&0)
+                && cstr(body).is_some_and(|(s, r)| r.is_empty() && printable(s)),
+        ),
         (Dir::ToServer, b'S' | b'H' | b'X') => Some(body.is_empty()),
         (Dir::ToClient, b'Z') => Some(matches!(body, [b'I' | b'T' | b'E'])),
-        (Dir::ToClient, b'C') => {
-            Some(cstr(body).is_some_and(|(s, r)| r.is_empty() && !s.is_empty() && s.iter().all(|&c| c.is_ascii_graphic() || c == b' ')))
-        }
+        (Dir::ToClient, b'C') => Some(cstr(body).is_some_and(|(s, r)| {
+            r.is_empty() && !s.is_empty() && s.iter().all(|&c| c.is_ascii_graphic() || c == b' ')
+        })),
         (Dir::ToClient, b'E' | b'N') => Some(fields_ok(body)),
         (Dir::ToClient, b'1' | b'2' | b'3' | b'n' | b'I' | b's') => Some(body.is_empty()),
         (Dir::ToClient, b'S') => Some(
@@ -417,12 +423,16 @@ fn fields_ok(body: &[u8]) -> bool {
 /// Whether `b` starts with an untyped startup-phase message.
 fn untyped_ok(b: &[u8]) -> Cand {
     let (Some(len), Some(code)) = (be32(b, 0), be32(b, 4)) else {
-        return if b.first().is_some_and(|&c| c != 0) { Cand::No } else { Cand::Unknown };
+        return if b.first().is_some_and(|&c| c != 0) {
+            Cand::No
+        } else {
+            Cand::Unknown
+        };
     };
     let ok = match code {
         SSL_REQUEST | GSSENC_REQUEST => len == 8,
         CANCEL_REQUEST => len == 16,
-        c if c >> 16 == 3 => (9..=10_000).contains(&len),
+        c if c >> 16 == PROTOCOL_3 >> 16 => (9..=10_000).contains(&len),
         _ => false,
     };
     if ok { Cand::Yes } else { Cand::No }
@@ -477,6 +487,24 @@ fn candidate(dir: Dir, b: &[u8]) -> Cand {
     }
 }
 
+/// Whether the start of a message too long to check whole (at least
+/// [`RESYNC_WINDOW`] bytes are there) looks right: query text, or data.
+fn long_prefix_ok(dir: Dir, b: &[u8]) -> bool {
+    let (Some(&t), Some(body)) = (b.first(), b.get(5..)) else {
+        return false;
+    };
+    let text = |s: &[u8]| s.iter().all(|&c| c >= 0x20 || c.is_ascii_whitespace());
+    match (dir, t) {
+        (Dir::ToServer, b'Q') => text(body),
+        (Dir::ToServer, b'P') => cstr(body).is_some_and(|(n, r)| text(n) && text(r)),
+        (Dir::ToServer, b'd') | (Dir::ToClient, b'd') => true,
+        (Dir::ToClient, b'D') => {
+            body.len() >= 6 && be32(body, 2).is_some_and(|l| l == u32::MAX || l < RESYNC_MAX_LEN)
+        }
+        _ => false,
+    }
+}
+
 /// Bytes of a typed message's body the parser reads.
 fn body_cap(dir: Dir, t: u8) -> usize {
     match (dir, t) {
@@ -518,7 +546,13 @@ impl Parser {
 
     /// Parses the next bytes of `dir`; returns how many were consumed and
     /// appends completed messages to `out`.
-    pub fn feed(&mut self, dir: Dir, ts: u64, data: &[u8], out: &mut Vec<Message>) -> Result<usize, ParseError> {
+    pub fn feed(
+        &mut self,
+        dir: Dir,
+        ts: u64,
+        data: &[u8],
+        out: &mut Vec<Message>,
+    ) -> Result<usize, ParseError> {
         let r = self.feed_inner(dir, ts, data, out);
         if let Ok(n) = r {
             let side = &mut self.sides[dir as usize];
@@ -534,7 +568,13 @@ impl Parser {
         r
     }
 
-    fn feed_inner(&mut self, dir: Dir, ts: u64, data: &[u8], out: &mut Vec<Message>) -> Result<usize, ParseError> {
+    fn feed_inner(
+        &mut self,
+        dir: Dir,
+        ts: u64,
+        data: &[u8],
+        out: &mut Vec<Message>,
+    ) -> Result<usize, ParseError> {
         let d = dir as usize;
         let mut pos = 0usize;
         loop {
@@ -630,7 +670,9 @@ impl Parser {
             };
             let truncated = need < total;
             match dir {
-                Dir::ToServer => self.client_msg(t, body, truncated, total as u64, first_ts, ts, out),
+                Dir::ToServer => {
+                    self.client_msg(t, body, truncated, total as u64, first_ts, ts, out)
+                }
                 Dir::ToClient => self.server_msg(t, body, total as u64, first_ts, ts, out),
             }
             let take = total.min(rest.len());
@@ -666,7 +708,12 @@ impl Parser {
             match candidate(dir, rest) {
                 Cand::Yes => return Scan::Found(i),
                 Cand::No => {}
-                Cand::Unknown if rest.len() >= RESYNC_WINDOW => {}
+                // A long message: believe it if what is there looks right.
+                Cand::Unknown if rest.len() >= RESYNC_WINDOW => {
+                    if long_prefix_ok(dir, rest) {
+                        return Scan::Found(i);
+                    }
+                }
                 Cand::Unknown => return Scan::Wait(i),
             }
         }
@@ -691,8 +738,16 @@ impl Parser {
         Ok(())
     }
 
-    /// The flow ended. Requests still waiting are left to the host.
-    pub fn close(&mut self, _ts: u64, _out: &mut Vec<Message>) {
+    /// The flow ended. A simple query or startup whose answer began but
+    /// never reached `ReadyForQuery` (capture cut short) is reported with
+    /// what was seen; other requests still waiting are left to the host.
+    pub fn close(&mut self, ts: u64, out: &mut Vec<Message>) {
+        if let Some(Pending::Query { id } | Pending::Startup { id }) = self.pending.front().copied()
+            && let Some(start) = self.resp.start_ns
+        {
+            let m = self.response(start, ts, 0, id);
+            out.push(m);
+        }
         self.pending.clear();
     }
 
@@ -738,7 +793,11 @@ impl Parser {
         self.resp.batch_failed = acc.batch_failed;
         let returned = acc
             .returned
-            .or(if acc.data_rows > 0 && acc.affected.is_none() { Some(acc.data_rows) } else { None });
+            .or(if acc.data_rows > 0 && acc.affected.is_none() {
+                Some(acc.data_rows)
+            } else {
+                None
+            });
         Message {
             kind: Kind::Response,
             id,
@@ -804,7 +863,16 @@ impl Parser {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn client_msg(&mut self, t: u8, body: &[u8], truncated: bool, size: u64, start: u64, ts: u64, out: &mut Vec<Message>) {
+    fn client_msg(
+        &mut self,
+        t: u8,
+        body: &[u8],
+        truncated: bool,
+        size: u64,
+        start: u64,
+        ts: u64,
+        out: &mut Vec<Message>,
+    ) {
         match t {
             b'Q' => {
                 let sql = cstr_lossy(body);
@@ -823,7 +891,9 @@ impl Parser {
             }
             b'P' => {
                 self.acc_req(start, size);
-                let Some((name, rest)) = cstr(body) else { return };
+                let Some((name, rest)) = cstr(body) else {
+                    return;
+                };
                 let sql = cstr_lossy(rest);
                 let stmt = Stmt {
                     op: operation(sql),
@@ -837,7 +907,9 @@ impl Parser {
             }
             b'B' => {
                 self.acc_req(start, size);
-                let Some((portal, rest)) = cstr(body) else { return };
+                let Some((portal, rest)) = cstr(body) else {
+                    return;
+                };
                 let stmt_name = cstr_lossy(rest);
                 let stmt = self.statements.get(stmt_name).cloned();
                 if self.portals.len() >= MAX_PORTALS && !self.portals.contains_key(portal) {
@@ -891,9 +963,19 @@ impl Parser {
         self.req.size += size;
     }
 
-    fn server_msg(&mut self, t: u8, body: &[u8], size: u64, start: u64, ts: u64, out: &mut Vec<Message>) {
+    fn server_msg(
+        &mut self,
+        t: u8,
+        body: &[u8],
+        size: u64,
+        start: u64,
+        ts: u64,
+        out: &mut Vec<Message>,
+    ) {
         // Asynchronous messages belong to no exchange.
-        if matches!(t, b'N' | b'A') || (t == b'S' && !matches!(self.pending.front(), Some(Pending::Startup { .. }))) {
+        if matches!(t, b'N' | b'A')
+            || (t == b'S' && !matches!(self.pending.front(), Some(Pending::Startup { .. })))
+        {
             return;
         }
         let Some(&head) = self.pending.front() else {
@@ -1042,11 +1124,58 @@ fn add_rows(acc: &mut Acc, tag: &[u8], copy_out: bool) {
 
 /// SQL keywords reported as operations; anything else is `OTHER`.
 const KEYWORDS: &[&str] = &[
-    "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH", "VALUES", "TABLE", "BEGIN", "START", "COMMIT", "END",
-    "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE", "EXECUTE", "DEALLOCATE", "CREATE", "ALTER", "DROP",
-    "TRUNCATE", "COPY", "SET", "SHOW", "RESET", "EXPLAIN", "ANALYZE", "VACUUM", "GRANT", "REVOKE", "LOCK", "DECLARE",
-    "FETCH", "MOVE", "CLOSE", "LISTEN", "NOTIFY", "UNLISTEN", "DISCARD", "CALL", "DO", "COMMENT", "REFRESH",
-    "REINDEX", "CLUSTER", "CHECKPOINT", "LOAD", "IMPORT", "REASSIGN", "SECURITY",
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "MERGE",
+    "WITH",
+    "VALUES",
+    "TABLE",
+    "BEGIN",
+    "START",
+    "COMMIT",
+    "END",
+    "ROLLBACK",
+    "ABORT",
+    "SAVEPOINT",
+    "RELEASE",
+    "PREPARE",
+    "EXECUTE",
+    "DEALLOCATE",
+    "CREATE",
+    "ALTER",
+    "DROP",
+    "TRUNCATE",
+    "COPY",
+    "SET",
+    "SHOW",
+    "RESET",
+    "EXPLAIN",
+    "ANALYZE",
+    "VACUUM",
+    "GRANT",
+    "REVOKE",
+    "LOCK",
+    "DECLARE",
+    "FETCH",
+    "MOVE",
+    "CLOSE",
+    "LISTEN",
+    "NOTIFY",
+    "UNLISTEN",
+    "DISCARD",
+    "CALL",
+    "DO",
+    "COMMENT",
+    "REFRESH",
+    "REINDEX",
+    "CLUSTER",
+    "CHECKPOINT",
+    "LOAD",
+    "IMPORT",
+    "REASSIGN",
+    "SECURITY",
 ];
 
 /// Low-cardinality operation: the SQL's first keyword (after blanks,
@@ -1063,7 +1192,8 @@ pub fn operation(sql: &[u8]) -> &'static str {
             }
             (Some(b'/'), Some(b'*')) => {
                 i += 2;
-                while i < sql.len() && !(sql.get(i) == Some(&b'*') && sql.get(i + 1) == Some(&b'/')) {
+                while i < sql.len() && !(sql.get(i) == Some(&b'*') && sql.get(i + 1) == Some(&b'/'))
+                {
                     i += 1;
                 }
                 i += 2;
@@ -1074,10 +1204,18 @@ pub fn operation(sql: &[u8]) -> &'static str {
     let rest = sql.get(i..).unwrap_or_default();
     let n = rest.iter().take_while(|c| c.is_ascii_alphabetic()).count();
     if n == 0 {
-        return if rest.iter().all(|&c| c == b';' || c.is_ascii_whitespace()) { "EMPTY" } else { "OTHER" };
+        return if rest.iter().all(|&c| c == b';' || c.is_ascii_whitespace()) {
+            "EMPTY"
+        } else {
+            "OTHER"
+        };
     }
     let word = rest.get(..n).unwrap_or_default().to_ascii_uppercase();
-    KEYWORDS.iter().find(|k| k.as_bytes() == word.as_slice()).copied().unwrap_or("OTHER")
+    KEYWORDS
+        .iter()
+        .find(|k| k.as_bytes() == word.as_slice())
+        .copied()
+        .unwrap_or("OTHER")
 }
 
 fn ident_char(c: u8) -> bool {
@@ -1099,7 +1237,11 @@ pub fn sanitize(sql: &[u8]) -> String {
                 // A prefix letter (E, B, X, U&) belongs to the literal.
                 let mut escapes = false;
                 let drop_prefix = |out: &[u8], n: usize| {
-                    let before = out.len().checked_sub(n + 1).and_then(|k| out.get(k)).copied();
+                    let before = out
+                        .len()
+                        .checked_sub(n + 2)
+                        .and_then(|k| out.get(k))
+                        .copied();
                     !before.is_some_and(ident_char)
                 };
                 match out.last().copied() {
@@ -1136,7 +1278,10 @@ pub fn sanitize(sql: &[u8]) -> String {
                 out.push(b'?');
             }
             b'"' => {
-                let end = sql.get(i + 1..).and_then(|r| r.iter().position(|&c| c == b'"')).map_or(sql.len(), |p| i + 2 + p);
+                let end = sql
+                    .get(i + 1..)
+                    .and_then(|r| r.iter().position(|&c| c == b'"'))
+                    .map_or(sql.len(), |p| i + 2 + p);
                 out.extend_from_slice(sql.get(i..end).unwrap_or_default());
                 i = end;
             }
@@ -1174,7 +1319,12 @@ pub fn sanitize(sql: &[u8]) -> String {
                 }
             }
             b'-' if at(i + 1) == Some(b'-') => {
-                let end = sql.get(i..).unwrap_or_default().iter().position(|&c| c == b'\n').map_or(sql.len(), |p| i + p);
+                let end = sql
+                    .get(i..)
+                    .unwrap_or_default()
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(sql.len(), |p| i + p);
                 out.extend_from_slice(sql.get(i..end).unwrap_or_default());
                 i = end;
             }
@@ -1188,16 +1338,32 @@ pub fn sanitize(sql: &[u8]) -> String {
                 out.extend_from_slice(sql.get(i..end).unwrap_or_default());
                 i = end;
             }
-            c if !prev_ident && (c.is_ascii_digit() || (c == b'.' && at(i + 1).is_some_and(|d| d.is_ascii_digit()))) => {
+            c if !prev_ident
+                && (c.is_ascii_digit()
+                    || (c == b'.' && at(i + 1).is_some_and(|d| d.is_ascii_digit()))) =>
+            {
                 // Number: digits, '.', exponent (with sign), hex/octal/binary
                 // prefixes and '_' separators.
                 while let Some(d) = at(i) {
-                    if d.is_ascii_alphanumeric() || d == b'.' || d == b'_' {
-                        i += 1;
-                    } else if (d == b'+' || d == b'-') && matches!(at(i.wrapping_sub(1)), Some(b'e' | b'E')) && at(i.wrapping_sub(2)).is_some_and(|x| x.is_ascii_digit() || x == b'.') {
-                        i += 1;
-                    } else {
+                    let plain = d.is_ascii_alphanumeric() || d == b'.' || d == b'_';
+                    let exponent_sign = (d == b'+' || d == b'-')
+                        && matches!(at(i.wrapping_sub(1)), Some(b'e' | b'E'))
+                        && at(i.wrapping_sub(2)).is_some_and(|x| x.is_ascii_digit() || x == b'.');
+                    if !(plain || exponent_sign) {
                         break;
+                    }
+                    i += 1;
+                }
+                // A unary minus belongs to the literal (`a + -1` → `a + ?`).
+                if out.last() == Some(&b'-') {
+                    let before = out
+                        .iter()
+                        .rev()
+                        .skip(1)
+                        .find(|c| !c.is_ascii_whitespace())
+                        .copied();
+                    if before.is_none_or(|c| b"+-*/%=<>(,^|".contains(&c)) {
+                        out.pop();
                     }
                 }
                 out.push(b'?');
@@ -1209,4 +1375,18 @@ pub fn sanitize(sql: &[u8]) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Confidence (0-100) that `data`, the first bytes of `dir` on a flow, is
+/// PostgreSQL: a startup-phase message from the client, or a believable
+/// typed message (checked against the next one or its own structure).
+pub fn probe(dir: Dir, data: &[u8]) -> u8 {
+    if dir == Dir::ToServer && untyped_ok(data) == Cand::Yes {
+        return 95;
+    }
+    if candidate(dir, data) == Cand::Yes {
+        70
+    } else {
+        0
+    }
 }

@@ -190,7 +190,11 @@ fn large_value_streams() {
     resp.extend(std::iter::repeat_n(b'x', 200_000));
     resp.extend_from_slice(b"\r\nEND\r\n");
     let ms = host(
-        &[Ev::Data(S, &req), Ev::Data(C, b"STORED\r\n"), Ev::Data(C, &resp)],
+        &[
+            Ev::Data(S, &req),
+            Ev::Data(C, b"STORED\r\n"),
+            Ev::Data(C, &resp),
+        ],
         &mut |l| l.min(1500),
     );
     assert_eq!(view(&ms), ["set", "=STORED", "=VALUE/1"]);
@@ -239,9 +243,7 @@ fn junk_never_panics_and_is_bounded() {
         let n = rng.below(300);
         let junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
         for dir in [S, C] {
-            let _ = host(&[Ev::Data(dir, &junk), Ev::Close], &mut |l| {
-                1 + (l % 17)
-            });
+            let _ = host(&[Ev::Data(dir, &junk), Ev::Close], &mut |l| 1 + (l % 17));
         }
     }
     let long = vec![b'a'; 3 * MAX_LINE];
@@ -249,7 +251,15 @@ fn junk_never_panics_and_is_bounded() {
     assert_eq!(view(&ms), ["get"]);
 }
 
-fn bin(magic: u8, op: u8, key: &[u8], extras: &[u8], value: &[u8], status: u16, opaque: u32) -> Vec<u8> {
+fn bin(
+    magic: u8,
+    op: u8,
+    key: &[u8],
+    extras: &[u8],
+    value: &[u8],
+    status: u16,
+    opaque: u32,
+) -> Vec<u8> {
     let body = (extras.len() + key.len() + value.len()) as u32;
     let mut v = vec![magic, op];
     v.extend_from_slice(&(key.len() as u16).to_be_bytes());
@@ -276,7 +286,14 @@ fn binary_get_set_with_opaque() {
     let ms = check(&[Ev::Data(S, &req), Ev::Data(C, &resp)]);
     assert_eq!(
         view(&ms),
-        ["set", "get", "get", "=NO_ERROR", "=NO_ERROR/1", "=KEY_NOT_FOUND/0"]
+        [
+            "set",
+            "get",
+            "get",
+            "=NO_ERROR",
+            "=NO_ERROR/1",
+            "=KEY_NOT_FOUND/0"
+        ]
     );
     let keys: Vec<_> = ms.iter().map(|m| m.correlation).collect();
     assert_eq!(keys, [Some(7), Some(8), Some(9), Some(7), Some(8), Some(9)]);
@@ -326,7 +343,10 @@ fn binary_stat_is_one_response_and_errors() {
     ]
     .concat();
     let ms = check(&[Ev::Data(S, &req), Ev::Data(C, &resp)]);
-    assert_eq!(view(&ms), ["stat", "incr", "=NO_ERROR", "!NON_NUMERIC_VALUE"]);
+    assert_eq!(
+        view(&ms),
+        ["stat", "incr", "=NO_ERROR", "!NON_NUMERIC_VALUE"]
+    );
     assert_eq!(ms[2].size, 24 * 3 + 4 + 7);
 }
 

@@ -169,7 +169,6 @@ pub struct ParseError {
 /// An open aggregate.
 #[derive(Debug, Clone, Copy)]
 struct Frame {
-    total: u64,
     left: u64,
     attr: bool,
 }
@@ -227,13 +226,18 @@ impl Cur {
             Target::Elem => {
                 let room = MAX_CAPTURE_BYTES.saturating_sub(self.captured);
                 if let Some(e) = self.elems.last_mut() {
-                    let n = bytes.len().min(MAX_ELEM_BYTES.saturating_sub(e.len())).min(room);
+                    let n = bytes
+                        .len()
+                        .min(MAX_ELEM_BYTES.saturating_sub(e.len()))
+                        .min(room);
                     e.extend_from_slice(bytes.get(..n).unwrap_or_default());
                     self.captured += n;
                 }
             }
             Target::Text => {
-                let n = bytes.len().min(MAX_ELEM_BYTES.saturating_sub(self.text.len()));
+                let n = bytes
+                    .len()
+                    .min(MAX_ELEM_BYTES.saturating_sub(self.text.len()));
                 self.text
                     .extend_from_slice(bytes.get(..n).unwrap_or_default());
             }
@@ -332,19 +336,21 @@ pub fn is_token(t: &[u8]) -> bool {
     !t.is_empty()
         && t.len() <= 32
         && t.first().is_some_and(u8::is_ascii_alphabetic)
-        && t
-            .iter()
+        && t.iter()
             .all(|&b| b.is_ascii_alphanumeric() || b"_.|:-".contains(&b))
 }
 
 fn printable(s: &[u8]) -> bool {
-    s.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
+    s.iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
 }
 
 enum Cand {
     Yes,
     No,
     Wait,
+    /// A blank line of `n` bytes (LF included) before an inline command.
+    Blank(usize),
 }
 
 /// Does `d` (at a line start) look like the start of a value?
@@ -383,10 +389,10 @@ fn candidate(dir: Dir, d: &[u8], allow_inline: bool) -> Cand {
             };
             let line = strip_cr(d.get(..lf).unwrap_or_default());
             let toks = split_inline(line);
-            let ok = printable(line)
-                && toks
-                    .first()
-                    .is_some_and(|n| is_token(n) && n.iter().all(u8::is_ascii_alphabetic));
+            if toks.is_empty() && line.iter().all(|&b| is_blank(b)) {
+                return Cand::Blank(lf + 1);
+            }
+            let ok = printable(line) && toks.first().is_some_and(|n| is_token(n));
             if ok { Cand::Yes } else { Cand::No }
         }
         Dir::ToClient => {
@@ -537,11 +543,7 @@ impl Side {
                 if count == 0 {
                     return Ok(!attr && self.value_done());
                 }
-                self.stack.push(Frame {
-                    total: count,
-                    left: count,
-                    attr,
-                });
+                self.stack.push(Frame { left: count, attr });
                 Ok(false)
             }
             (_, Some(_)) => Ok(self.value_done()), // null (-1)
@@ -568,16 +570,21 @@ impl Side {
                 b.payload_left -= take as u64;
                 n = take;
             }
+            let mut bad = false;
             while b.payload_left == 0 && b.crlf_left > 0 {
                 let Some(&c) = d.get(n) else { break };
                 let want = if b.crlf_left == 2 { b'\r' } else { b'\n' };
                 if c != want {
-                    return Err(reason::BAD_TERMINATOR);
+                    bad = true;
+                    break;
                 }
                 b.crlf_left -= 1;
                 n += 1;
             }
             cur.size += n as u64;
+            if bad && n == 0 {
+                return Err(reason::BAD_TERMINATOR);
+            }
             if b.payload_left == 0 && b.crlf_left == 0 {
                 self.bulk = None;
                 if self.value_done() {
@@ -586,7 +593,11 @@ impl Side {
                 return Ok(Step::Consumed(n));
             }
             self.bulk = Some(b);
-            return Ok(if n == 0 { Step::Need } else { Step::Consumed(n) });
+            return Ok(if n == 0 {
+                Step::Need
+            } else {
+                Step::Consumed(n)
+            });
         }
         let Some(&first) = d.first() else {
             return Ok(Step::Need);
@@ -681,7 +692,12 @@ impl Side {
             };
         }
         if matches!(d.first(), Some(b'\r' | b'\n')) {
-            return skip(self, 1, true);
+            self.sync = Sync::Resync {
+                skipped: skipped + 1,
+                line_start: true,
+                allow_inline,
+            };
+            return Ok(Step::Consumed(1));
         }
         match candidate(dir, d, allow_inline) {
             Cand::Yes => {
@@ -689,6 +705,14 @@ impl Side {
                 Ok(Step::Consumed(0))
             }
             Cand::Wait => Ok(Step::Need),
+            Cand::Blank(n) => {
+                self.sync = Sync::Resync {
+                    skipped: skipped + n as u64,
+                    line_start: true,
+                    allow_inline,
+                };
+                Ok(Step::Consumed(n))
+            }
             Cand::No => skip(self, 0, false),
         }
     }
@@ -734,6 +758,17 @@ fn idx(dir: Dir) -> usize {
 
 fn lower(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_ascii_lowercase()
+}
+
+/// A message cut inside its first element's payload has no name yet.
+fn drop_partial_name(cur: &mut Cur, cut: Option<Bulk>) {
+    if let Some(b) = cut
+        && b.target == Target::Elem
+        && b.payload_left > 0
+        && cur.elems.len() == 1
+    {
+        cur.elems.clear();
+    }
 }
 
 /// The error code of an error reply's text.
@@ -792,7 +827,7 @@ impl Parser {
                 Err(reason) => {
                     break Err(ParseError {
                         reason,
-                        offset: self.sides[i].offset + pos as u64,
+                        offset: self.sides[i].offset.saturating_add(pos as u64),
                     });
                 }
             }
@@ -801,7 +836,7 @@ impl Parser {
             }
         };
         let side = &mut self.sides[i];
-        side.offset += pos as u64;
+        side.offset = side.offset.saturating_add(pos as u64);
         side.last_ts = ts;
         if pos < data.len() && side.cur.is_none() && side.first_offer.is_none() {
             side.first_offer = Some(ts);
@@ -815,14 +850,14 @@ impl Parser {
         let i = idx(dir);
         let ts = self.sides[i].last_ts;
         let side = &mut self.sides[i];
-        side.offset += len;
+        side.offset = side.offset.saturating_add(len);
         side.first_offer = None;
         if let (Some(mut b), Some(cur)) = (side.bulk, side.cur.as_mut())
             && len <= b.payload_left + u64::from(b.crlf_left)
         {
             // The hole is inside a bulk value: framing survives.
             cur.truncated = true;
-            cur.size += len;
+            cur.size = cur.size.saturating_add(len);
             let from_payload = len.min(b.payload_left);
             b.payload_left -= from_payload;
             let from_crlf = u8::try_from(len - from_payload).unwrap_or(2);
@@ -841,15 +876,16 @@ impl Parser {
         }
         // Framing is lost: report what was cut, then look for a value start.
         side.stack.clear();
-        side.bulk = None;
         side.sync = Sync::Resync {
             skipped: 0,
             line_start: true,
             allow_inline: false,
         };
+        let cut = side.bulk.take();
         if let Some(mut cur) = side.cur.take() {
             cur.truncated = true;
-            cur.size += len;
+            cur.size = cur.size.saturating_add(len);
+            drop_partial_name(&mut cur, cut);
             self.finish(dir, cur, ts, out);
         }
         Ok(())
@@ -860,9 +896,10 @@ impl Parser {
         for dir in [Dir::ToServer, Dir::ToClient] {
             let side = &mut self.sides[idx(dir)];
             side.stack.clear();
-            side.bulk = None;
+            let cut = side.bulk.take();
             if let Some(mut cur) = side.cur.take() {
                 cur.truncated = true;
+                drop_partial_name(&mut cur, cut);
                 self.finish(dir, cur, ts, out);
             }
         }
@@ -924,8 +961,8 @@ impl Parser {
     fn finish_reply(&mut self, cur: Cur, ts: u64, out: &mut Vec<Message>) {
         let head = cur.elems.first().map(|h| lower(h)).unwrap_or_default();
         let aggregate = cur.top == b'*' || cur.top == b'>';
-        let confirmation =
-            aggregate && (SUBSCRIBE.contains(&head.as_str()) || UNSUBSCRIBE.contains(&head.as_str()));
+        let confirmation = aggregate
+            && (SUBSCRIBE.contains(&head.as_str()) || UNSUBSCRIBE.contains(&head.as_str()));
         let reply = Reply {
             start_ns: cur.start_ns,
             end_ns: ts,
@@ -967,7 +1004,8 @@ impl Parser {
             }
             return;
         }
-        let push = cur.top == b'>' || (cur.top == b'*' && self.subscribed && MESSAGES.contains(&head.as_str()));
+        let push = cur.top == b'>'
+            || (cur.top == b'*' && self.subscribed && MESSAGES.contains(&head.as_str()));
         if push {
             out.push(Message::Push(Push {
                 start_ns: cur.start_ns,
@@ -983,7 +1021,10 @@ impl Parser {
             return;
         }
         // Subscriptions already answered whose other confirmations never came.
-        while matches!(self.pending.front(), Some(Pending::Sub { answered: true, .. })) {
+        while matches!(
+            self.pending.front(),
+            Some(Pending::Sub { answered: true, .. })
+        ) {
             self.pending.pop_front();
         }
         self.pending.pop_front();

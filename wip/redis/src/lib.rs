@@ -1,1 +1,0 @@
-//! redis decoder plugin (in development).
