@@ -137,8 +137,13 @@ pub trait Decoder: 'static {
     /// Name, version, protocols, transports and default ports.
     fn describe() -> Descriptor;
 
-    /// Confidence (0-100) that `data`, the first bytes seen in `dir` on a flow
-    /// not matched by port, is this decoder's protocol. Default: 0 (never).
+    /// Confidence (0-100) that `data`, the first bytes seen in `dir` on a
+    /// flow, is this decoder's protocol. Called for flows no decoder claims by
+    /// port, and for flows on this decoder's own ports: a port is a hint, so
+    /// when this returns less than the threshold (50) and another decoder's
+    /// probe reaches it, the other decoder takes the flow. Default: 0, which
+    /// lets any decoder that recognises the bytes take flows on your ports;
+    /// implement it if you claim ports.
     fn probe(transport: Transport, dir: Direction, data: &[u8]) -> u8 {
         let _ = (transport, dir, data);
         0

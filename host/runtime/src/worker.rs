@@ -216,6 +216,8 @@ impl Failure {
 
 enum State {
     Undecided,
+    /// A decoder claims the server port; confirmed (or overruled) by the first bytes.
+    ByPort(usize),
     Active {
         slot: usize,
         generation: u64,
@@ -600,7 +602,8 @@ impl Worker {
                 && i.ports.contains(&server_port)
         });
         if let Some(idx) = by_port {
-            self.start(&mut s, idx, false);
+            s.state = State::ByPort(idx);
+            s.protocol = Some(self.slots[idx].protocol.clone());
         }
         s
     }
@@ -711,6 +714,33 @@ impl Worker {
         failure
     }
 
+    /// One decoder's `probe` confidence (0 on failure or when it cannot run).
+    fn probe_one(&mut self, idx: usize, l4: L4, dir: Dir, data: &[u8]) -> u8 {
+        if self.slots[idx].quarantined_until_ns > self.now_ns {
+            return 0;
+        }
+        self.revive(idx);
+        let deadline = self.deadline_ticks;
+        let slot = &mut self.slots[idx];
+        if slot.poisoned {
+            return 0;
+        }
+        arm(slot, deadline);
+        let sample = &data[..data.len().min(1024)];
+        match slot.bindings.wasmtap_decoder_decoder().call_probe(
+            &mut slot.store,
+            l4_wit(l4),
+            dir_wit(dir),
+            sample,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                self.fail(idx, &e);
+                0
+            }
+        }
+    }
+
     fn choose_by_probe(&mut self, s: &Session, dir: Dir, data: &[u8]) -> Option<usize> {
         let mut best: Option<(usize, u8)> = None;
         for idx in 0..self.slots.len() {
@@ -790,6 +820,18 @@ impl Worker {
             return;
         }
         self.now_ns = self.now_ns.max(ts_ns);
+        if let State::ByPort(idx) = s.state {
+            // A port is a hint, not a contract (PostgreSQL on 8000, TLS on 80):
+            // if the port's decoder says the bytes are not its protocol and
+            // another decoder claims them, the other one takes the flow.
+            let chosen = if self.probe_one(idx, s.l4, dir, data) >= self.host_config.probe_threshold
+            {
+                idx
+            } else {
+                self.choose_by_probe(s, dir, data).unwrap_or(idx)
+            };
+            self.start(s, chosen, false);
+        }
         if matches!(s.state, State::Undecided) {
             match self.choose_by_probe(s, dir, data) {
                 Some(idx) => self.start(s, idx, false),

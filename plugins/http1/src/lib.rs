@@ -73,7 +73,16 @@ impl Decoder for Http1 {
                 .iter()
                 .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         let has_version = line.windows(7).any(|w| w == b" HTTP/1");
-        if token && has_version { 90 } else { 0 }
+        if token && has_version {
+            return 90;
+        }
+        // HTTP/0.9 simple request: `GET /path` alone on its line.
+        let complete = line_end < data.len();
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if complete && line.starts_with(b"GET /") && !line[4..].contains(&b' ') {
+            return 60;
+        }
+        0
     }
 
     fn new_session(_transport: Transport, _server_port: u16) -> Http1Session {
@@ -211,6 +220,12 @@ mod tests {
 
     #[test]
     fn probe_accepts_http_and_rejects_other() {
+        // HTTP/0.9 (also a valid Redis inline command: on port 80, HTTP must keep the flow).
+        assert!(Http1::probe(Transport::Tcp, Direction::ToServer, b"GET /bad.html\r\n") >= 50);
+        assert_eq!(
+            Http1::probe(Transport::Tcp, Direction::ToServer, b"GET /bad.html"),
+            0
+        );
         assert!(Http1::probe(Transport::Tcp, Direction::ToServer, b"GET / HTTP/1.1\r\n") >= 50);
         assert!(Http1::probe(Transport::Tcp, Direction::ToClient, b"HTTP/1.1 200 OK\r\n") >= 50);
         assert_eq!(

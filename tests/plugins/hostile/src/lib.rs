@@ -78,6 +78,10 @@ impl Decoder for Hostile {
             .attribute_key("test.plugin.version")
     }
 
+    fn probe(transport: Transport, dir: Direction, data: &[u8]) -> u8 {
+        Http1::probe(transport, dir, data)
+    }
+
     fn new_session(transport: Transport, server_port: u16) -> HostileSession {
         HostileSession {
             inner: Http1::new_session(transport, server_port),

@@ -13,7 +13,9 @@
 //!   `replace`, `append`, `prepend`, `cas`, meta `ms`) carry a data block.
 //!   Commands with `noreply`, meta commands with the `q` flag, and `quit`
 //!   expect no answer and are reported as one-way messages, so the host's
-//!   in-order pairing stays aligned. A `get`/`gets`/`gat`/`gats` answer (any
+//!   in-order pairing stays aligned (limitation: a quiet meta command that
+//!   still gets an answer, e.g. an `mg ... q` hit, leaves that answer to pair
+//!   with the next request). A `get`/`gets`/`gat`/`gats` answer (any
 //!   number of `VALUE` blocks, then `END`) is one response whose
 //!   `returned_rows` counts the hits; `stats` (`STAT` lines then `END`) is one
 //!   response too.
