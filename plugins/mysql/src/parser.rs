@@ -101,6 +101,7 @@ const CLIENT_SSL: u32 = 0x800;
 const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
 const CLIENT_PLUGIN_AUTH_LENENC: u32 = 0x20_0000;
 const CLIENT_ZSTD_COMPRESSION: u32 = 1 << 26;
+const CLIENT_QUERY_ATTRIBUTES: u32 = 1 << 27;
 const SERVER_MORE_RESULTS_EXISTS: u16 = 0x8;
 
 /// Direction of a flow's byte stream.
@@ -293,6 +294,8 @@ pub struct Parser {
     config: Config,
     phase: Phase,
     server_caps: u32,
+    /// Client capabilities from the HandshakeResponse; `None` mid-stream.
+    client_caps: Option<u32>,
     sides: [Side; 2],
     pending: VecDeque<Pending>,
     cur: Option<Cur>,
@@ -570,6 +573,62 @@ pub fn sanitize(sql: &[u8]) -> String {
     cut(String::from_utf8_lossy(&out).into_owned(), MAX_QUERY_TEXT)
 }
 
+/// Skips the query attributes that precede the SQL of a `COM_QUERY` when
+/// `CLIENT_QUERY_ATTRIBUTES` is in use (MySQL 8.0.23+). Mid-stream (caps
+/// unknown), the common empty block `00 01` is recognised.
+fn skip_query_attributes(body: &[u8], caps: Option<u32>) -> &[u8] {
+    match caps {
+        Some(c) if c & CLIENT_QUERY_ATTRIBUTES != 0 => {
+            query_attributes_end(body).map_or(&[][..], |at| body.get(at..).unwrap_or(&[]))
+        }
+        None if body.starts_with(&[0, 1]) => body.get(2..).unwrap_or(&[]),
+        _ => body,
+    }
+}
+
+/// Offset of the SQL after a query-attribute block.
+fn query_attributes_end(b: &[u8]) -> Option<usize> {
+    let (n, a) = lenenc(b, 0)?;
+    let (_sets, s) = lenenc(b, a)?;
+    let mut at = a + s;
+    if n == 0 {
+        return Some(at);
+    }
+    let n = usize::try_from(n).ok().filter(|&n| n <= 4096)?;
+    let bitmap = b.get(at..at + n.div_ceil(8))?;
+    at += n.div_ceil(8);
+    let bound = *b.get(at)?;
+    at += 1;
+    if bound != 1 {
+        return None;
+    }
+    let mut types = Vec::with_capacity(n);
+    for _ in 0..n {
+        types.push(*b.get(at)?);
+        at += 2;
+        let (len, s) = lenenc(b, at)?;
+        at += s + usize::try_from(len).ok()?;
+    }
+    for (i, t) in types.into_iter().enumerate() {
+        if bitmap.get(i / 8).is_some_and(|m| m & (1 << (i % 8)) != 0) {
+            continue;
+        }
+        at += match t {
+            6 => 0,
+            1 => 1,
+            2 | 13 => 2,
+            3 | 4 | 9 => 4,
+            5 | 8 => 8,
+            7 | 10 | 11 | 12 => 1 + usize::from(*b.get(at)?),
+            _ => {
+                let (len, s) = lenenc(b, at)?;
+                s + usize::try_from(len).ok()?
+            }
+        };
+    }
+    (at <= b.len()).then_some(at)
+}
+
 /// Whether `b` is a byte of SQL text (printable ASCII, whitespace, UTF-8).
 fn sql_byte(b: u8) -> bool {
     b.is_ascii_graphic() || b.is_ascii_whitespace() || b >= 0x80
@@ -591,8 +650,13 @@ fn check_command(d: &[u8]) -> Check {
         0x0c => len == 5,
         0x17 => len >= 10,
         0x02 | 0x03 | 0x04 | 0x16 => {
-            let want = (len - 1).min(8);
-            let Some(t) = d.get(5..5 + want) else {
+            let attrs = if cmd == 0x03 && d.get(5..7) == Some(&[0, 1][..]) {
+                2
+            } else {
+                0
+            };
+            let want = (len - 1).saturating_sub(attrs).min(8);
+            let Some(t) = d.get(5 + attrs..5 + attrs + want) else {
                 return Check::More;
             };
             // COM_FIELD_LIST: table NUL wildcard.
@@ -660,6 +724,7 @@ impl Parser {
             config,
             phase: Phase::Start,
             server_caps: 0,
+            client_caps: None,
             sides: [Side::default(), Side::default()],
             pending: VecDeque::new(),
             cur: None,
@@ -743,6 +808,16 @@ impl Parser {
             // The response in progress is lost; its request stays unanswered.
             self.cur = None;
         }
+    }
+
+    /// A compressed packet could not be decoded. Between responses, its
+    /// bytes began the answer to the oldest waiting request, which is left
+    /// unanswered.
+    fn lose_packet(&mut self, dir: Dir) {
+        if dir == Dir::ToClient && self.cur.is_none() {
+            self.pending.pop_front();
+        }
+        self.desync(dir);
     }
 
     /// The packet layer over plain bytes.
@@ -848,7 +923,7 @@ impl Parser {
             if clen > MAX_COMPRESSED || ulen > MAX_INFLATED {
                 self.sides[d].zskip = 7 + clen;
                 self.sides[d].zbuf.clear();
-                self.desync(dir);
+                self.lose_packet(dir);
                 continue;
             }
             let Some(payload) = rest.get(7..7 + clen) else {
@@ -862,7 +937,7 @@ impl Parser {
                     Ok(v) => v,
                     Err(_) => {
                         self.sides[d].zbuf.clear();
-                        self.desync(dir);
+                        self.lose_packet(dir);
                         continue;
                     }
                 }
@@ -922,7 +997,13 @@ impl Parser {
                 for i in 0..data.len() {
                     let at = &data[i..];
                     // Compressed first: its plain reading is a COM_SLEEP.
-                    match check_compressed(at) {
+                    // (Not inside an already inflated stream.)
+                    let compressed = if self.sides[d].compressed {
+                        Check::No
+                    } else {
+                        check_compressed(at)
+                    };
+                    match compressed {
                         Check::Yes => {
                             for s in &mut self.sides {
                                 s.compressed = true;
@@ -1051,6 +1132,11 @@ impl Parser {
                 return;
             }
             0x03 | 0x16 => {
+                let body = if cmd == 0x03 {
+                    skip_query_attributes(body, self.client_caps)
+                } else {
+                    body
+                };
                 let op = sql_operation(body);
                 let mut m = req(if cmd == 0x03 { op } else { "PREPARE" });
                 let q = self.query_text(body);
@@ -1125,7 +1211,14 @@ impl Parser {
         }
     }
 
-    fn handshake_response(&mut self, ts: u64, seq: u8, len: usize, p: &[u8], out: &mut Vec<Message>) {
+    fn handshake_response(
+        &mut self,
+        ts: u64,
+        seq: u8,
+        len: usize,
+        p: &[u8],
+        out: &mut Vec<Message>,
+    ) {
         self.phase = Phase::Command;
         let caps = match (u32le(p, 0), u16le(p, 0)) {
             (Some(c), _) if c & CLIENT_PROTOCOL_41 != 0 => c,
@@ -1137,6 +1230,7 @@ impl Parser {
             self.phase = Phase::Opaque;
             return;
         }
+        self.client_caps = Some(caps);
         let mut schema = None;
         if caps & CLIENT_PROTOCOL_41 != 0 && caps & CLIENT_CONNECT_WITH_DB != 0 {
             // caps(4) max-packet(4) charset(1) filler(23) user NUL auth db NUL
@@ -1396,7 +1490,11 @@ impl Parser {
             query: None,
             namespace: None,
             collection: None,
-            error_code: if ok { None } else { Some(error_code.unwrap_or(0)) },
+            error_code: if ok {
+                None
+            } else {
+                Some(error_code.unwrap_or(0))
+            },
             rows: cur.result_set.then_some(cur.rows),
         });
     }

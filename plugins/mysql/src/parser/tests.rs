@@ -59,7 +59,11 @@ fn host(config: Config, events: &[Ev], piece: &mut dyn FnMut(usize) -> usize) ->
                         Ok(used) => {
                             assert!(used <= buf.len(), "consumed more than offered");
                             buf.drain(..used);
-                            assert!(buf.len() <= HOST_BOUND, "host asked to buffer {}", buf.len());
+                            assert!(
+                                buf.len() <= HOST_BOUND,
+                                "host asked to buffer {}",
+                                buf.len()
+                            );
                         }
                         Err(error) => {
                             return Outcome {
@@ -137,7 +141,12 @@ fn greeting(caps: u32) -> Vec<u8> {
 const BASE_CAPS: u32 = CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH_LENENC;
 
 fn login(caps: u32, db: Option<&str>) -> Vec<u8> {
-    let caps = caps | if db.is_some() { CLIENT_CONNECT_WITH_DB } else { 0 };
+    let caps = caps
+        | if db.is_some() {
+            CLIENT_CONNECT_WITH_DB
+        } else {
+            0
+        };
     let mut p = caps.to_le_bytes().to_vec();
     p.extend_from_slice(&(1u32 << 24).to_le_bytes());
     p.push(0x21);
@@ -274,7 +283,10 @@ fn full_session_with_handshake() {
         Ev::Data(C, greeting(0xFFFF_F7FF)),
         Ev::Data(S, login(BASE_CAPS, Some("shop"))),
         Ev::Data(C, ok_pkt(2, 2)),
-        Ev::Data(S, query("SELECT id, name FROM users WHERE id = 42 AND name = 'bob'")),
+        Ev::Data(
+            S,
+            query("SELECT id, name FROM users WHERE id = 42 AND name = 'bob'"),
+        ),
         Ev::Data(C, result_set(2, 3, false)),
         Ev::Data(S, query("INSERT INTO t VALUES (1, \"x\")")),
         Ev::Data(C, ok_pkt(1, 2)),
@@ -282,7 +294,10 @@ fn full_session_with_handshake() {
         Ev::Data(C, err_pkt(1, 1146, "Table 'shop.nope' doesn't exist")),
         Ev::Data(S, cmd(0x01, b"")),
     ]);
-    assert_eq!(requests(&ms), ["LOGIN", "SELECT", "INSERT", "SELECT", "QUIT"]);
+    assert_eq!(
+        requests(&ms),
+        ["LOGIN", "SELECT", "INSERT", "SELECT", "QUIT"]
+    );
     assert_eq!(
         exchanges(&ms),
         [
@@ -302,7 +317,10 @@ fn full_session_with_handshake() {
     assert_eq!(ms.last().map(|m| m.kind), Some(Kind::OneWay));
     // Credentials never reach a message.
     let dump = format!("{ms:?}");
-    assert!(!dump.contains("alice") && !dump.contains("SECRET"), "{dump}");
+    assert!(
+        !dump.contains("alice") && !dump.contains("SECRET"),
+        "{dump}"
+    );
     // Sizes: the result set's bytes all count.
     assert_eq!(responses(&ms)[1].size, result_set(2, 3, false).len() as u64);
 }
@@ -501,7 +519,13 @@ fn init_db_sets_namespace_only_on_success() {
         .collect();
     assert_eq!(
         ns,
-        [Some("nope"), None, Some("shop"), Some("shop"), Some("other")]
+        [
+            Some("nope"),
+            None,
+            Some("shop"),
+            Some("shop"),
+            Some("other")
+        ]
     );
     assert_eq!(exchanges(&ms)[0], ex("INIT_DB", Some(1049), None));
 }
@@ -592,7 +616,10 @@ fn multi_packet_request_moves_response_sequence() {
 
 fn compress(seq: u8, plain: &[u8], deflate: bool) -> Vec<u8> {
     let (body, ulen) = if deflate {
-        (miniz_oxide::deflate::compress_to_vec_zlib(plain, 6), plain.len())
+        (
+            miniz_oxide::deflate::compress_to_vec_zlib(plain, 6),
+            plain.len(),
+        )
     } else {
         (plain.to_vec(), 0)
     };
@@ -629,7 +656,10 @@ fn compressed_protocol_mid_stream() {
     let rs = result_set(2, 7, true);
     let ms = ok(&[
         Ev::Data(S, compress(0, &query("SELECT * FROM `az`"), false)),
-        Ev::Data(C, cat(&[compress(1, &rs[..40], true), compress(2, &rs[40..], true)])),
+        Ev::Data(
+            C,
+            cat(&[compress(1, &rs[..40], true), compress(2, &rs[40..], true)]),
+        ),
     ]);
     assert_eq!(exchanges(&ms), [ex("SELECT", None, Some(7))]);
 }
@@ -697,8 +727,14 @@ fn endless_junk_fails_resync() {
 fn sanitizer() {
     let cases = [
         ("SELECT * FROM t WHERE a = 1", "SELECT * FROM t WHERE a = ?"),
-        ("select 'it''s', \"q\\\"x\", 0x1F, X'ab', -3.5e+10", "select ?, ?, ?, ?, -?"),
-        ("SELECT `col1`, t2.c3 FROM t2 LIMIT 10", "SELECT `col1`, t2.c3 FROM t2 LIMIT ?"),
+        (
+            "select 'it''s', \"q\\\"x\", 0x1F, X'ab', -3.5e+10",
+            "select ?, ?, ?, ?, -?",
+        ),
+        (
+            "SELECT `col1`, t2.c3 FROM t2 LIMIT 10",
+            "SELECT `col1`, t2.c3 FROM t2 LIMIT ?",
+        ),
         ("INSERT INTO t VALUES (?, ?)", "INSERT INTO t VALUES (?, ?)"),
         ("select 'unterminated", "select ?"),
     ];
@@ -720,4 +756,44 @@ fn raw_query_text_when_configured() {
         &[Ev::Data(S, query("SELECT 'x' FROM t"))],
     );
     assert_eq!(ms[0].query.as_deref(), Some("SELECT 'x' FROM t"));
+}
+
+#[test]
+fn query_attributes_are_skipped() {
+    const QA: u32 = CLIENT_QUERY_ATTRIBUTES;
+    // One attribute: bitmap 0, bound 1, type 0xfe (string) "name" = "v1".
+    let mut with_attr = vec![0x03, 1, 1, 0, 1, 0xfe, 0, 4];
+    with_attr.extend_from_slice(b"name\x02v1SELECT 1");
+    let ms = ok(&[
+        Ev::Data(C, greeting(!CLIENT_SSL)),
+        Ev::Data(S, login(BASE_CAPS | QA, None)),
+        Ev::Data(C, ok_pkt(2, 2)),
+        Ev::Data(S, cmd(0x03, b"\x00\x01select @@version_comment limit 1")),
+        Ev::Data(C, result_set(1, 1, true)),
+        Ev::Data(S, pkt(0, &with_attr)),
+        Ev::Data(C, result_set(1, 1, true)),
+    ]);
+    let qs: Vec<_> = ms.iter().filter_map(|m| m.query.as_deref()).collect();
+    assert_eq!(qs, ["select @@version_comment limit ?", "SELECT ?"]);
+    assert_eq!(requests(&ms), ["LOGIN", "SELECT", "SELECT"]);
+    // Mid-stream: the empty block is recognised.
+    let ms = ok(&[Ev::Data(S, cmd(0x03, b"\x00\x01SELECT DATABASE()"))]);
+    assert_eq!(ms[0].query.as_deref(), Some("SELECT DATABASE()"));
+}
+
+#[test]
+fn oversized_compressed_packet_is_skipped() {
+    let big = result_set(1, 30_000, true);
+    assert!(big.len() > MAX_COMPRESSED);
+    let events = [
+        Ev::Data(S, compress(0, &query("SELECT a FROM big"), false)),
+        Ev::Data(C, compress(1, &big, false)),
+        Ev::Data(S, compress(0, &query("SELECT 2"), false)),
+        Ev::Data(C, compress(1, &result_set(1, 1, true), false)),
+    ];
+    let out = host(Config::default(), &events, &mut |left| left.min(1460));
+    assert_eq!(out.error, None);
+    assert_eq!(requests(&out.messages), ["SELECT", "SELECT"]);
+    assert_eq!(exchanges(&out.messages), [ex("SELECT", None, Some(1))]);
+    assert_eq!(out.messages[2].correlation, out.messages[1].correlation);
 }

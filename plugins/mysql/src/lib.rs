@@ -89,8 +89,7 @@ pub fn probe_bytes(dir: Direction, data: &[u8]) -> u8 {
                 let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
                 end > 0 && v[..end].iter().all(|b| b.is_ascii_graphic())
             });
-            if seq == 0 && payload.first() == Some(&10) && (20..1024).contains(&len) && version_ok
-            {
+            if seq == 0 && payload.first() == Some(&10) && (20..1024).contains(&len) && version_ok {
                 90
             } else {
                 0
@@ -101,7 +100,13 @@ pub fn probe_bytes(dir: Direction, data: &[u8]) -> u8 {
                 // A compressed command (mid-stream): header(7) + plain packet.
                 return 0;
             }
-            let exact = len + 4 == data.len();
+            // The packet ends the sample, runs past it, or is followed by
+            // another command packet (pipelining).
+            let exact = len + 4 == data.len()
+                || data
+                    .get(len + 4..)
+                    .and_then(header)
+                    .is_some_and(|(next, seq)| next > 0 && seq == 0);
             match payload.first() {
                 Some(0x03 | 0x16) => {
                     let sql = payload.get(1..).unwrap_or(&[]);
@@ -121,8 +126,7 @@ pub fn probe_bytes(dir: Direction, data: &[u8]) -> u8 {
                     match (ulen, header(inner), inner.get(4)) {
                         (0, Some((ilen, 0)), Some(0x03 | 0x16))
                             if ilen + 4 <= len
-                                && parser::sql_keyword(inner.get(5..).unwrap_or(&[]))
-                                    .is_some() =>
+                                && parser::sql_keyword(inner.get(5..).unwrap_or(&[])).is_some() =>
                         {
                             80
                         }
@@ -240,13 +244,23 @@ mod tests {
         assert!(probe_bytes(Direction::ToClient, greeting) >= 50);
         assert!(probe_bytes(Direction::ToServer, b"\x09\x00\x00\x00\x03SELECT 1") >= 50);
         assert!(probe_bytes(Direction::ToServer, b"\x01\x00\x00\x00\x0e") >= 50);
+        let pipelined = b"\x09\x00\x00\x00\x03SELECT 1\x09\x00\x00\x00\x03SELECT 2";
+        assert!(probe_bytes(Direction::ToServer, pipelined) >= 50);
+        assert_eq!(
+            probe_bytes(Direction::ToServer, b"\x09\x00\x00\x00\x03SELECT 1junkjunk"),
+            0
+        );
         let compressed = b"\x0d\x00\x00\x00\x00\x00\x00\x09\x00\x00\x00\x03SELECT 1";
         assert!(probe_bytes(Direction::ToServer, compressed) >= 50);
         assert_eq!(probe_bytes(Direction::ToServer, b"GET / HTTP/1.1\r\n"), 0);
         assert_eq!(probe_bytes(Direction::ToServer, b"*1\r\n$4\r\nPING\r\n"), 0);
         assert_eq!(probe_bytes(Direction::ToServer, b"\x16\x03\x01\x02\x00"), 0);
         assert_eq!(
-            Mysql::probe(Transport::Udp, Direction::ToServer, b"\x09\x00\x00\x00\x03SELECT 1"),
+            Mysql::probe(
+                Transport::Udp,
+                Direction::ToServer,
+                b"\x09\x00\x00\x00\x03SELECT 1"
+            ),
             0
         );
     }
