@@ -107,9 +107,11 @@ pub fn build_plugin_with(package: &str, name: &str, env: &[(&str, &str)]) -> Pat
     dir
 }
 
-/// Arguments that load a decoder still under development in `wip/<name>`
-/// (built here for wasm32-wasip2) with `--plugins`. Decoders under `plugins/`
-/// are embedded and need none.
+/// Arguments that load decoder `<name>` with `--plugins` when it is still
+/// developed outside `plugins/` (a workspace member named
+/// `wasmtap-plugin-<name>`, built here for wasm32-wasip2). Decoders under
+/// `plugins/` are embedded and need none: the tests stay the same when a
+/// decoder moves in.
 pub fn wip_plugin_args(name: &str) -> Vec<String> {
     if root().join("plugins").join(name).is_dir() {
         return Vec::new();
