@@ -4,6 +4,7 @@
 
 mod golden;
 mod hot_reload;
+mod live;
 mod memcached;
 mod mongodb;
 mod mysql;

@@ -4,6 +4,8 @@
 #![allow(unreachable_pub)]
 
 mod config;
+mod filter;
+mod live;
 mod output;
 mod pipeline;
 mod plugins;
@@ -34,6 +36,8 @@ struct Cli {
 enum Command {
     /// Decode a pcap/pcapng file and report every exchange as spans and RED metrics.
     Replay(ReplayArgs),
+    /// Capture live from network interfaces until SIGINT/SIGTERM.
+    Run(live::RunArgs),
     /// List the decoders that would be loaded (embedded and from --plugins).
     Plugins {
         /// Directory of extra `.wasm` decoders.
@@ -51,7 +55,7 @@ enum Command {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
+pub enum Format {
     /// A summary table per service and operation.
     Table,
     /// One JSON object per span, per line.
@@ -60,28 +64,35 @@ enum Format {
     None,
 }
 
+/// Options shared by `replay` and `run`.
+#[derive(clap::Args)]
+pub struct CommonArgs {
+    /// Directory of extra `.wasm` decoders, watched for changes (a file overrides an embedded decoder of the same name).
+    #[arg(long)]
+    pub plugins: Option<PathBuf>,
+    /// Configuration file (TOML).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Console output.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// OTLP base URL (as OTEL_EXPORTER_OTLP_ENDPOINT), e.g. http://collector:4318.
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol: grpc or http (HTTP/protobuf). Default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf (the OTLP default).
+    #[arg(long)]
+    pub otlp_protocol: Option<String>,
+    /// Print pipeline counters to stderr at the end.
+    #[arg(long)]
+    pub stats: bool,
+}
+
 #[derive(clap::Args)]
 struct ReplayArgs {
     /// The capture file (pcap or pcapng).
     file: PathBuf,
-    /// Directory of extra `.wasm` decoders (a file overrides an embedded decoder of the same name).
-    #[arg(long)]
-    plugins: Option<PathBuf>,
-    /// Configuration file (TOML).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Console output.
-    #[arg(long, value_enum, default_value = "table")]
-    format: Format,
-    /// OTLP base URL (as OTEL_EXPORTER_OTLP_ENDPOINT), e.g. http://collector:4317.
-    #[arg(long)]
-    otlp_endpoint: Option<String>,
-    /// OTLP protocol: grpc or http (HTTP/protobuf). Default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf (the OTLP default).
-    #[arg(long)]
-    otlp_protocol: Option<String>,
-    /// Print pipeline counters to stderr at the end.
-    #[arg(long)]
-    stats: bool,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Pace: `fast` (as fast as possible) or `realtime` (frames at their capture-time spacing).
     #[arg(long, value_enum, default_value = "fast")]
     pace: Pace,
@@ -109,6 +120,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Replay(a) => replay(a),
+        Command::Run(a) => live::run(a),
         Command::Plugins { plugins, config } => list_plugins(plugins.as_deref(), config.as_deref()),
         Command::CheckConfig { config } => check_config(&config),
     };
@@ -163,90 +175,177 @@ fn list_plugins(dir: Option<&Path>, config: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-fn replay(a: ReplayArgs) -> Result<()> {
-    let cfg = load_config(a.config.as_deref())?;
-    let protocol = a
-        .otlp_protocol
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--otlp-protocol: {e}"))?;
-    let otlp_cfg = wasmtap_export::ExporterConfig::from_env_and(a.otlp_endpoint.clone(), protocol)?;
+/// Everything between a frame source and the outputs.
+pub struct Pipeline {
+    pub shard: Shard,
+    pub out: Outputs,
+    pub rt: tokio::runtime::Runtime,
+    pub otlp_cfg: Option<wasmtap_export::ExporterConfig>,
+    pub load_stats: Arc<plugins::LoadStats>,
+    pub cfg: Arc<Config>,
+    _watcher: Option<std::thread::JoinHandle<()>>,
+}
 
+impl Pipeline {
+    /// Builds the pipeline: config, decoders (and the directory watcher),
+    /// telemetry, outputs. `extra` adds resource attributes (agent identity, Kubernetes).
+    pub fn new(
+        a: &CommonArgs,
+        live: bool,
+        extra: Vec<wasmtap_telemetry::model::KeyValue>,
+    ) -> Result<Self> {
+        let cfg = load_config(a.config.as_deref())?;
+        let protocol = a
+            .otlp_protocol
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--otlp-protocol: {e}"))?;
+        let otlp_cfg =
+            wasmtap_export::ExporterConfig::from_env_and(a.otlp_endpoint.clone(), protocol)?;
+        let cfg = Arc::new(cfg);
+        let host = Arc::new(wasmtap_runtime::PluginHost::new(cfg.runtime())?);
+        let mut loader = plugins::Loader::new(host.clone(), cfg.clone(), a.plugins.as_deref())?;
+        let registry = wasmtap_runtime::Registry::new(loader.scan());
+        let worker = wasmtap_runtime::Worker::following(&host, registry.clone())?;
+        let load_stats = loader.stats.clone();
+        // A decoder dropped into the directory takes effect without a restart.
+        let watcher = match a.plugins {
+            Some(_) => Some(plugins::watch(loader, registry)?),
+            None => None,
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .thread_name("wasmtap-io")
+            .build()
+            .context("start the export runtime")?;
+        let exporter = match &otlp_cfg {
+            Some(c) => Some(wasmtap_export::Exporter::start(c.clone(), rt.handle())?),
+            None => None,
+        };
+        let rules = cfg
+            .services
+            .iter()
+            .map(|s| wasmtap_telemetry::services::ServiceRule::parse(&s.matches, &s.name))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let mut attrs = vec![
+            wasmtap_telemetry::model::KeyValue::str("telemetry.distro.name", "wasmtap"),
+            wasmtap_telemetry::model::KeyValue::str(
+                "telemetry.distro.version",
+                env!("CARGO_PKG_VERSION"),
+            ),
+        ];
+        attrs.extend(extra);
+        let telemetry = wasmtap_telemetry::red::Telemetry::new(
+            wasmtap_telemetry::services::ServiceMap::new(rules, attrs),
+            wasmtap_telemetry::red::TelemetryConfig {
+                max_series: cfg.telemetry.max_series,
+            },
+        );
+        let flows = wasmtap_flow::FlowConfig {
+            max_flows: cfg.flows.max_flows,
+            tcp_idle_timeout_ns: cfg.flows.tcp_idle_timeout_secs * 1_000_000_000,
+            udp_idle_timeout_ns: cfg.flows.udp_idle_timeout_secs * 1_000_000_000,
+            gap_timeout_ns: cfg.flows.gap_timeout_ms * 1_000_000,
+            max_ooo_bytes_per_direction: cfg.flows.max_ooo_bytes_per_direction,
+            max_ooo_bytes_total: cfg.flows.max_ooo_bytes_total,
+            ..Default::default()
+        };
+        let shard = Shard::new(
+            ShardConfig {
+                flows,
+                batch: cfg.telemetry.batch_spans,
+                max_pending: cfg.matching.max_pending_per_flow,
+                response_timeout_ns: cfg.matching.response_timeout_ms * 1_000_000,
+            },
+            worker,
+            telemetry,
+        );
+        let out = Outputs {
+            jsonl: (a.format == Format::Jsonl).then(|| std::io::BufWriter::new(std::io::stdout())),
+            otlp: exporter,
+            live,
+            spans: 0,
+            write_error: None,
+        };
+        Ok(Self {
+            shard,
+            out,
+            rt,
+            otlp_cfg,
+            load_stats,
+            cfg,
+            _watcher: watcher,
+        })
+    }
+
+    /// Flushes every output, exports the last metrics, prints the table and
+    /// counters as asked. Nothing accepted is lost: spans already handed to
+    /// outputs are written or exported (within the export timeout).
+    pub fn finish(
+        mut self,
+        a: &CommonArgs,
+        now_ns: u64,
+        elapsed: Duration,
+        extra_counters: Vec<selftel::Counter>,
+    ) -> Result<()> {
+        let (shard, out) = (&mut self.shard, &mut self.out);
+        shard.finish(now_ns, out);
+        if let Some(w) = out.jsonl.as_mut() {
+            w.flush().ok();
+        }
+        if let Some(e) = out.write_error.take()
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            bail!("writing spans to stdout: {e}");
+        }
+        if a.format == Format::Table {
+            let mut stdout = std::io::stdout().lock();
+            output::write_table(&mut stdout, &shard.handler.telemetry.summary())?;
+        }
+        let export_stats = match out.otlp.take() {
+            Some(x) => {
+                x.send_metrics_blocking(shard.handler.telemetry.snapshot(now_ns));
+                Some(x.shutdown_blocking(Duration::from_secs(30)))
+            }
+            None => None,
+        };
+        let mut counters = selftel::Counters::collect(
+            shard,
+            out.spans,
+            export_stats.as_ref(),
+            &self.load_stats,
+            elapsed,
+        );
+        counters.extend(extra_counters);
+        if let Some(c) = &self.otlp_cfg {
+            selftel::export(self.rt.handle(), c, &counters);
+        }
+        if a.stats {
+            counters.print(&mut std::io::stderr())?;
+        }
+        if let Some(s) = &export_stats
+            && (s.spans_failed > 0 || s.spans_dropped_queue_full > 0)
+        {
+            eprintln!(
+                "wasmtap: warning: {} spans failed to export, {} dropped (queue full)",
+                s.spans_failed, s.spans_dropped_queue_full
+            );
+        }
+        Ok(())
+    }
+}
+
+fn replay(a: ReplayArgs) -> Result<()> {
     let mut source = wasmtap_capture::FileSource::open(&a.file)?;
     let dlt = source.datalink();
     let Some(link) = wasmtap_decode::LinkType::from_dlt(dlt) else {
         bail!("{}: unsupported link type {dlt}", a.file.display());
     };
-
-    let cfg = Arc::new(cfg);
-    let host = Arc::new(wasmtap_runtime::PluginHost::new(cfg.runtime())?);
-    let mut loader = plugins::Loader::new(host.clone(), cfg.clone(), a.plugins.as_deref())?;
-    let registry = wasmtap_runtime::Registry::new(loader.scan());
-    let worker = wasmtap_runtime::Worker::following(&host, registry.clone())?;
-    let load_stats = loader.stats.clone();
-    // A decoder dropped into the directory takes effect without a restart.
-    let _watcher = match a.plugins {
-        Some(_) => Some(plugins::watch(loader, registry)?),
-        None => None,
-    };
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .thread_name("wasmtap-export")
-        .build()
-        .context("start the export runtime")?;
-    let exporter = match &otlp_cfg {
-        Some(c) => Some(wasmtap_export::Exporter::start(c.clone(), rt.handle())?),
-        None => None,
-    };
-
-    let rules = cfg
-        .services
-        .iter()
-        .map(|s| wasmtap_telemetry::services::ServiceRule::parse(&s.matches, &s.name))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let extra = vec![
-        wasmtap_telemetry::model::KeyValue::str("telemetry.distro.name", "wasmtap"),
-        wasmtap_telemetry::model::KeyValue::str(
-            "telemetry.distro.version",
-            env!("CARGO_PKG_VERSION"),
-        ),
-    ];
-    let telemetry = wasmtap_telemetry::red::Telemetry::new(
-        wasmtap_telemetry::services::ServiceMap::new(rules, extra),
-        wasmtap_telemetry::red::TelemetryConfig {
-            max_series: cfg.telemetry.max_series,
-        },
-    );
-    let flows = wasmtap_flow::FlowConfig {
-        max_flows: cfg.flows.max_flows,
-        tcp_idle_timeout_ns: cfg.flows.tcp_idle_timeout_secs * 1_000_000_000,
-        udp_idle_timeout_ns: cfg.flows.udp_idle_timeout_secs * 1_000_000_000,
-        gap_timeout_ns: cfg.flows.gap_timeout_ms * 1_000_000,
-        max_ooo_bytes_per_direction: cfg.flows.max_ooo_bytes_per_direction,
-        max_ooo_bytes_total: cfg.flows.max_ooo_bytes_total,
-        ..Default::default()
-    };
-    let mut shard = Shard::new(
-        ShardConfig {
-            flows,
-            batch: cfg.telemetry.batch_spans,
-            max_pending: cfg.matching.max_pending_per_flow,
-            response_timeout_ns: cfg.matching.response_timeout_ms * 1_000_000,
-        },
-        worker,
-        telemetry,
-    );
-
-    let mut out = Outputs {
-        jsonl: (a.format == Format::Jsonl).then(|| std::io::BufWriter::new(std::io::stdout())),
-        otlp: exporter,
-        spans: 0,
-        write_error: None,
-    };
+    let mut p = Pipeline::new(&a.common, false, Vec::new())?;
+    let (shard, out) = (&mut p.shard, &mut p.out);
 
     let progress = progress_bar(&a.file);
     let started = Instant::now();
@@ -274,13 +373,13 @@ fn replay(a: ReplayArgs) -> Result<()> {
                             std::thread::sleep(due - now);
                         }
                         if last_flush.elapsed() > Duration::from_millis(100) {
-                            shard.flush(&mut out);
+                            shard.flush(out);
                             last_flush = Instant::now();
                         }
                     }
                     last_ts = last_ts.max(ts);
                     bytes_read += f.data.len() as u64 + 16;
-                    shard.frame(link, ts, f.data, &mut out);
+                    shard.frame(link, ts, f.data, out);
                     if let Some(pb) = &progress
                         && shard.frames.is_multiple_of(4096)
                     {
@@ -298,58 +397,15 @@ fn replay(a: ReplayArgs) -> Result<()> {
             break;
         }
     }
-    shard.finish(last_ts, &mut out);
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
     let elapsed = started.elapsed();
-
-    if let Some(w) = out.jsonl.as_mut() {
-        w.flush().ok();
-    }
-    if let Some(e) = out.write_error.take()
-        && e.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        bail!("writing spans to stdout: {e}");
-    }
-    if a.format == Format::Table {
-        let mut stdout = std::io::stdout().lock();
-        output::write_table(&mut stdout, &shard.handler.telemetry.summary())?;
-    }
-
-    let export_stats = match out.otlp.take() {
-        Some(x) => {
-            x.send_metrics_blocking(shard.handler.telemetry.snapshot(last_ts));
-            Some(x.shutdown_blocking(Duration::from_secs(30)))
-        }
-        None => None,
-    };
-    let counters = selftel::Counters::collect(
-        &shard,
-        out.spans,
-        export_stats.as_ref(),
-        &load_stats,
-        elapsed,
-    );
-    if let Some(c) = &otlp_cfg {
-        selftel::export(rt.handle(), c, &counters);
-    }
-    if a.stats {
-        counters.print(&mut std::io::stderr())?;
-    }
-    if let Some(s) = &export_stats
-        && (s.spans_failed > 0 || s.spans_dropped_queue_full > 0)
-    {
-        eprintln!(
-            "wasmtap: warning: {} spans failed to export, {} dropped (queue full)",
-            s.spans_failed, s.spans_dropped_queue_full
-        );
-    }
+    p.finish(&a.common, last_ts, elapsed, Vec::new())?;
     if let Some(e) = read_error {
         // Everything before the damage was decoded and reported above.
         eprintln!("wasmtap: warning: {e}");
     }
-    drop(rt);
     Ok(())
 }
 

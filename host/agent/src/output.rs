@@ -125,6 +125,8 @@ pub struct Outputs {
     pub jsonl: Option<std::io::BufWriter<std::io::Stdout>>,
     /// OTLP exporter.
     pub otlp: Option<wasmtap_export::Exporter>,
+    /// Live capture: never wait on export (drop and count when the queue is full).
+    pub live: bool,
     /// Spans handed out so far.
     pub spans: u64,
     /// Errors writing JSON lines (stdout closed...).
@@ -145,8 +147,13 @@ impl SpanSink for Outputs {
             self.write_error = Some(e);
         }
         if let Some(x) = &self.otlp {
-            // Replay applies back-pressure rather than dropping.
-            x.send_spans_blocking(batch);
+            if self.live {
+                // Capture never waits on export: a full queue drops (counted).
+                x.try_send_spans(batch);
+            } else {
+                // Replay applies back-pressure rather than dropping.
+                x.send_spans_blocking(batch);
+            }
         }
     }
 }

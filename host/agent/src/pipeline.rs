@@ -248,6 +248,20 @@ impl Shard {
         });
     }
 
+    /// Advances time without a frame (live capture when the wire is quiet):
+    /// idle flows end, gaps time out, unanswered requests expire.
+    pub fn tick(&mut self, now_ns: u64, sink: &mut dyn SpanSink) {
+        let mut bound = Bound {
+            h: &mut self.handler,
+            sink,
+        };
+        self.flows.advance(now_ns, &mut bound);
+        if now_ns.saturating_sub(self.last_expiry_ns) >= 1_000_000_000 {
+            self.last_expiry_ns = now_ns;
+            self.expire(now_ns, sink);
+        }
+    }
+
     /// Hands out the spans completed so far (paced replays and live capture
     /// flush on a timer rather than waiting for a full batch).
     pub fn flush(&mut self, sink: &mut dyn SpanSink) {

@@ -11,7 +11,7 @@ use opentelemetry_otlp::WithExportConfig;
 use crate::pipeline::Shard;
 
 /// One counter: metric name, attributes, value.
-type Counter = (&'static str, Vec<(&'static str, String)>, u64);
+pub type Counter = (&'static str, Vec<(&'static str, String)>, u64);
 
 /// Counters of one run, with their metric names.
 pub struct Counters {
@@ -184,6 +184,16 @@ impl Counters {
             v.push(("wasmtap.agent.export.retries", vec![], e.retries));
         }
         Self { values: v, elapsed }
+    }
+
+    /// Adds counters (capture sources...).
+    pub fn extend(&mut self, more: Vec<Counter>) {
+        self.values.extend(more);
+    }
+
+    /// The counters.
+    pub fn values(&self) -> &[Counter] {
+        &self.values
     }
 
     /// Prints `name{attrs} value` lines.

@@ -1,8 +1,8 @@
 //! wasmtap-capture: the only crate that touches libpcap.
 //!
-//! Reads frames with their capture timestamps from pcap/pcapng files (and, in
-//! later work, live interfaces). Nothing here parses packets beyond what
-//! libpcap does; [`Frame`]s go to `wasmtap-decode`.
+//! Reads frames with their capture timestamps from pcap/pcapng files
+//! ([`FileSource`]) and live interfaces ([`LiveSource`]). Nothing here parses
+//! packets beyond what libpcap does; [`Frame`]s go to `wasmtap-decode`.
 
 use std::path::Path;
 
@@ -14,6 +14,14 @@ pub enum CaptureError {
     Open {
         /// The file.
         path: String,
+        /// libpcap's reason.
+        reason: String,
+    },
+    /// A live interface could not be opened, configured or read.
+    #[error("interface {interface}: {reason}")]
+    Live {
+        /// The interface.
+        interface: String,
         /// libpcap's reason.
         reason: String,
     },
@@ -187,5 +195,179 @@ mod tests {
             .err()
             .expect("must fail");
         assert!(missing.to_string().contains("missing.pcap"));
+    }
+}
+
+/// Settings of a live capture.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// Bytes kept of each frame.
+    pub snaplen: i32,
+    /// Kernel buffer, bytes (immediate mode needs a large one: 2 MiB dropped packets on `lo`).
+    pub buffer_bytes: i32,
+    /// Deliver packets as they arrive rather than in kernel batches.
+    pub immediate: bool,
+    /// Promiscuous mode (see traffic not addressed to this host: mirrored ports).
+    pub promisc: bool,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            snaplen: 262_144,
+            buffer_bytes: 32 << 20,
+            immediate: true,
+            promisc: false,
+        }
+    }
+}
+
+/// Kernel and libpcap counters of a live capture.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveStats {
+    /// Packets received by the filter (on `lo`, libpcap counts each packet twice).
+    pub received: u64,
+    /// Packets dropped because the buffer was full.
+    pub dropped: u64,
+    /// Packets dropped by the interface or driver.
+    pub if_dropped: u64,
+}
+
+/// A capturable interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// Its name (`eth0`, `lo`, `any`).
+    pub name: String,
+    /// A loopback interface.
+    pub loopback: bool,
+    /// Up and running.
+    pub up: bool,
+    /// Has at least one address.
+    pub has_address: bool,
+}
+
+/// The capturable interfaces (libpcap's list, with "any" on Linux).
+pub fn interfaces() -> Result<Vec<Interface>, CaptureError> {
+    pcap::Device::list()
+        .map(|v| {
+            v.into_iter()
+                .map(|d| Interface {
+                    loopback: d.flags.is_loopback(),
+                    up: d.flags.is_up() && d.flags.is_running(),
+                    has_address: !d.addresses.is_empty(),
+                    name: d.name,
+                })
+                .collect()
+        })
+        .map_err(|e| CaptureError::Live {
+            interface: "*".into(),
+            reason: e.to_string(),
+        })
+}
+
+/// A live interface, read without blocking (in immediate mode a blocking read
+/// may never return when traffic stops).
+pub struct LiveSource {
+    cap: pcap::Capture<pcap::Active>,
+    name: String,
+    link: i32,
+    nano: bool,
+}
+
+impl LiveSource {
+    /// Opens `name` (an interface, or "any") with an optional BPF filter.
+    pub fn open(name: &str, cfg: &LiveConfig, bpf: Option<&str>) -> Result<Self, CaptureError> {
+        let err = |e: pcap::Error| CaptureError::Live {
+            interface: name.to_string(),
+            reason: e.to_string(),
+        };
+        let inactive = || {
+            pcap::Capture::from_device(name).map(|c| {
+                c.snaplen(cfg.snaplen)
+                    .buffer_size(cfg.buffer_bytes)
+                    .immediate_mode(cfg.immediate)
+                    .promisc(cfg.promisc)
+                    .timeout(100)
+            })
+        };
+        // Nanosecond timestamps where the platform offers them.
+        let (cap, nano) = match inactive()
+            .map_err(err)?
+            .precision(pcap::Precision::Nano)
+            .open()
+        {
+            Ok(c) => (c, true),
+            Err(_) => (inactive().map_err(err)?.open().map_err(err)?, false),
+        };
+        let mut cap = cap.setnonblock().map_err(err)?;
+        if let Some(f) = bpf {
+            cap.filter(f, true).map_err(err)?;
+        }
+        let link = cap.get_datalink().0;
+        Ok(Self {
+            cap,
+            name: name.to_string(),
+            link,
+            nano,
+        })
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The link type (DLT number).
+    pub fn datalink(&self) -> i32 {
+        self.link
+    }
+
+    /// Replaces the BPF filter (`None`: capture everything).
+    pub fn set_filter(&mut self, bpf: Option<&str>) -> Result<(), CaptureError> {
+        self.cap
+            .filter(bpf.unwrap_or(""), true)
+            .map_err(|e| CaptureError::Live {
+                interface: self.name.clone(),
+                reason: format!("filter: {e}"),
+            })
+    }
+
+    /// The next frame, or `Ok(None)` when none is waiting.
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        match self.cap.next_packet() {
+            Ok(pkt) => {
+                let ts = pkt.header.ts;
+                let frac = ts.tv_usec.max(0) as u64;
+                let frac = if self.nano { frac } else { frac * 1000 };
+                let ts_ns = (ts.tv_sec.max(0) as u64)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(frac);
+                Ok(Some(Frame {
+                    ts_ns,
+                    wire_len: pkt.header.len,
+                    data: pkt.data,
+                }))
+            }
+            Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => Ok(None),
+            Err(e) => Err(CaptureError::Live {
+                interface: self.name.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Kernel counters (received, dropped).
+    pub fn stats(&mut self) -> Result<LiveStats, CaptureError> {
+        self.cap
+            .stats()
+            .map(|s| LiveStats {
+                received: u64::from(s.received),
+                dropped: u64::from(s.dropped),
+                if_dropped: u64::from(s.if_dropped),
+            })
+            .map_err(|e| CaptureError::Live {
+                interface: self.name.clone(),
+                reason: e.to_string(),
+            })
     }
 }
