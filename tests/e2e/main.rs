@@ -2,6 +2,7 @@
 
 #![allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 
+mod filters;
 mod golden;
 mod hot_reload;
 mod live;

@@ -20,6 +20,8 @@ pub struct Config {
     pub services: Vec<ServiceEntry>,
     /// Telemetry limits.
     pub telemetry: TelemetrySection,
+    /// What to capture and report (the operators' subscription); changeable at runtime.
+    pub filters: crate::filter::FilterSpec,
 }
 
 /// Flow table and reassembly bounds.
@@ -198,6 +200,7 @@ impl Config {
             self.plugins.max_memory_mib <= 4096,
             "plugins.max_memory_mib must be at most 4096"
         );
+        self.filters.compile().map_err(|e| anyhow::anyhow!("{e}"))?;
         for (i, h) in self.plugins.allow_sha256.iter().flatten().enumerate() {
             anyhow::ensure!(
                 h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()),

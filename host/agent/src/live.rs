@@ -16,7 +16,55 @@ use clap::ValueEnum;
 use wasmtap_capture::{LiveConfig, LiveSource};
 use wasmtap_telemetry::model::KeyValue;
 
+use crate::admin::AdminState;
+use crate::filter::{CompiledFilter, FilterSpec};
 use crate::{CommonArgs, Format, Pipeline, output, selftel};
+
+/// The BPF program for one handle: the filters' L3/L4 part (per link type)
+/// ANDed with `--bpf`.
+fn combined_bpf(filter: &CompiledFilter, dlt: i32, cli: Option<&str>) -> Option<String> {
+    match (filter.bpf_for_link_type(dlt), cli) {
+        (None, None) => None,
+        (Some(f), None) => Some(f),
+        (None, Some(c)) => Some(c.to_string()),
+        (Some(f), Some(c)) => Some(format!("({f}) and ({c})")),
+    }
+}
+
+/// Capture handles and what they were opened with.
+struct Sources {
+    list: Vec<(LiveSource, wasmtap_decode::LinkType)>,
+    names: Vec<String>,
+}
+
+fn open_sources(
+    names: &[String],
+    cfg: &LiveConfig,
+    filter: &CompiledFilter,
+    cli: Option<&str>,
+) -> Result<Sources> {
+    let mut list = Vec::new();
+    for n in names {
+        let mut s = LiveSource::open(n, cfg, None)?;
+        let dlt = s.datalink();
+        let Some(link) = wasmtap_decode::LinkType::from_dlt(dlt) else {
+            bail!("interface {n}: unsupported link type {dlt}");
+        };
+        if let Some(bpf) = combined_bpf(filter, dlt, cli) {
+            s.set_filter(Some(&bpf))?;
+        }
+        list.push((s, link));
+    }
+    Ok(Sources {
+        list,
+        names: names.to_vec(),
+    })
+}
+
+fn config_mtime(path: Option<&std::path::Path>) -> Option<SystemTime> {
+    path.and_then(|p| std::fs::metadata(p).ok())
+        .and_then(|m| m.modified().ok())
+}
 
 /// Where the agent runs.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
@@ -60,6 +108,10 @@ pub struct RunArgs {
     /// Promiscuous mode (mirrored/SPAN ports).
     #[arg(long)]
     pub promisc: bool,
+    /// Admin endpoint address (`/healthz`, `/readyz`, `/status`, `/metrics`, `PUT /filters`); "" disables.
+    /// A non-loopback address needs WASMTAP_ADMIN_TOKEN.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub admin_listen: String,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -141,7 +193,6 @@ pub fn sidecar_identity() -> Vec<KeyValue> {
 
 /// Runs the live capture.
 pub fn run(a: RunArgs) -> Result<()> {
-    let names = resolve_interfaces(&a.interfaces, a.mode)?;
     let extra = if a.mode == Mode::Sidecar {
         sidecar_identity()
     } else {
@@ -154,16 +205,26 @@ pub fn run(a: RunArgs) -> Result<()> {
         immediate: true,
         promisc: a.promisc,
     };
-    let mut sources = Vec::new();
-    for n in &names {
-        let s = LiveSource::open(n, &live_cfg, a.bpf.as_deref())?;
-        let dlt = s.datalink();
-        let Some(link) = wasmtap_decode::LinkType::from_dlt(dlt) else {
-            bail!("interface {n}: unsupported link type {dlt}");
-        };
-        sources.push((s, link));
-    }
+    let mut spec: FilterSpec = p.cfg.filters.clone();
+    let mut filter = Arc::new(spec.compile().map_err(|e| anyhow::anyhow!("{e}"))?);
+    // Interfaces: the command line wins, else the filters section, else the mode's default.
+    let patterns = if a.interfaces.is_empty() {
+        spec.interfaces.clone()
+    } else {
+        a.interfaces.clone()
+    };
+    let names = resolve_interfaces(&patterns, a.mode)?;
+    let mut sources = open_sources(&names, &live_cfg, &filter, a.bpf.as_deref())?;
+    p.shard.set_l7_filter(Some(filter.clone()));
     tracing::info!(interfaces = ?names, mode = ?a.mode, "capturing");
+
+    let admin = Arc::new(AdminState::default());
+    if !a.admin_listen.is_empty() {
+        crate::admin::serve(&p.rt, &a.admin_listen, admin.clone())?;
+    }
+    admin.ready.store(true, Ordering::SeqCst);
+    let config_path = a.common.config.clone();
+    let mut config_seen = config_mtime(config_path.as_deref());
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -191,12 +252,13 @@ pub fn run(a: RunArgs) -> Result<()> {
     let mut last_flush = Instant::now();
     let mut last_tick = Instant::now();
     let mut last_table = Instant::now();
+    let mut last_admin = Instant::now();
     let mut last_ts = wall_ns();
     let tty = std::io::stdout().is_terminal();
     let mut read_error = None;
     'capture: while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         let mut got = 0usize;
-        for (src, link) in &mut sources {
+        for (src, link) in &mut sources.list {
             for _ in 0..512 {
                 match src.next_frame() {
                     Ok(Some(f)) => {
@@ -225,6 +287,38 @@ pub fn run(a: RunArgs) -> Result<()> {
             p.shard.flush(&mut p.out);
             last_flush = Instant::now();
         }
+        if last_admin.elapsed() >= Duration::from_secs(1) {
+            last_admin = Instant::now();
+            publish_status(&mut p, &mut sources, &admin, &spec, started);
+            // A filter from `PUT /filters`, or from the config file (a ConfigMap
+            // update lands as a file change): applied without a restart.
+            let mut next = match admin.pending_filter.lock() {
+                Ok(mut g) => g.take(),
+                Err(poisoned) => poisoned.into_inner().take(),
+            };
+            let mtime = config_mtime(config_path.as_deref());
+            if mtime != config_seen {
+                config_seen = mtime;
+                if let Some(path) = &config_path {
+                    match crate::config::Config::load(path) {
+                        Ok(c) => next = Some(c.filters),
+                        Err(e) => {
+                            tracing::error!("config change refused, previous filters stay: {e:#}")
+                        }
+                    }
+                }
+            }
+            if let Some(new_spec) = next {
+                match apply_filter(&new_spec, &a, &live_cfg, &mut sources, &mut p) {
+                    Ok(f) => {
+                        filter = f;
+                        spec = new_spec;
+                        tracing::info!(bpf = ?filter.bpf(), "filters applied");
+                    }
+                    Err(e) => tracing::error!("filters refused, previous filters stay: {e:#}"),
+                }
+            }
+        }
         if a.common.format == Format::Table
             && last_table.elapsed() >= Duration::from_secs(a.refresh.max(1))
         {
@@ -236,14 +330,27 @@ pub fn run(a: RunArgs) -> Result<()> {
                 stdout,
                 "== wasmtap: {} s, interfaces {} ==",
                 started.elapsed().as_secs(),
-                names.join(",")
+                sources.names.join(",")
             );
             let _ = output::write_table(&mut stdout, &p.shard.handler.telemetry.summary());
             last_table = Instant::now();
         }
     }
+    admin.ready.store(false, Ordering::SeqCst);
+    let extra = capture_counters(&mut sources);
+    drop(sources);
+    let now = last_ts.max(wall_ns());
+    let common = a.common;
+    p.finish(&common, now, started.elapsed(), extra)?;
+    if let Some(e) = read_error {
+        bail!("{e}");
+    }
+    Ok(())
+}
+
+fn capture_counters(sources: &mut Sources) -> Vec<selftel::Counter> {
     let mut extra: Vec<selftel::Counter> = Vec::new();
-    for (src, _) in &mut sources {
+    for (src, _) in &mut sources.list {
         match src.stats() {
             Ok(st) => {
                 let iface = || vec![("interface", src.name().to_string())];
@@ -258,12 +365,93 @@ pub fn run(a: RunArgs) -> Result<()> {
             Err(e) => tracing::warn!("{e}"),
         }
     }
-    drop(sources);
-    let now = last_ts.max(wall_ns());
-    let common = a.common;
-    p.finish(&common, now, started.elapsed(), extra)?;
-    if let Some(e) = read_error {
-        bail!("{e}");
+    extra
+}
+
+/// Compiles and installs a new filter: BPF on every handle, L7 in the shard,
+/// and the interface set when the filter names interfaces. All or nothing.
+fn apply_filter(
+    spec: &FilterSpec,
+    a: &RunArgs,
+    cfg: &LiveConfig,
+    sources: &mut Sources,
+    p: &mut Pipeline,
+) -> Result<Arc<CompiledFilter>> {
+    let f = Arc::new(spec.compile().map_err(|e| anyhow::anyhow!("{e}"))?);
+    let wanted = if !a.interfaces.is_empty() || spec.interfaces.is_empty() {
+        sources.names.clone()
+    } else {
+        resolve_interfaces(&spec.interfaces, a.mode)?
+    };
+    if wanted != sources.names {
+        *sources = open_sources(&wanted, cfg, &f, a.bpf.as_deref())?;
+    } else {
+        for (src, _) in &mut sources.list {
+            let bpf = combined_bpf(&f, src.datalink(), a.bpf.as_deref());
+            src.set_filter(bpf.as_deref())?;
+        }
     }
-    Ok(())
+    p.shard.set_l7_filter(Some(f.clone()));
+    Ok(f)
+}
+
+/// Refreshes what `/status` and `/metrics` serve.
+fn publish_status(
+    p: &mut Pipeline,
+    sources: &mut Sources,
+    admin: &AdminState,
+    spec: &FilterSpec,
+    started: Instant,
+) {
+    let capture = capture_counters(sources);
+    let srcs: Vec<serde_json::Value> = sources
+        .names
+        .iter()
+        .map(|n| {
+            let get = |metric: &str| {
+                capture
+                    .iter()
+                    .find(|(m, attrs, _)| *m == metric && attrs.iter().any(|(_, v)| v == n))
+                    .map_or(0, |c| c.2)
+            };
+            serde_json::json!({
+                "interface": n,
+                "received": get("wasmtap.agent.capture.received"),
+                "kernel_dropped": get("wasmtap.agent.capture.kernel_dropped"),
+                "interface_dropped": get("wasmtap.agent.capture.interface_dropped"),
+            })
+        })
+        .collect();
+    let plugins: Vec<serde_json::Value> = p
+        .shard
+        .loaded()
+        .into_iter()
+        .map(|(name, version, sha256, state)| {
+            serde_json::json!({"name": name, "version": version, "wit": wasmtap_runtime::WIT_VERSION, "sha256": sha256, "state": state})
+        })
+        .collect();
+    let status = serde_json::json!({
+        "uptime_seconds": started.elapsed().as_secs(),
+        "sources": srcs,
+        "frames": p.shard.frames,
+        "flows": p.shard.flows_len(),
+        "spans": p.out.spans,
+        "plugins": plugins,
+        "filters": spec,
+    });
+    let mut counters = selftel::Counters::collect(
+        &p.shard,
+        p.out.spans,
+        p.out.otlp.as_ref().map(|x| x.stats()).as_ref(),
+        &p.load_stats,
+        started.elapsed(),
+    );
+    counters.extend(capture);
+    let metrics = crate::admin::prometheus(counters.values());
+    if let Ok(mut g) = admin.status.lock() {
+        *g = status.to_string();
+    }
+    if let Ok(mut g) = admin.metrics.lock() {
+        *g = metrics;
+    }
 }

@@ -3,6 +3,7 @@
 // A binary crate: `pub` marks what a module offers the rest of the crate.
 #![allow(unreachable_pub)]
 
+mod admin;
 mod config;
 mod filter;
 mod live;
@@ -54,6 +55,7 @@ enum Command {
     },
 }
 
+/// Console output format.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// A summary table per service and operation.
@@ -177,11 +179,17 @@ fn list_plugins(dir: Option<&Path>, config: Option<&Path>) -> Result<()> {
 
 /// Everything between a frame source and the outputs.
 pub struct Pipeline {
+    /// The packet path.
     pub shard: Shard,
+    /// Where spans go.
     pub out: Outputs,
+    /// The I/O runtime (export, signals, admin endpoint).
     pub rt: tokio::runtime::Runtime,
+    /// OTLP settings, when exporting.
     pub otlp_cfg: Option<wasmtap_export::ExporterConfig>,
+    /// Decoder-file counters.
     pub load_stats: Arc<plugins::LoadStats>,
+    /// The configuration the agent started with.
     pub cfg: Arc<Config>,
     _watcher: Option<std::thread::JoinHandle<()>>,
 }

@@ -41,6 +41,10 @@ pub struct Handler {
     max_pending: usize,
     response_timeout_ns: u64,
     pub(crate) sessions_ended: std::collections::BTreeMap<&'static str, u64>,
+    /// The L7 part of the filters: exchanges it rejects are not reported.
+    pub(crate) l7: Option<Arc<crate::filter::CompiledFilter>>,
+    /// Exchanges the L7 filter dropped.
+    pub(crate) filtered: u64,
 }
 
 fn dir(d: Direction) -> Dir {
@@ -93,6 +97,12 @@ impl Handler {
             flow_id: flow.id,
         };
         let want = sink.wants_spans();
+        if let Some(f) = self.l7.as_ref().filter(|f| f.restricts_exchanges()) {
+            let before = self.exchanges.len();
+            self.exchanges
+                .retain(|ex| f.exchange_passes(&protocol, &ex.request.operation));
+            self.filtered += (before - self.exchanges.len()) as u64;
+        }
         for ex in self.exchanges.drain(..) {
             if let Some(span) = self.telemetry.record(ex, &ctx, want) {
                 self.spans.push(span);
@@ -205,6 +215,8 @@ impl Shard {
                 max_pending: cfg.max_pending,
                 response_timeout_ns: cfg.response_timeout_ns,
                 sessions_ended: Default::default(),
+                l7: None,
+                filtered: 0,
             },
             last_expiry_ns: 0,
             frames: 0,
@@ -269,6 +281,16 @@ impl Shard {
         if !rest.is_empty() {
             sink.spans(rest);
         }
+    }
+
+    /// Installs the L7 part of a filter (exchanges it rejects are dropped, counted).
+    pub fn set_l7_filter(&mut self, f: Option<Arc<crate::filter::CompiledFilter>>) {
+        self.handler.l7 = f;
+    }
+
+    /// Flows in the table.
+    pub fn flows_len(&self) -> usize {
+        self.flows.len()
     }
 
     /// Loaded decoders and their state.

@@ -161,6 +161,11 @@ impl Counters {
         ));
         v.push(("wasmtap.agent.spans", vec![], spans));
         v.push((
+            "wasmtap.agent.exchanges.filtered",
+            vec![],
+            shard.handler.filtered,
+        ));
+        v.push((
             "wasmtap.agent.metrics.overflow",
             vec![],
             shard.handler.telemetry.overflowed(),

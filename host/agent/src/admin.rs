@@ -1,0 +1,218 @@
+//! The admin HTTP endpoint of a running agent.
+//!
+//! `GET /healthz` (the process serves), `GET /readyz` (capture handles are
+//! open), `GET /status` (JSON: capture sources, drops, flows, decoders),
+//! `GET /metrics` (the agent's own counters in Prometheus text format),
+//! `PUT /filters` (a new filter subscription, JSON in the `[filters]` schema).
+//!
+//! Bound to loopback by default. Bound elsewhere it requires a token
+//! (`WASMTAP_ADMIN_TOKEN`), sent as `Authorization: Bearer <token>`, for every
+//! route but `/healthz` and `/readyz` (kubelet probes carry no token).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::filter::FilterSpec;
+
+/// Largest `PUT /filters` body accepted.
+const MAX_BODY: usize = 1 << 20;
+
+/// What the capture thread publishes for the endpoint, and what the endpoint
+/// hands back (a new filter). The capture thread refreshes it about once a second.
+#[derive(Default)]
+pub struct AdminState {
+    /// Capture handles are open.
+    pub ready: AtomicBool,
+    /// `/status` body (JSON).
+    pub status: Mutex<String>,
+    /// `/metrics` body (Prometheus text).
+    pub metrics: Mutex<String>,
+    /// A filter accepted by `PUT /filters`, waiting for the capture thread.
+    pub pending_filter: Mutex<Option<FilterSpec>>,
+}
+
+fn text(code: StatusCode, body: impl Into<Bytes>, ctype: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = code;
+    if let Ok(v) = ctype.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn lock<T: Clone>(m: &Mutex<T>) -> T {
+    match m.lock() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    state: Arc<AdminState>,
+    token: Option<Arc<str>>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    if !matches!(path.as_str(), "/healthz" | "/readyz")
+        && let Some(t) = &token
+    {
+        let ok = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.strip_prefix("Bearer ").is_some_and(|given| given == &**t));
+        if !ok {
+            return Ok(text(
+                StatusCode::UNAUTHORIZED,
+                "token required\n",
+                "text/plain",
+            ));
+        }
+    }
+    let resp = match (method, path.as_str()) {
+        (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n", "text/plain"),
+        (Method::GET, "/readyz") => {
+            if state.ready.load(Ordering::Relaxed) {
+                text(StatusCode::OK, "ready\n", "text/plain")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "starting\n", "text/plain")
+            }
+        }
+        (Method::GET, "/status") => text(StatusCode::OK, lock(&state.status), "application/json"),
+        (Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            lock(&state.metrics),
+            "text/plain; version=0.0.4",
+        ),
+        (Method::PUT, "/filters") => {
+            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return Ok(text(
+                        StatusCode::BAD_REQUEST,
+                        format!("body: {e}\n"),
+                        "text/plain",
+                    ));
+                }
+            };
+            match serde_json::from_slice::<FilterSpec>(&body) {
+                Err(e) => text(
+                    StatusCode::BAD_REQUEST,
+                    format!("filters: {e}\n"),
+                    "text/plain",
+                ),
+                Ok(spec) => match spec.compile() {
+                    // Refused: the filter in force stays.
+                    Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n"), "text/plain"),
+                    Ok(_) => {
+                        match state.pending_filter.lock() {
+                            Ok(mut g) => *g = Some(spec),
+                            Err(p) => *p.into_inner() = Some(spec),
+                        }
+                        text(StatusCode::OK, "accepted\n", "text/plain")
+                    }
+                },
+            }
+        }
+        (_, "/healthz" | "/readyz" | "/status" | "/metrics" | "/filters") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n",
+            "text/plain",
+        ),
+        _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
+    };
+    Ok(resp)
+}
+
+/// Starts the endpoint on the runtime. Refuses a non-loopback address without a token.
+pub fn serve(
+    rt: &tokio::runtime::Runtime,
+    listen: &str,
+    state: Arc<AdminState>,
+) -> Result<SocketAddr> {
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--admin-listen {listen:?}: expected IP:port"))?;
+    let token: Option<Arc<str>> = std::env::var("WASMTAP_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(Arc::from);
+    anyhow::ensure!(
+        addr.ip().is_loopback() || token.is_some(),
+        "--admin-listen {addr}: a non-loopback address needs WASMTAP_ADMIN_TOKEN"
+    );
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("admin endpoint: bind {addr}"))?;
+    let bound = listener.local_addr()?;
+    rt.spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("admin endpoint: accept: {e}");
+                    continue;
+                }
+            };
+            let (state, token) = (state.clone(), token.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    handle(req, state.clone(), token.clone())
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await
+                {
+                    tracing::debug!("admin endpoint: connection: {e}");
+                }
+            });
+        }
+    });
+    tracing::info!(address = %bound, "admin endpoint listening");
+    Ok(bound)
+}
+
+/// The agent's counters as Prometheus text: dots become underscores, counters end in `_total`.
+pub fn prometheus(counters: &[crate::selftel::Counter]) -> String {
+    use std::fmt::Write;
+    // Samples of one family must be contiguous, under one TYPE line.
+    let mut families: std::collections::BTreeMap<&str, Vec<&crate::selftel::Counter>> =
+        Default::default();
+    for c in counters {
+        families.entry(c.0).or_default().push(c);
+    }
+    let mut out = String::new();
+    for (name, samples) in families {
+        let metric = format!("{}_total", name.replace('.', "_"));
+        let _ = writeln!(out, "# TYPE {metric} counter");
+        for (_, attrs, v) in samples {
+            sample(&mut out, &metric, attrs, *v);
+        }
+    }
+    out
+}
+
+fn sample(out: &mut String, metric: &str, attrs: &[(&'static str, String)], v: u64) {
+    use std::fmt::Write;
+    {
+        if attrs.is_empty() {
+            let _ = writeln!(out, "{metric} {v}");
+        } else {
+            let labels: Vec<String> = attrs
+                .iter()
+                .map(|(k, val)| {
+                    format!("{k}=\"{}\"", val.replace('\\', "\\\\").replace('"', "\\\""))
+                })
+                .collect();
+            let _ = writeln!(out, "{metric}{{{}}} {v}", labels.join(","));
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Filters changed on a running agent, without a restart: through the admin
+//! endpoint (`PUT /filters`) and through the config file (as a ConfigMap
+//! update lands). An invalid filter is refused and the previous one stays.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::{bin, root};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/stderr", "-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (code, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn filters_change_at_runtime_and_bad_ones_are_refused() {
+    let dir = std::env::temp_dir().join(format!("wasmtap-filters-{}", std::process::id()));
+    let out = Command::new(root().join("scripts/nginx-serve.sh"))
+        .arg("start")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let port: u16 = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let admin = free_port();
+    let cfg = dir.join("wasmtap.toml");
+    std::fs::write(&cfg, "[filters]\nl4 = [\"tcp\"]\n").unwrap();
+
+    let mut agent = Command::new(bin())
+        .args([
+            "run",
+            "--interface",
+            "lo",
+            "--bpf",
+            &format!("tcp port {port}"),
+            "--format",
+            "jsonl",
+        ])
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .env("WASMTAP_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = agent.stdout.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).unwrap();
+        s
+    });
+    let mut stderr = agent.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).unwrap();
+        s
+    });
+    let url = format!("http://127.0.0.1:{port}/");
+    let api = format!("http://127.0.0.1:{admin}/filters");
+    // Ready?
+    let mut ready = false;
+    for _ in 0..100 {
+        if curl(&[&format!("http://127.0.0.1:{admin}/readyz")]).0 == 200 {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ready, "admin endpoint never ready");
+    let settle = || std::thread::sleep(Duration::from_millis(1600));
+    let get = |n: usize| (0..n).for_each(|_| assert_eq!(curl(&[&url]).0, 200));
+    let post =
+        |n: usize| (0..n).for_each(|_| assert_eq!(curl(&["-X", "POST", "-d", "x=1", &url]).0, 405));
+
+    // A: everything reported.
+    get(3);
+    // B: an L7 method exclusion drops GET spans, keeps POST.
+    let (code, body) = curl(&[
+        "-X",
+        "PUT",
+        "-d",
+        r#"{"l4": ["tcp"], "l7_exclude": ["http:GET"]}"#,
+        &api,
+    ]);
+    assert_eq!(code, 200, "{body}");
+    settle();
+    get(2);
+    post(2);
+    // C: an invalid filter is refused with the reason; the previous one stays.
+    let (code, body) = curl(&["-X", "PUT", "-d", r#"{"ports_include": ["80-"]}"#, &api]);
+    assert_eq!(code, 400);
+    assert!(body.contains("ports_include[0]"), "{body}");
+    let (code, _) = curl(&["-X", "PUT", "-d", r#"{"no_such_field": 1}"#, &api]);
+    assert_eq!(code, 400);
+    settle();
+    get(1);
+    post(1);
+    // D: the config file changes (a ConfigMap update): the port is excluded.
+    std::fs::write(&cfg, format!("[filters]\nports_exclude = [\"{port}\"]\n")).unwrap();
+    settle();
+    get(2);
+    post(2);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let st = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(agent.wait().unwrap().success());
+    let spans = out_reader.join().unwrap();
+    let log = err_reader.join().unwrap();
+    let _ = Command::new(root().join("scripts/nginx-serve.sh"))
+        .arg("stop")
+        .arg(&dir)
+        .status();
+    std::fs::remove_dir_all(&dir).ok();
+
+    let gets = spans
+        .lines()
+        .filter(|l| l.contains("\"http.request.method\":\"GET\""))
+        .count();
+    let posts = spans
+        .lines()
+        .filter(|l| l.contains("\"http.request.method\":\"POST\""))
+        .count();
+    assert_eq!(
+        (gets, posts),
+        (3, 3),
+        "A: 3 GET; B: 2 POST; C: 1 POST; D: none\n{spans}\n{log}"
+    );
+    assert!(log.contains("filters applied"), "{log}");
+}
