@@ -2,11 +2,13 @@
 
 #![allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 
+mod deploy;
 mod filters;
 mod golden;
 mod hot_reload;
 mod live;
 mod memcached;
+mod modes;
 mod mongodb;
 mod mysql;
 mod nginx;

@@ -40,6 +40,11 @@ pub struct FlowsConfig {
     pub max_ooo_bytes_per_direction: usize,
     /// Out-of-order bytes buffered over all flows.
     pub max_ooo_bytes_total: usize,
+    /// With several interfaces, a packet seen on another one within this
+    /// window is a copy and dropped (0 disables).
+    pub dedup_window_ms: u64,
+    /// Packet fingerprints remembered for deduplication.
+    pub dedup_capacity: usize,
 }
 
 impl Default for FlowsConfig {
@@ -51,6 +56,8 @@ impl Default for FlowsConfig {
             gap_timeout_ms: 2_000,
             max_ooo_bytes_per_direction: 1 << 20,
             max_ooo_bytes_total: 256 << 20,
+            dedup_window_ms: 50,
+            dedup_capacity: 65_536,
         }
     }
 }

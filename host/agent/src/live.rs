@@ -216,6 +216,13 @@ pub fn run(a: RunArgs) -> Result<()> {
     let names = resolve_interfaces(&patterns, a.mode)?;
     let mut sources = open_sources(&names, &live_cfg, &filter, a.bpf.as_deref())?;
     p.shard.set_l7_filter(Some(filter.clone()));
+    if sources.list.len() > 1 {
+        // Several interfaces may carry the same packet (host mode).
+        p.shard.dedup = crate::pipeline::Dedup::new(
+            p.cfg.flows.dedup_window_ms * 1_000_000,
+            p.cfg.flows.dedup_capacity,
+        );
+    }
     tracing::info!(interfaces = ?names, mode = ?a.mode, "capturing");
 
     let admin = Arc::new(AdminState::default());
@@ -253,17 +260,20 @@ pub fn run(a: RunArgs) -> Result<()> {
     let mut last_tick = Instant::now();
     let mut last_table = Instant::now();
     let mut last_admin = Instant::now();
+    let mut last_rescan = Instant::now();
     let mut last_ts = wall_ns();
     let tty = std::io::stdout().is_terminal();
     let mut read_error = None;
     'capture: while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         let mut got = 0usize;
-        for (src, link) in &mut sources.list {
+        for (n, (src, link)) in sources.list.iter_mut().enumerate() {
             for _ in 0..512 {
                 match src.next_frame() {
                     Ok(Some(f)) => {
                         last_ts = last_ts.max(f.ts_ns);
-                        p.shard.frame(*link, f.ts_ns, f.data, &mut p.out);
+                        let iface = u16::try_from(n).unwrap_or(u16::MAX);
+                        p.shard
+                            .frame_from(iface, *link, f.ts_ns, f.data, &mut p.out);
                         got += 1;
                     }
                     Ok(None) => break,
@@ -286,6 +296,18 @@ pub fn run(a: RunArgs) -> Result<()> {
         if last_flush.elapsed() >= Duration::from_millis(100) {
             p.shard.flush(&mut p.out);
             last_flush = Instant::now();
+        }
+        if last_rescan.elapsed() >= Duration::from_secs(5) {
+            // New pods bring new interfaces; deleted pods take theirs away.
+            last_rescan = Instant::now();
+            let patterns = if a.interfaces.is_empty() {
+                spec.interfaces.clone()
+            } else {
+                a.interfaces.clone()
+            };
+            if let Ok(wanted) = resolve_interfaces(&patterns, a.mode) {
+                rescan(&mut sources, &wanted, &live_cfg, &filter, a.bpf.as_deref());
+            }
         }
         if last_admin.elapsed() >= Duration::from_secs(1) {
             last_admin = Instant::now();
@@ -346,6 +368,47 @@ pub fn run(a: RunArgs) -> Result<()> {
         bail!("{e}");
     }
     Ok(())
+}
+
+/// Opens interfaces that appeared and closes those that went away.
+fn rescan(
+    sources: &mut Sources,
+    wanted: &[String],
+    cfg: &LiveConfig,
+    filter: &CompiledFilter,
+    cli: Option<&str>,
+) {
+    let gone: Vec<String> = sources
+        .names
+        .iter()
+        .filter(|n| !wanted.contains(n))
+        .cloned()
+        .collect();
+    for n in &gone {
+        tracing::info!(interface = %n, "interface gone");
+    }
+    let mut i = 0;
+    while i < sources.list.len() {
+        if gone.iter().any(|g| g == sources.list[i].0.name()) {
+            sources.list.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    sources.names.retain(|n| !gone.contains(n));
+    for n in wanted {
+        if sources.names.contains(n) {
+            continue;
+        }
+        match open_sources(std::slice::from_ref(n), cfg, filter, cli) {
+            Ok(mut s) => {
+                tracing::info!(interface = %n, "interface added");
+                sources.list.append(&mut s.list);
+                sources.names.push(n.clone());
+            }
+            Err(e) => tracing::warn!("{e:#}"),
+        }
+    }
 }
 
 fn capture_counters(sources: &mut Sources) -> Vec<selftel::Counter> {

@@ -186,8 +186,73 @@ pub struct ShardConfig {
     pub response_timeout_ns: u64,
 }
 
+/// Drops a packet that was already seen on another interface a moment ago
+/// (host mode: pod-to-pod traffic crosses two pods' veths). Bounded: a ring
+/// of recent packet fingerprints, by capture time.
+pub struct Dedup {
+    window_ns: u64,
+    ring: std::collections::VecDeque<(u64, u64, u16)>,
+    index: std::collections::HashMap<u64, (u64, u16), foldhash::fast::RandomState>,
+    capacity: usize,
+    /// Packets dropped as copies.
+    pub dropped: u64,
+}
+
+impl Dedup {
+    /// `window_ns` 0 disables.
+    pub fn new(window_ns: u64, capacity: usize) -> Self {
+        Self {
+            window_ns,
+            ring: std::collections::VecDeque::with_capacity(capacity.min(1 << 16)),
+            index: Default::default(),
+            capacity: capacity.max(1),
+            dropped: 0,
+        }
+    }
+
+    fn seen_elsewhere(&mut self, pkt: &wasmtap_decode::Packet<'_>, iface: u16, ts_ns: u64) -> bool {
+        if self.window_ns == 0 {
+            return false;
+        }
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = foldhash::fast::FixedState::with_seed(0x6465_6475_70).build_hasher();
+        pkt.src.hash(&mut h);
+        pkt.dst.hash(&mut h);
+        pkt.src_port.hash(&mut h);
+        pkt.dst_port.hash(&mut h);
+        if let wasmtap_decode::Transport::Tcp(t) = &pkt.transport {
+            (t.seq, t.ack, t.syn, t.ack_flag, t.fin, t.rst, t.window).hash(&mut h);
+        }
+        pkt.payload.len().hash(&mut h);
+        pkt.payload[..pkt.payload.len().min(32)].hash(&mut h);
+        let key = h.finish();
+        // Forget what left the window, and bound the memory.
+        while let Some(&(k, t, i)) = self.ring.front() {
+            if ts_ns.saturating_sub(t) <= self.window_ns && self.ring.len() < self.capacity {
+                break;
+            }
+            self.ring.pop_front();
+            if self.index.get(&k) == Some(&(t, i)) {
+                self.index.remove(&k);
+            }
+        }
+        if let Some(&(t, i)) = self.index.get(&key)
+            && i != iface
+            && ts_ns.saturating_sub(t) <= self.window_ns
+        {
+            self.dropped += 1;
+            return true;
+        }
+        self.ring.push_back((key, ts_ns, iface));
+        self.index.insert(key, (ts_ns, iface));
+        false
+    }
+}
+
 /// One shard: decoder, flow table, plugin worker, telemetry.
 pub struct Shard {
+    /// Cross-interface duplicate filter.
+    pub dedup: Dedup,
     decoder: Decoder,
     flows: FlowTable<FlowState>,
     pub(crate) handler: Handler,
@@ -202,6 +267,7 @@ impl Shard {
         let mut flows = FlowTable::new(cfg.flows);
         flows.set_server_ports(&worker.server_ports());
         Self {
+            dedup: Dedup::new(0, 1),
             decoder: Decoder::new(wasmtap_decode::DecoderConfig::default()),
             flows,
             handler: Handler {
@@ -226,6 +292,19 @@ impl Shard {
 
     /// Processes one captured frame.
     pub fn frame(&mut self, link: LinkType, ts_ns: u64, data: &[u8], sink: &mut dyn SpanSink) {
+        self.frame_from(0, link, ts_ns, data, sink);
+    }
+
+    /// Processes one frame captured on interface number `iface` (live capture
+    /// of several interfaces: a packet seen on two of them counts once).
+    pub fn frame_from(
+        &mut self,
+        iface: u16,
+        link: LinkType,
+        ts_ns: u64,
+        data: &[u8],
+        sink: &mut dyn SpanSink,
+    ) {
         self.frames += 1;
         self.frame_bytes += data.len() as u64;
         // A new plugin set (hot reload) applies between frames: one atomic load.
@@ -235,6 +314,7 @@ impl Shard {
             sink,
         };
         match self.decoder.decode(link, ts_ns, data) {
+            Ok(Some(pkt)) if self.dedup.seen_elsewhere(&pkt, iface, ts_ns) => {}
             Ok(Some(pkt)) => self.flows.process(&pkt, ts_ns, &mut bound),
             Ok(None) => {}
             // The decoder counts its errors by kind (DecodeStats).

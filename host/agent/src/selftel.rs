@@ -31,6 +31,11 @@ impl Counters {
         let mut v: Vec<Counter> = Vec::new();
         v.push(("wasmtap.agent.frames", vec![], shard.frames));
         v.push(("wasmtap.agent.frame_bytes", vec![], shard.frame_bytes));
+        v.push((
+            "wasmtap.agent.capture.duplicates_dropped",
+            vec![],
+            shard.dedup.dropped,
+        ));
         let d = shard.decode_stats();
         for e in wasmtap_decode::DecodeError::ALL {
             let n = d.error_count(e);
