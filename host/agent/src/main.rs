@@ -146,6 +146,11 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
 fn check_config(path: &Path) -> Result<()> {
     let cfg = Config::load(path)?;
     println!("{}: ok", path.display());
+    let f = cfg.filters.compile().map_err(|e| anyhow::anyhow!("{e}"))?;
+    match f.bpf() {
+        Some(b) => println!("capture filter (BPF): {b}"),
+        None => println!("capture filter (BPF): none (everything)"),
+    }
     println!("{cfg:#?}");
     Ok(())
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Live-mode cost: agent CPU per 10k exchanges while nginx on loopback serves
+# about RATE requests/s (wrk with a per-request delay), for SECONDS.
+# Usage: scripts/bench-live.sh [SECONDS=10] [CONNECTIONS=10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test
+cargo build --release -j2 -q -p wasmtap
+secs=${1:-10}; conns=${2:-10}
+dir=$(mktemp -d /tmp/wasmtap-benchlive.XXXXXX)
+port=$(scripts/nginx-serve.sh start "$dir")
+trap 'kill $agent 2>/dev/null || true; scripts/nginx-serve.sh stop "$dir"; rm -rf "$dir"' EXIT
+target/release/wasmtap run --interface lo --bpf "tcp port $port" --format none --stats --admin-listen "" 2>"$dir/stats" &
+agent=$!
+sleep 1
+ticks() { awk '{print $14 + $15}' "/proc/$agent/stat"; }
+t0=$(ticks)
+printf 'function delay()\n  return 1\nend\n' > "$dir/delay.lua"
+wrk -t1 -c"$conns" -d"${secs}s" -s "$dir/delay.lua" "http://127.0.0.1:$port/" > "$dir/wrk"
+t1=$(ticks)
+kill -TERM $agent; wait $agent || true
+hz=$(getconf CLK_TCK)
+reqs=$(awk '/requests in/{print $1}' "$dir/wrk")
+cpu=$(echo "($t1 - $t0) / $hz" | bc -l)
+printf 'requests: %s in %ss (%.0f/s)\n' "$reqs" "$secs" "$(echo "$reqs/$secs" | bc -l)"
+printf 'agent CPU: %.2f s = %.2f%% of one core\n' "$cpu" "$(echo "100*$cpu/$secs" | bc -l)"
+printf 'agent CPU per 10k exchanges: %.3f s\n' "$(echo "$cpu*10000/$reqs" | bc -l)"
+grep -E "kernel_dropped|exchanges\{kind=complete\}" "$dir/stats" || true
