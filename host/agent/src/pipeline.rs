@@ -215,7 +215,7 @@ impl Dedup {
             return false;
         }
         use std::hash::{BuildHasher, Hash, Hasher};
-        let mut h = foldhash::fast::FixedState::with_seed(0x6465_6475_70).build_hasher();
+        let mut h = foldhash::fast::FixedState::with_seed(0x0064_6564_7570).build_hasher();
         pkt.src.hash(&mut h);
         pkt.dst.hash(&mut h);
         pkt.src_port.hash(&mut h);
