@@ -14,6 +14,7 @@ if [[ "${1:-}" == "--test" ]]; then
   want wrk
   want iproute2
   want bc
+  want tcpdump
   # Real servers and clients the decoder tests drive (started by the tests, on loopback).
   want redis-server
   want redis-tools

@@ -58,6 +58,13 @@
 //!   (`ip6[6] = 44`); the address clauses still apply to them.
 //! - **Protocols**: without an `l4` list, `port` also matches SCTP, and `net`/`host` also match ARP
 //!   and non-TCP/UDP IP traffic; the agent ignores those anyway.
+//! - **Size**: the kernel filter holds at most [`MAX_BPF_TERMS`] address and port terms; a list
+//!   that would exceed them is left out of it (most selective kept first: `ip_include`,
+//!   `ports_include`, `ip_exclude`, `ports_exclude`) and applied by `packet_passes` only;
+//!   [`CompiledFilter::bpf_omitted`] names them.
+//! - **Only excludes**: an expression made only of `not (...)` clauses starts with `(ip or ip6)`,
+//!   or it would pass every frame it cannot look into, VLAN-tagged frames in the untagged branch
+//!   among them.
 //! - IPv6 packets whose TCP/UDP header follows extension headers other than a fragment header
 //!   (hop-by-hop, routing, destination options) do not match `tcp`/`udp`/`port` in libpcap; they are
 //!   rare for TCP and UDP and are not special-cased.
@@ -72,6 +79,15 @@ use serde::{Deserialize, Serialize};
 
 /// At most this many entries in each list of a [`FilterSpec`].
 pub const MAX_ENTRIES: usize = 1024;
+
+/// At most this many `host`/`net`/`port`/`portrange` terms in the kernel filter, after merging.
+///
+/// libpcap's optimizer is super-linear and the kernel accepts at most 4096 classic BPF
+/// instructions: with the VLAN branch, 64 IPv6 `host` terms already make about 2250 instructions,
+/// 512 `port` terms about 4900 instructions and 90 s of compilation. A list that does not fit is
+/// left to user space ([`CompiledFilter::bpf_omitted`]); the kernel filter then captures more, never
+/// less.
+pub const MAX_BPF_TERMS: usize = 64;
 
 /// Compiled size limit of one interface regular expression, bytes.
 const MAX_REGEX_SIZE: usize = 1 << 20;
@@ -227,8 +243,8 @@ impl FilterSpec {
                 l4.dedup();
                 l4
             },
-            ip_include: IpNet::aggregate(&parse_list("ip_include", &self.ip_include, parse_net)?),
-            ip_exclude: IpNet::aggregate(&parse_list("ip_exclude", &self.ip_exclude, parse_net)?),
+            ip_include: aggregate(parse_list("ip_include", &self.ip_include, parse_net)?),
+            ip_exclude: aggregate(parse_list("ip_exclude", &self.ip_exclude, parse_net)?),
             ports_include: merge_ranges(parse_list(
                 "ports_include",
                 &self.ports_include,
@@ -260,32 +276,72 @@ impl CompiledFilter {
     /// (port 80 or portrange 8000-8100 or ip[6:2] & 0x1fff != 0 or ip6[6] = 44) and not (port 22)`:
     /// for link types where libpcap has no `vlan` (Linux cooked `any`, raw IP, loopback).
     pub fn bpf_without_vlan(&self) -> Option<String> {
+        self.bpf_plan().0
+    }
+
+    /// The fields left out of the kernel filter because they would exceed its budget of
+    /// [`MAX_BPF_TERMS`] terms (`filters.ip_exclude`, ...): [`Self::packet_passes`] alone applies
+    /// them. Empty in the usual case; worth a warning when not.
+    pub fn bpf_omitted(&self) -> Vec<&'static str> {
+        self.bpf_plan().1
+    }
+
+    /// The expression without the VLAN branch, and the fields left out of it.
+    fn bpf_plan(&self) -> (Option<String>, Vec<&'static str>) {
+        // Which lists fit the budget, most selective first.
+        let mut budget = MAX_BPF_TERMS;
+        let mut omitted = Vec::new();
+        let mut fits = |field: &'static str, terms: usize| -> bool {
+            if terms == 0 {
+                return false;
+            }
+            if terms > budget {
+                omitted.push(field);
+                return false;
+            }
+            budget -= terms;
+            true
+        };
+        let ip_include = fits("filters.ip_include", self.ip_include.len());
+        let ports_include = fits("filters.ports_include", self.ports_include.len());
+        let ip_exclude = fits("filters.ip_exclude", self.ip_exclude.len());
+        let ports_exclude = fits("filters.ports_exclude", self.ports_exclude.len());
+        omitted.sort_unstable();
+
         let mut parts: Vec<String> = Vec::new();
         match self.l4.as_slice() {
             [] => {}
             [one] => parts.push(one.name().to_string()),
             many => parts.push(format!("({})", join(many.iter().map(|p| p.name())))),
         }
-        if !self.ip_include.is_empty() {
+        if ip_include {
             parts.push(format!("({})", join(self.ip_include.iter().map(net_bpf))));
         }
-        if !self.ip_exclude.is_empty() {
+        if ip_exclude {
             parts.push(format!(
                 "not ({})",
                 join(self.ip_exclude.iter().map(net_bpf))
             ));
         }
-        if !self.ports_include.is_empty() {
+        if ports_include {
             let ports = join(self.ports_include.iter().map(|r| r.bpf()));
             parts.push(format!("({ports} or {FRAGMENTS_BPF})"));
         }
-        if !self.ports_exclude.is_empty() {
+        if ports_exclude {
             parts.push(format!(
                 "not ({})",
                 join(self.ports_exclude.iter().map(|r| r.bpf()))
             ));
         }
-        (!parts.is_empty()).then(|| parts.join(" and "))
+        if parts.is_empty() {
+            return (None, omitted);
+        }
+        if self.l4.is_empty() && !ip_include && !ports_include {
+            // Only negations: without a positive test, a frame the expression cannot look into
+            // (a VLAN-tagged one in the untagged branch, say) would pass.
+            parts.insert(0, "(ip or ip6)".to_string());
+        }
+        (Some(parts.join(" and ")), omitted)
     }
 
     /// The expression for a capture of libpcap link type `dlt` (`pcap_datalink`): [`Self::bpf`] for
@@ -296,6 +352,37 @@ impl CompiledFilter {
         } else {
             self.bpf_without_vlan()
         }
+    }
+
+    /// The expression for a capture of link type `dlt` ANDed with an operator's own expression
+    /// (`--bpf`), or either alone.
+    ///
+    /// Do not AND [`Self::bpf`]'s result with another expression: libpcap's `vlan` shifts the
+    /// offsets of everything *after* it, so in `((E) or (vlan and (E))) and (C)` the `C` part is
+    /// read 4 bytes off in every frame and untagged traffic is lost. Here `C` goes inside both
+    /// branches: `((C) and E) or (vlan and ((C) and E))`. When `C` itself mentions an
+    /// encapsulation keyword (`vlan`, `mpls`, `pppoes`, `geneve`), the operator handles
+    /// encapsulation and the result is `(C) and (E)`, with `C` first so it is read unshifted.
+    pub fn bpf_with(&self, dlt: i32, extra: Option<&str>) -> Option<String> {
+        let extra = extra.map(str::trim).filter(|c| !c.is_empty());
+        let (e, c) = match (self.bpf_without_vlan(), extra) {
+            (None, None) => return None,
+            (None, Some(c)) => return Some(c.to_string()),
+            (Some(_), None) => return self.bpf_for_link_type(dlt),
+            (Some(e), Some(c)) => (e, c),
+        };
+        let encapsulating = c
+            .split(|ch: char| !ch.is_ascii_alphanumeric())
+            .any(|w| matches!(w, "vlan" | "mpls" | "pppoes" | "geneve"));
+        if encapsulating {
+            return Some(format!("({c}) and ({e})"));
+        }
+        let both = format!("({c}) and {e}");
+        Some(if dlt == DLT_EN10MB {
+            format!("({both}) or (vlan and ({both}))")
+        } else {
+            both
+        })
     }
 
     /// The L3/L4 decision in user space (for captures read from files, and to double-check the
@@ -309,11 +396,9 @@ impl CompiledFilter {
         dst_port: u16,
     ) -> bool {
         let l4 = if tcp { L4::Tcp } else { L4::Udp };
-        let in_nets = |nets: &[IpNet]| nets.iter().any(|n| n.contains(&src) || n.contains(&dst));
+        let in_nets = |nets: &[IpNet]| in_sorted_nets(nets, src) || in_sorted_nets(nets, dst);
         let in_ports = |ranges: &[PortRange]| {
-            ranges
-                .iter()
-                .any(|r| r.contains(src_port) || r.contains(dst_port))
+            in_sorted_ranges(ranges, src_port) || in_sorted_ranges(ranges, dst_port)
         };
         (self.l4.is_empty() || self.l4.contains(&l4))
             && (self.ip_include.is_empty() || in_nets(&self.ip_include))
@@ -356,6 +441,26 @@ impl CompiledFilter {
                 InterfaceRule::Pattern(re) => re.is_match(name),
             })
     }
+}
+
+/// Whether `addr` is in one of `nets`, sorted and disjoint (as `IpNet::aggregate` leaves them).
+fn in_sorted_nets(nets: &[IpNet], addr: IpAddr) -> bool {
+    // The only candidate is the last network starting at or before `addr`.
+    let i = nets.partition_point(|n| n.network() <= addr);
+    i > 0 && nets[i - 1].contains(&addr)
+}
+
+/// Whether `port` is in one of `ranges`, sorted and disjoint (as `merge_ranges` leaves them).
+fn in_sorted_ranges(ranges: &[PortRange], port: u16) -> bool {
+    let i = ranges.partition_point(|r| r.first <= port);
+    i > 0 && ranges[i - 1].contains(port)
+}
+
+/// Sorted, disjoint networks covering the same addresses.
+fn aggregate(nets: Vec<IpNet>) -> Vec<IpNet> {
+    let mut out = IpNet::aggregate(&nets);
+    out.sort_unstable();
+    out
 }
 
 /// `a or b or c`.
@@ -751,7 +856,7 @@ mod tests {
         // 0..=1023 merge into one range.
         assert_eq!(
             f.bpf_without_vlan().as_deref(),
-            Some("not (portrange 0-1023)")
+            Some("(ip or ip6) and not (portrange 0-1023)")
         );
         let hosts: Vec<String> = (0..=MAX_ENTRIES)
             .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
@@ -853,7 +958,7 @@ mod tests {
                     ip_exclude: strings(&["10.1.0.0/16"]),
                     ..Default::default()
                 },
-                "not (net 10.1.0.0/16)",
+                "(ip or ip6) and not (net 10.1.0.0/16)",
             ),
             (
                 FilterSpec {
@@ -867,7 +972,7 @@ mod tests {
                     ports_exclude: strings(&["22", "6000-6063"]),
                     ..Default::default()
                 },
-                "not (port 22 or portrange 6000-6063)",
+                "(ip or ip6) and not (port 22 or portrange 6000-6063)",
             ),
         ];
         for (spec, want) in cases {
@@ -918,7 +1023,7 @@ mod tests {
                     ports_exclude: strings(&["22"]),
                     ..Default::default()
                 },
-                "not (host 10.0.0.1) and not (port 22)",
+                "(ip or ip6) and not (host 10.0.0.1) and not (port 22)",
             ),
             (
                 FilterSpec {
@@ -1041,6 +1146,7 @@ mod tests {
             },
             FilterSpec {
                 l4: strings(&["tcp", "udp"]),
+                ports_exclude: strings(&["53"]),
                 ..Default::default()
             },
         ]
@@ -1048,33 +1154,10 @@ mod tests {
 
     #[test]
     fn every_generated_expression_compiles_with_libpcap() {
-        let mut exprs: Vec<CompiledFilter> = sample_specs()
+        let exprs: Vec<CompiledFilter> = sample_specs()
             .iter()
             .map(|s| s.compile().unwrap())
             .collect();
-        // The biggest filter the bounds allow: 1024 scattered hosts and ports in every list.
-        let hosts = |base: u8| -> Vec<String> {
-            (0..MAX_ENTRIES)
-                .map(|i| format!("{base}.{}.{}.1", i / 128, (i % 128) * 2))
-                .collect()
-        };
-        let ports = |base: usize| -> Vec<String> {
-            (0..MAX_ENTRIES)
-                .map(|i| (base + 2 * i).to_string())
-                .collect()
-        };
-        exprs.push(
-            FilterSpec {
-                l4: strings(&["tcp", "udp"]),
-                ip_include: hosts(10),
-                ip_exclude: hosts(11),
-                ports_include: ports(1000),
-                ports_exclude: ports(5000),
-                ..Default::default()
-            }
-            .compile()
-            .unwrap(),
-        );
         for f in &exprs {
             let e = f.bpf().unwrap();
             pcap_compiles("EN10MB", &e).unwrap_or_else(|err| panic!("{e}: {err}"));
@@ -1095,6 +1178,138 @@ mod tests {
         }
         let vlan = full().compile().unwrap().bpf().unwrap();
         assert!(pcap_compiles("LINUX_SLL", &vlan).is_err());
+    }
+
+    /// `tcpdump -d` output lines: the number of BPF instructions.
+    fn pcap_instructions(expr: &str) -> usize {
+        let out = Command::new("tcpdump")
+            .args(["-d", "-y", "EN10MB", expr])
+            .output()
+            .expect("tcpdump runs (apt-get install tcpdump)");
+        assert!(out.status.success(), "{expr}");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    }
+
+    #[test]
+    fn big_lists_stay_within_the_kernel_budget() {
+        let v6_hosts = |base: u32, n: usize| -> Vec<String> {
+            (0..n)
+                .map(|i| format!("2001:{base:x}::{:x}", 2 * i + 1))
+                .collect()
+        };
+        let ports = |base: usize, n: usize| -> Vec<String> {
+            (0..n).map(|i| (base + 2 * i).to_string()).collect()
+        };
+        // Exactly the budget, in the most expensive terms (IPv6 hosts): all in the kernel, and
+        // under the kernel's 4096 instructions.
+        let f = FilterSpec {
+            l4: strings(&["tcp", "udp"]),
+            ip_include: v6_hosts(0xdb8, MAX_BPF_TERMS / 2),
+            ip_exclude: v6_hosts(0xdb9, MAX_BPF_TERMS / 2),
+            ..Default::default()
+        }
+        .compile()
+        .unwrap();
+        assert!(f.bpf_omitted().is_empty());
+        let n = pcap_instructions(&f.bpf().unwrap());
+        assert!(n <= 4096, "{n} instructions");
+
+        // Every list full: the includes fit, the excludes are left to user space.
+        let f = FilterSpec {
+            l4: strings(&["tcp"]),
+            ip_include: v6_hosts(0xdb8, 40),
+            ports_include: ports(1000, 24),
+            ip_exclude: v6_hosts(0xdb9, MAX_ENTRIES),
+            ports_exclude: ports(5000, MAX_ENTRIES),
+            ..Default::default()
+        }
+        .compile()
+        .unwrap();
+        assert_eq!(
+            f.bpf_omitted(),
+            ["filters.ip_exclude", "filters.ports_exclude"]
+        );
+        let e = f.bpf().unwrap();
+        assert!(!e.contains("not ("), "{e}");
+        assert!(pcap_instructions(&e) <= 4096);
+        // ... but user space still applies them.
+        let (a, b) = (ip("2001:db8::1"), ip("2001:db9::1"));
+        assert!(f.packet_passes(a, ip("2001:1::1"), true, 40000, 1000));
+        assert!(!f.packet_passes(a, b, true, 40000, 1000));
+        assert!(!f.packet_passes(a, ip("2001:1::1"), true, 5000, 1000));
+
+        // A later list that fits is still used when an earlier one does not.
+        let f = FilterSpec {
+            ip_include: v6_hosts(0xdb8, MAX_BPF_TERMS + 1),
+            ports_exclude: strings(&["22"]),
+            ..Default::default()
+        }
+        .compile()
+        .unwrap();
+        assert_eq!(f.bpf_omitted(), ["filters.ip_include"]);
+        assert_eq!(
+            f.bpf_without_vlan().as_deref(),
+            Some("(ip or ip6) and not (port 22)")
+        );
+    }
+
+    #[test]
+    fn sorted_lookups_agree_with_linear_scans() {
+        let f = FilterSpec {
+            ip_include: strings(&[
+                "10.0.0.0/8",
+                "10.1.0.0/16",
+                "192.168.0.0/24",
+                "192.168.1.7",
+                "0.0.0.0/32",
+                "255.255.255.255",
+                "2001:db8::/32",
+                "::/128",
+                "fe80::/10",
+                "::ffff:0:0/96",
+            ]),
+            ports_include: strings(&["0", "80-90", "85-100", "443", "1000-2000", "65535"]),
+            ..Default::default()
+        }
+        .compile()
+        .unwrap();
+        let addrs = [
+            "0.0.0.0",
+            "0.0.0.1",
+            "9.255.255.255",
+            "10.0.0.0",
+            "10.1.2.3",
+            "10.255.255.255",
+            "11.0.0.0",
+            "192.168.0.255",
+            "192.168.1.6",
+            "192.168.1.7",
+            "192.168.1.8",
+            "255.255.255.254",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "::ffff:10.0.0.1",
+            "2001:db7::",
+            "2001:db8::",
+            "2001:db8:ffff::1",
+            "2001:db9::",
+            "fe80::1",
+            "febf::1",
+            "fec0::",
+        ];
+        for a in addrs {
+            let a = ip(a);
+            let linear = f.ip_include.iter().any(|n| n.contains(&a));
+            assert_eq!(in_sorted_nets(&f.ip_include, a), linear, "{a}");
+        }
+        for p in (0..=u16::MAX)
+            .step_by(7)
+            .chain([0, 79, 80, 90, 100, 101, 443, 2000, 65535])
+        {
+            let linear = f.ports_include.iter().any(|r| r.contains(p));
+            assert_eq!(in_sorted_ranges(&f.ports_include, p), linear, "{p}");
+        }
     }
 
     // ---- packet_passes, by hand and against libpcap ----
@@ -1348,6 +1563,60 @@ mod tests {
             pcap_passes(&file, "(net 10.0.0.0/8) and (port 53)"),
             [] as [usize; 0]
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bpf_with_an_operator_expression() {
+        let f = FilterSpec {
+            ip_include: strings(&["10.0.0.0/8"]),
+            ..Default::default()
+        }
+        .compile()
+        .unwrap();
+        let none = CompiledFilter::default();
+        assert_eq!(none.bpf_with(DLT_EN10MB, None), None);
+        assert_eq!(none.bpf_with(DLT_EN10MB, Some(" ")), None);
+        assert_eq!(
+            none.bpf_with(DLT_EN10MB, Some("port 80")).as_deref(),
+            Some("port 80")
+        );
+        assert_eq!(f.bpf_with(DLT_EN10MB, None), f.bpf());
+        assert_eq!(f.bpf_with(113, None), f.bpf_without_vlan());
+        let with = f.bpf_with(DLT_EN10MB, Some("port 80")).unwrap();
+        assert_eq!(
+            with,
+            "((port 80) and (net 10.0.0.0/8)) or (vlan and ((port 80) and (net 10.0.0.0/8)))"
+        );
+        assert_eq!(
+            f.bpf_with(113, Some("port 80")).as_deref(),
+            Some("(port 80) and (net 10.0.0.0/8)")
+        );
+        assert_eq!(
+            f.bpf_with(DLT_EN10MB, Some("vlan 100 and port 80"))
+                .as_deref(),
+            Some("(vlan 100 and port 80) and ((net 10.0.0.0/8))")
+        );
+
+        // Against libpcap: a TCP packet to port 80 and one to port 81, untagged and tagged.
+        let p = |dport, vlan| Pkt {
+            src: ip("10.0.0.1"),
+            dst: ip("10.0.0.2"),
+            tcp: true,
+            sport: 40000,
+            dport,
+            vlan,
+            later_fragment: false,
+        };
+        let pkts = [p(80, false), p(80, true), p(81, false), p(81, true)];
+        let dir = std::env::temp_dir().join(format!("wasmtap-extra-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("extra.pcap");
+        std::fs::write(&file, pcap_file(&pkts)).unwrap();
+        assert_eq!(pcap_passes(&file, &with), [0, 1]);
+        // The naive AND reads `port 80` past a tag that is not there: untagged traffic is lost.
+        let naive = format!("({}) and (port 80)", f.bpf().unwrap());
+        assert_eq!(pcap_passes(&file, &naive), [1]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -23,12 +23,9 @@ use crate::{CommonArgs, Format, Pipeline, output, selftel};
 /// The BPF program for one handle: the filters' L3/L4 part (per link type)
 /// ANDed with `--bpf`.
 fn combined_bpf(filter: &CompiledFilter, dlt: i32, cli: Option<&str>) -> Option<String> {
-    match (filter.bpf_for_link_type(dlt), cli) {
-        (None, None) => None,
-        (Some(f), None) => Some(f),
-        (None, Some(c)) => Some(c.to_string()),
-        (Some(f), Some(c)) => Some(format!("({f}) and ({c})")),
-    }
+    // Not `(F) and (C)`: libpcap's `vlan` shifts the offsets of what follows
+    // it, so `--bpf` goes inside both the untagged and the tagged branch.
+    filter.bpf_with(dlt, cli)
 }
 
 /// Capture handles and what they were opened with.
@@ -216,6 +213,10 @@ pub fn run(a: RunArgs) -> Result<()> {
     let names = resolve_interfaces(&patterns, a.mode)?;
     let mut sources = open_sources(&names, &live_cfg, &filter, a.bpf.as_deref())?;
     p.shard.set_l7_filter(Some(filter.clone()));
+    let omitted = filter.bpf_omitted();
+    if !omitted.is_empty() {
+        tracing::warn!(fields = ?omitted, "filters too large for the kernel program: applied in user space");
+    }
     if sources.list.len() > 1 {
         // Several interfaces may carry the same packet (host mode).
         p.shard.dedup = crate::pipeline::Dedup::new(

@@ -45,6 +45,18 @@ pub struct Handler {
     pub(crate) l7: Option<Arc<crate::filter::CompiledFilter>>,
     /// Exchanges the L7 filter dropped.
     pub(crate) filtered: u64,
+    /// Whether the filter restricts addresses, transports or ports.
+    pub(crate) packet_filter: bool,
+    /// Packets the L3/L4 filter dropped in user space.
+    pub(crate) packets_filtered: u64,
+}
+
+fn packet_passes(
+    f: Option<&crate::filter::CompiledFilter>,
+    pkt: &wasmtap_decode::Packet<'_>,
+) -> bool {
+    let tcp = matches!(pkt.transport, wasmtap_decode::Transport::Tcp(_));
+    f.is_none_or(|f| f.packet_passes(pkt.src, pkt.dst, tcp, pkt.src_port, pkt.dst_port))
 }
 
 fn dir(d: Direction) -> Dir {
@@ -283,6 +295,8 @@ impl Shard {
                 sessions_ended: Default::default(),
                 l7: None,
                 filtered: 0,
+                packet_filter: false,
+                packets_filtered: 0,
             },
             last_expiry_ns: 0,
             frames: 0,
@@ -315,6 +329,13 @@ impl Shard {
         };
         match self.decoder.decode(link, ts_ns, data) {
             Ok(Some(pkt)) if self.dedup.seen_elsewhere(&pkt, iface, ts_ns) => {}
+            // The kernel program may let more through (fragments, lists over
+            // its budget) and files have none: the filter's own verdict rules.
+            Ok(Some(pkt))
+                if bound.h.packet_filter && !packet_passes(bound.h.l7.as_deref(), &pkt) =>
+            {
+                bound.h.packets_filtered += 1;
+            }
             Ok(Some(pkt)) => self.flows.process(&pkt, ts_ns, &mut bound),
             Ok(None) => {}
             // The decoder counts its errors by kind (DecodeStats).
@@ -365,6 +386,7 @@ impl Shard {
 
     /// Installs the L7 part of a filter (exchanges it rejects are dropped, counted).
     pub fn set_l7_filter(&mut self, f: Option<Arc<crate::filter::CompiledFilter>>) {
+        self.handler.packet_filter = f.as_ref().is_some_and(|f| f.bpf_without_vlan().is_some());
         self.handler.l7 = f;
     }
 
