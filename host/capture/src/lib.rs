@@ -299,17 +299,18 @@ impl LiveSource {
             Ok(c) => (c, true),
             Err(_) => (inactive().map_err(err)?.open().map_err(err)?, false),
         };
-        let mut cap = cap.setnonblock().map_err(err)?;
-        if let Some(f) = bpf {
-            cap.filter(f, true).map_err(err)?;
-        }
+        let cap = cap.setnonblock().map_err(err)?;
         let link = cap.get_datalink().0;
-        Ok(Self {
+        let mut s = Self {
             cap,
             name: name.to_string(),
             link,
             nano,
-        })
+        };
+        if bpf.is_some() {
+            s.set_filter(bpf)?;
+        }
+        Ok(s)
     }
 
     /// The interface name.
@@ -324,12 +325,18 @@ impl LiveSource {
 
     /// Replaces the BPF filter (`None`: capture everything).
     pub fn set_filter(&mut self, bpf: Option<&str>) -> Result<(), CaptureError> {
-        self.cap
-            .filter(bpf.unwrap_or(""), true)
-            .map_err(|e| CaptureError::Live {
-                interface: self.name.clone(),
-                reason: format!("filter: {e}"),
-            })
+        let expr = bpf.unwrap_or("");
+        let res = match self.cap.filter(expr, true) {
+            // libpcap's optimizer refuses a program that can match nothing
+            // (e.g. excluding the only port captured); that is still what the
+            // operator asked for, so compile it unoptimized.
+            Err(e) if e.to_string().contains("rejects all packets") => self.cap.filter(expr, false),
+            other => other,
+        };
+        res.map_err(|e| CaptureError::Live {
+            interface: self.name.clone(),
+            reason: format!("filter: {e}"),
+        })
     }
 
     /// The next frame, or `Ok(None)` when none is waiting.
