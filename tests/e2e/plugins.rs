@@ -46,3 +46,54 @@ fn plugin_dir_overrides_embedded_and_skips_bad_files() {
     assert_eq!(with_dir, replay_spans(&f, &[]));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn sha256_allowlist_refuses_unlisted_files() {
+    let built = root().join("target/wasm-plugins/wasm32-wasip2/release/wasmtap_plugin_http1.wasm");
+    let dir = std::env::temp_dir().join(format!("wasmtap-allow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&built, dir.join("http1.wasm")).unwrap();
+    let sum = Command::new("sha256sum")
+        .arg(dir.join("http1.wasm"))
+        .output()
+        .unwrap();
+    let digest = String::from_utf8(sum.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let list = |allowed: &str| {
+        let cfg = dir.join("allow.toml");
+        std::fs::write(&cfg, format!("[plugins]\nallow_sha256 = [\"{allowed}\"]\n")).unwrap();
+        let out = Command::new(bin())
+            .args([
+                "plugins",
+                "--plugins",
+                dir.to_str().unwrap(),
+                "--config",
+                cfg.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // Not listed: refused with one line; the embedded http1 stays in service.
+    let (stdout, stderr) = list(&"0".repeat(64));
+    assert!(stderr.contains("not in plugins.allow_sha256"), "{stderr}");
+    let http1 = stdout.lines().find(|l| l.starts_with("http1 ")).unwrap();
+    assert!(http1.ends_with("embedded"), "{stdout}");
+    // Listed: loaded from the file.
+    let (stdout, stderr) = list(&digest);
+    assert!(!stderr.contains("rejected"), "{stderr}");
+    let http1 = stdout.lines().find(|l| l.starts_with("http1 ")).unwrap();
+    assert!(
+        http1.contains(&digest) && http1.contains("http1.wasm"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -53,7 +53,7 @@ fn run_mode(mode: &str) -> Run {
             "--config",
             cfg.to_str().unwrap(),
         ])
-        .env("WASMTAP_LOG", "warn")
+        .env("WASMTAP_LOG", if mode == "print" { "info" } else { "warn" })
         .output()
         .unwrap();
     std::fs::remove_file(&cfg).ok();
@@ -213,4 +213,95 @@ fn slow_but_correct_decoder_is_left_alone() {
         .collect();
     assert_eq!(slow, fast, "slow decoding gives the same exchange");
     assert!(counter(&r, "time_ns") > counter(&reference, "time_ns"));
+}
+
+#[test]
+fn a_decoder_that_keeps_failing_is_quarantined_with_backoff() {
+    // Real nginx traffic, one connection per request, all claimed by a decoder
+    // that traps on every call: five failures within 10 s quarantine it (1 s,
+    // then 2 s...); meanwhile its flows go to a decoder whose probe accepts
+    // them (here http1), else to none (counted as refused).
+    let tmp = std::env::temp_dir().join(format!("wasmtap-quarantine-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let pcap = tmp.join("nginx.pcap");
+    let st = Command::new(root().join("scripts/capture-nginx.sh"))
+        .arg(&pcap)
+        .args(["1", "1"])
+        .env("WRK_ARGS", "-H Connection:close")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let port = std::fs::read_to_string(tmp.join("nginx.pcap.port")).unwrap();
+    let port = port.trim().trim_start_matches("port ");
+    let dir = tmp.join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(hostile_dir().join("hostile.wasm"), dir.join("hostile.wasm")).unwrap();
+    std::fs::write(
+        dir.join("hostile.toml"),
+        format!("ports = [{port}]\n[config]\nmode = \"trap-always\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args([
+            "replay",
+            pcap.to_str().unwrap(),
+            "--format",
+            "none",
+            "--stats",
+            "--loop",
+            "3",
+        ])
+        .args(["--plugins", dir.to_str().unwrap()])
+        .env("WASMTAP_LOG", "error")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let get = |name: &str| -> u64 {
+        stderr
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("wasmtap.agent.plugin.{name}{{plugin=hostile}} "))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let (traps, quarantines) = (get("traps"), get("quarantines"));
+    assert!(
+        quarantines >= 2,
+        "quarantined, then again after the backoff: {quarantines}\n{stderr}"
+    );
+    let fallback: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("wasmtap.agent.plugin.sessions{plugin=http1} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        fallback > 10,
+        "flows decoded by http1 while quarantined: {fallback}"
+    );
+    // Backoff bounds the failures: far fewer traps than flows.
+    assert!(traps < 50, "traps {traps}");
+    assert!(stderr.contains("plugin quarantined"), "{stderr}");
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+#[test]
+fn plugin_stdout_and_stderr_reach_the_log_rate_limited() {
+    let r = run_mode("print");
+    other_flow_untouched(&r);
+    let lines = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("hostile stdout line"))
+        .count();
+    assert!(lines > 0, "stdout reaches the agent's log: {}", r.stderr);
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.contains("hostile stderr line") && l.contains("plugin=hostile"))
+    );
+    // 100 records a second per instance; the calls of this capture take well under 2 s.
+    assert!(lines <= 200, "rate-limited: {lines}");
+    assert!(counter(&r, "log_dropped") > 0);
 }

@@ -135,6 +135,7 @@ impl Counters {
                 p.memory_high_water,
             ));
             v.push(per("wasmtap.agent.plugin.time_ns", p.nanos));
+            v.push(per("wasmtap.agent.plugin.log_dropped", p.log_dropped));
         }
         for (k, n) in &shard.handler.sessions_ended {
             v.push((

@@ -9,6 +9,7 @@
 
 mod convert;
 mod plugin;
+mod plugin_log;
 mod worker;
 
 pub use plugin::{

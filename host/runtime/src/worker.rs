@@ -73,7 +73,7 @@ pub(crate) struct StoreState {
     memory_limit: usize,
     plugin: Arc<str>,
     config: Arc<str>,
-    logs_this_window: u32,
+    log: Arc<std::sync::Mutex<crate::plugin_log::LogLimiter>>,
 }
 
 impl WasiView for StoreState {
@@ -87,24 +87,17 @@ impl WasiView for StoreState {
 
 impl wit::Host for StoreState {}
 
-/// Records a plugin may log before further records are dropped (per instance).
-const MAX_LOGS_PER_INSTANCE: u32 = 1000;
-
 impl crate::bindings::wasmtap::decoder::host::Host for StoreState {
     fn log(&mut self, level: Level, message: String) {
-        if self.logs_this_window >= MAX_LOGS_PER_INSTANCE {
-            return;
-        }
-        self.logs_this_window += 1;
-        let msg: String = message.chars().take(1024).collect();
-        let plugin = &*self.plugin;
-        match level {
-            Level::Trace => tracing::trace!(plugin, "{msg}"),
-            Level::Debug => tracing::debug!(plugin, "{msg}"),
-            Level::Info => tracing::info!(plugin, "{msg}"),
-            Level::Warn => tracing::warn!(plugin, "{msg}"),
-            Level::Error => tracing::error!(plugin, "{msg}"),
-        }
+        use crate::plugin_log::Lvl;
+        let lvl = match level {
+            Level::Trace => Lvl::Trace,
+            Level::Debug => Lvl::Debug,
+            Level::Info => Lvl::Info,
+            Level::Warn => Lvl::Warn,
+            Level::Error => Lvl::Error,
+        };
+        crate::plugin_log::emit(&self.log, lvl, "log", &message);
     }
 
     fn config(&mut self) -> String {
@@ -118,10 +111,16 @@ pub(crate) fn new_store(
     plugin: Arc<str>,
     config: Arc<str>,
 ) -> Store<StoreState> {
+    use crate::plugin_log::{LogLimiter, LogStream, Lvl};
+    let log = LogLimiter::new(plugin.clone());
     let mut wasi = WasiCtx::builder();
+    // Nothing granted: no sockets, no name lookups, no preopened directories,
+    // no environment, no arguments. Output goes to the agent's log.
     wasi.allow_tcp(false)
         .allow_udp(false)
-        .allow_ip_name_lookup(false);
+        .allow_ip_name_lookup(false)
+        .stdout(LogStream::new(log.clone(), "stdout", Lvl::Info))
+        .stderr(LogStream::new(log.clone(), "stderr", Lvl::Warn));
     let state = StoreState {
         wasi: wasi.build(),
         table: ResourceTable::new(),
@@ -133,7 +132,7 @@ pub(crate) fn new_store(
         memory_limit,
         plugin,
         config,
-        logs_this_window: 0,
+        log,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -282,6 +281,8 @@ pub struct PluginStats {
     pub memory_high_water: u64,
     /// Wall time spent inside the plugin, nanoseconds.
     pub nanos: u64,
+    /// Log records (`log`, stdout, stderr) dropped by the rate limit.
+    pub log_dropped: u64,
 }
 
 /// Counters of one worker: per plugin, and flows no plugin claimed.
@@ -313,6 +314,7 @@ impl WorkerStats {
             t.refused_quarantined += p.refused_quarantined;
             t.memory_high_water = t.memory_high_water.max(p.memory_high_water);
             t.nanos += p.nanos;
+            t.log_dropped += p.log_dropped;
         }
         t
     }
@@ -569,6 +571,7 @@ impl Worker {
                     st.memory_high_water = st
                         .memory_high_water
                         .max(s.store.data().limiter.high_water as u64);
+                    st.log_dropped += s.store.data().log.lock().map_or(0, |l| l.dropped);
                     (s.plugin.info.name.clone(), st)
                 })
                 .collect(),
@@ -708,7 +711,7 @@ impl Worker {
             tracing::error!(
                 plugin = %slot.plugin.info.name,
                 seconds = backoff as f64 / 1e9,
-                "plugin quarantined after {FAILURES_TO_QUARANTINE} failures; its flows get no decoder meanwhile"
+                "plugin quarantined after {FAILURES_TO_QUARANTINE} failures; meanwhile its flows go to another decoder or none"
             );
         }
         failure

@@ -3,7 +3,7 @@
 //! It claims port 5000 and, by default, decodes HTTP/1 like the real decoder.
 //! Its config section chooses a misbehaviour: `{"mode": "loop"}` (an infinite
 //! loop), `"memory"` (allocates without end), `"trap3"` (panics on the third
-//! call), `"flood"` (10 000 messages per call), `"huge-attr"` (a 1 MiB
+//! call), `"trap-always"` (panics on every call), `"print"` (writes 500 lines to stdout per call), `"flood"` (10 000 messages per call), `"huge-attr"` (a 1 MiB
 //! attribute value), `"slow"` (correct, but burns about 2 ms per call).
 
 use std::cell::Cell;
@@ -21,7 +21,9 @@ enum Mode {
     Loop,
     Memory,
     Trap3,
+    TrapAlways,
     Flood,
+    Print,
     HugeAttr,
     Slow,
 }
@@ -35,6 +37,10 @@ fn mode() -> Mode {
         Mode::Memory
     } else if has("trap3") {
         Mode::Trap3
+    } else if has("trap-always") {
+        Mode::TrapAlways
+    } else if has("print") {
+        Mode::Print
     } else if has("flood") {
         Mode::Flood
     } else if has("huge-attr") {
@@ -128,6 +134,7 @@ impl Session for HostileSession {
                 }
             }
             Mode::Trap3 if n >= 3 => panic!("hostile decoder: third call"),
+            Mode::TrapAlways => panic!("hostile decoder: every call"),
             Mode::Flood => {
                 for i in 0..10_000u64 {
                     out.push(Message::one_way(timestamp_ns, timestamp_ns, i, "FLOOD"));
@@ -140,6 +147,13 @@ impl Session for HostileSession {
                         .attribute(Attribute::str("hostile.blob", "x".repeat(1 << 20))),
                 );
                 return Ok(data.len());
+            }
+            Mode::Print => {
+                // WASI output reaches the agent's log; 500 lines test the rate limit.
+                eprintln!("hostile stderr line {n}");
+                for i in 0..500 {
+                    println!("hostile stdout line {n}.{i}");
+                }
             }
             Mode::Slow => {
                 std::hint::black_box(burn(2_000_000));
