@@ -357,6 +357,20 @@ pub fn config() -> String {
     }
 }
 
+/// Whether the top-level JSON key `key` of a plugin configuration document
+/// (see [`config`]) is `true`: `config_flag(&config(), "raw_query_text")`.
+/// Whitespace is allowed; anything but `true` (or a missing key) is false.
+pub fn config_flag(config: &str, key: &str) -> bool {
+    let quoted = format!("\"{key}\"");
+    let Some(i) = config.find(&quoted) else {
+        return false;
+    };
+    config[i + quoted.len()..]
+        .trim_start()
+        .strip_prefix(':')
+        .is_some_and(|r| r.trim_start().starts_with("true"))
+}
+
 /// Installs a panic hook that reports the panic through [`log`] before the
 /// instance traps. Called by the generated exports; idempotent.
 #[doc(hidden)]

@@ -136,36 +136,9 @@ fn summary_line(s: &serde_json::Value) -> String {
 
 #[test]
 fn http_golden_summaries() {
-    let dir = root().join("tests/pcaps/http");
-    let golden = root().join("tests/golden/http");
-    let update = std::env::var_os("UPDATE_EXPECT").is_some();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut diffs = Vec::new();
-    for f in files {
-        let name = f.file_name().unwrap().to_str().unwrap().to_string();
-        let spans = replay_spans(&f, &[]);
-        let text: String = spans.iter().map(|s| summary_line(s) + "\n").collect();
-        let path = golden.join(format!("{name}.txt"));
-        if update {
-            std::fs::create_dir_all(&golden).unwrap();
-            std::fs::write(&path, &text).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&path)
-            .unwrap_or_else(|_| panic!("missing {}; run with UPDATE_EXPECT=1", path.display()));
-        if want != text {
-            diffs.push(format!("{name}:\n--- want\n{want}--- got\n{text}"));
-        }
-    }
-    assert!(
-        diffs.is_empty(),
-        "golden summaries differ (UPDATE_EXPECT=1 regenerates):\n{}",
-        diffs.join("\n")
-    );
+    crate::check_golden("http", |spans| {
+        spans.iter().map(|s| summary_line(s) + "\n").collect()
+    });
 }
 
 #[test]

@@ -111,17 +111,39 @@ pub fn build_plugin_with(package: &str, name: &str, env: &[(&str, &str)]) -> Pat
     dir
 }
 
-/// Arguments that load decoder `<name>` with `--plugins` when it is still
-/// developed outside `plugins/` (a workspace member named
-/// `wasmtap-plugin-<name>`, built here for wasm32-wasip2). Decoders under
-/// `plugins/` are embedded and need none: the tests stay the same when a
-/// decoder moves in.
-pub fn wip_plugin_args(name: &str) -> Vec<String> {
-    if root().join("plugins").join(name).is_dir() {
-        return Vec::new();
+/// Golden test: replays every capture in `tests/pcaps/<proto>/` and compares
+/// `summarise(spans)` with `tests/golden/<proto>/<file>.txt`; `UPDATE_EXPECT=1`
+/// rewrites the golden files instead.
+pub fn check_golden(proto: &str, summarise: impl Fn(&[Value]) -> String) {
+    let dir = root().join("tests/pcaps").join(proto);
+    let golden = root().join("tests/golden").join(proto);
+    let update = std::env::var_os("UPDATE_EXPECT").is_some();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut diffs = Vec::new();
+    for f in files {
+        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        let text = summarise(&replay_spans(&f, &[]));
+        let path = golden.join(format!("{name}.txt"));
+        if update {
+            std::fs::create_dir_all(&golden).unwrap();
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("missing {}; run with UPDATE_EXPECT=1", path.display()));
+        if want != text {
+            diffs.push(format!("{name}:\n--- want\n{want}--- got\n{text}"));
+        }
     }
-    let dir = build_plugin_dir(&format!("wasmtap-plugin-{name}"), name);
-    vec!["--plugins".to_string(), dir.to_str().unwrap().to_string()]
+    assert!(
+        diffs.is_empty(),
+        "{proto} golden summaries differ (UPDATE_EXPECT=1 regenerates):\n{}",
+        diffs.join("\n")
+    );
 }
 
 /// A span attribute as text ("" when absent).

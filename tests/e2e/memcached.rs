@@ -1,4 +1,4 @@
-//! memcached decoder (wip/memcached): golden tests on every capture in
+//! memcached decoder (plugins/memcached): golden tests on every capture in
 //! tests/pcaps/memcached/ against the DeepFlow expectations of the shared
 //! MANIFEST, per-capture summaries in tests/golden/memcached/ (regenerate with
 //! `UPDATE_EXPECT=1`), and a real memcached driven by a Python client.
@@ -9,12 +9,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::{attr, replay_spans, root, wip_plugin_args};
+use crate::{attr, replay_spans, root};
 
 fn spans(path: &Path) -> Vec<Value> {
-    let extra = wip_plugin_args("memcached");
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    replay_spans(path, &extra)
+    replay_spans(path, &[])
 }
 
 fn pcap(file: &str) -> std::path::PathBuf {
@@ -137,33 +135,7 @@ fn summary(spans: &[Value]) -> String {
 
 #[test]
 fn memcached_golden_summaries() {
-    let golden = root().join("tests/golden/memcached");
-    let update = std::env::var_os("UPDATE_EXPECT").is_some();
-    let mut files: Vec<_> = std::fs::read_dir(root().join("tests/pcaps/memcached"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut diffs = Vec::new();
-    for f in files {
-        let name = f.file_name().unwrap().to_str().unwrap().to_string();
-        let got = summary(&spans(&f));
-        let path = golden.join(format!("{name}.txt"));
-        if update {
-            std::fs::create_dir_all(&golden).unwrap();
-            std::fs::write(&path, &got).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_default();
-        if want != got {
-            diffs.push(format!("{name}:\n--- want\n{want}+++ got\n{got}"));
-        }
-    }
-    assert!(
-        diffs.is_empty(),
-        "golden summaries differ (UPDATE_EXPECT=1 to regenerate):\n{}",
-        diffs.join("\n")
-    );
+    crate::check_golden("memcached", summary);
 }
 
 #[test]

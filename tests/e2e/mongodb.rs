@@ -1,4 +1,4 @@
-//! MongoDB decoder (wip/mongodb): golden tests on every capture in
+//! MongoDB decoder (plugins/mongodb): golden tests on every capture in
 //! tests/pcaps/mongodb/ against the DeepFlow expectations of the shared
 //! MANIFEST, and per-capture summaries in tests/golden/mongodb/ (regenerate
 //! with `UPDATE_EXPECT=1`). There is no MongoDB server in Debian, so there is
@@ -9,12 +9,10 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::{attr, replay_spans, root, wip_plugin_args};
+use crate::{attr, replay_spans, root};
 
 fn spans(path: &Path) -> Vec<Value> {
-    let extra = wip_plugin_args("mongodb");
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    replay_spans(path, &extra)
+    replay_spans(path, &[])
 }
 
 fn pcap(file: &str) -> std::path::PathBuf {
@@ -121,31 +119,5 @@ fn summary(spans: &[Value]) -> String {
 
 #[test]
 fn mongodb_golden_summaries() {
-    let golden = root().join("tests/golden/mongodb");
-    let update = std::env::var_os("UPDATE_EXPECT").is_some();
-    let mut files: Vec<_> = std::fs::read_dir(root().join("tests/pcaps/mongodb"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut diffs = Vec::new();
-    for f in files {
-        let name = f.file_name().unwrap().to_str().unwrap().to_string();
-        let got = summary(&spans(&f));
-        let path = golden.join(format!("{name}.txt"));
-        if update {
-            std::fs::create_dir_all(&golden).unwrap();
-            std::fs::write(&path, &got).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_default();
-        if want != got {
-            diffs.push(format!("{name}:\n--- want\n{want}+++ got\n{got}"));
-        }
-    }
-    assert!(
-        diffs.is_empty(),
-        "golden summaries differ (UPDATE_EXPECT=1 to regenerate):\n{}",
-        diffs.join("\n")
-    );
+    crate::check_golden("mongodb", summary);
 }

@@ -1,4 +1,4 @@
-//! MySQL decoder (wip/mysql): golden tests on every capture in
+//! MySQL decoder (plugins/mysql): golden tests on every capture in
 //! tests/pcaps/mysql/ and a real MariaDB server driven by PyMySQL and the
 //! mariadb CLI (scripts/capture-mysql.sh).
 //!
@@ -14,13 +14,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::{attr, replay_spans, root, wip_plugin_args};
+use crate::{attr, replay_spans, root};
 
 fn spans_of(path: &Path, more: &[&str]) -> Vec<Value> {
-    let extra = wip_plugin_args("mysql");
-    let mut args: Vec<&str> = extra.iter().map(String::as_str).collect();
-    args.extend_from_slice(more);
-    replay_spans(path, &args)
+    replay_spans(path, more)
 }
 
 fn capture(file: &str) -> Vec<Value> {
@@ -279,36 +276,9 @@ fn summary_line(s: &Value) -> String {
 
 #[test]
 fn mysql_golden_summaries() {
-    let dir = root().join("tests/pcaps/mysql");
-    let golden = root().join("tests/golden/mysql");
-    let update = std::env::var_os("UPDATE_EXPECT").is_some();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut diffs = Vec::new();
-    for f in files {
-        let name = f.file_name().unwrap().to_str().unwrap().to_string();
-        let spans = spans_of(&f, &[]);
-        let text: String = spans.iter().map(|s| summary_line(s) + "\n").collect();
-        let path = golden.join(format!("{name}.txt"));
-        if update {
-            std::fs::create_dir_all(&golden).unwrap();
-            std::fs::write(&path, &text).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&path)
-            .unwrap_or_else(|_| panic!("missing {}; run with UPDATE_EXPECT=1", path.display()));
-        if want != text {
-            diffs.push(format!("{name}:\n--- want\n{want}--- got\n{text}"));
-        }
-    }
-    assert!(
-        diffs.is_empty(),
-        "golden summaries differ (UPDATE_EXPECT=1 regenerates):\n{}",
-        diffs.join("\n")
-    );
+    crate::check_golden("mysql", |spans| {
+        spans.iter().map(|s| summary_line(s) + "\n").collect()
+    });
 }
 
 /// Real traffic: a throwaway MariaDB server, PyMySQL (text protocol, binary

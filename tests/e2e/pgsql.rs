@@ -1,4 +1,4 @@
-//! PostgreSQL decoder (wip/pgsql): golden tests on every capture in
+//! PostgreSQL decoder (plugins/pgsql): golden tests on every capture in
 //! tests/pcaps/pgsql/, and a real server (a temporary cluster driven by
 //! pgbench and psql, scripts/capture-pgsql.sh).
 //!
@@ -14,16 +14,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::{attr, replay_spans, root, wip_plugin_args};
+use crate::{attr, replay_spans, root};
 
 fn spans_of(path: &Path) -> Vec<Value> {
-    let extra = wip_plugin_args("pgsql");
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let spans = replay_spans(path, &extra);
-    if path.starts_with(std::env::temp_dir()) && path.to_str().unwrap().contains("wasmtap-pgsql-") {
-        std::fs::remove_file(path).ok();
-    }
-    spans
+    replay_spans(path, &[])
 }
 
 fn key(s: &Value) -> String {
@@ -223,35 +217,9 @@ fn summary_line(s: &Value) -> String {
 
 #[test]
 fn pgsql_golden_summaries() {
-    let dir = root().join("tests/pcaps/pgsql");
-    let golden = root().join("tests/golden/pgsql");
-    let update = std::env::var_os("UPDATE_EXPECT").is_some();
-    let mut files: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_str().unwrap().to_string())
-        .collect();
-    files.sort();
-    let mut diffs = Vec::new();
-    for name in files {
-        let spans = spans_of(&capture(&name));
-        let text: String = spans.iter().map(|s| summary_line(s) + "\n").collect();
-        let path = golden.join(format!("{name}.txt"));
-        if update {
-            std::fs::create_dir_all(&golden).unwrap();
-            std::fs::write(&path, &text).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&path)
-            .unwrap_or_else(|_| panic!("missing {}; run with UPDATE_EXPECT=1", path.display()));
-        if want != text {
-            diffs.push(format!("{name}:\n--- want\n{want}--- got\n{text}"));
-        }
-    }
-    assert!(
-        diffs.is_empty(),
-        "golden summaries differ (UPDATE_EXPECT=1 regenerates):\n{}",
-        diffs.join("\n")
-    );
+    crate::check_golden("pgsql", |spans| {
+        spans.iter().map(|s| summary_line(s) + "\n").collect()
+    });
 }
 
 #[test]

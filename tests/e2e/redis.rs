@@ -1,4 +1,4 @@
-//! Redis decoder (wip/redis): golden tests on every capture in
+//! Redis decoder (plugins/redis): golden tests on every capture in
 //! tests/pcaps/redis/, and real traffic from redis-server + redis-benchmark.
 //!
 //! Layer 1: the exchanges (operation, outcome, error code) must equal the
@@ -6,28 +6,15 @@
 //! tshark disagrees, the peer wins). Layer 2: a per-span summary is compared
 //! with `tests/golden/redis/<file>.txt` (regenerate with `UPDATE_EXPECT=1`).
 
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
-
-use serde_json::Value;
 
 use crate::{attr, replay_spans, root};
 
-/// Builds and installs the plugin once per test process: tests run in
-/// parallel, and each `wip_plugin_args` call rewrites the same `.wasm` file,
-/// which a concurrent replay could read half-written.
-fn plugin_args() -> &'static [String] {
-    static ARGS: OnceLock<Vec<String>> = OnceLock::new();
-    ARGS.get_or_init(|| crate::wip_plugin_args("redis"))
-}
-
 fn spans_of(path: &Path, extra: &[&str]) -> Vec<Value> {
-    let plugin = plugin_args();
-    let mut args: Vec<&str> = plugin.iter().map(String::as_str).collect();
-    args.extend_from_slice(extra);
-    replay_spans(path, &args)
+    replay_spans(path, extra)
 }
 
 fn capture(file: &str) -> Vec<Value> {
@@ -200,36 +187,9 @@ fn summary_line(s: &Value) -> String {
 
 #[test]
 fn redis_golden_summaries() {
-    let dir = root().join("tests/pcaps/redis");
-    let golden = root().join("tests/golden/redis");
-    let update = std::env::var_os("UPDATE_EXPECT").is_some();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut diffs = Vec::new();
-    for f in files {
-        let name = f.file_name().unwrap().to_str().unwrap().to_string();
-        let spans = spans_of(&f, &[]);
-        let text: String = spans.iter().map(|s| summary_line(s) + "\n").collect();
-        let path = golden.join(format!("{name}.txt"));
-        if update {
-            std::fs::create_dir_all(&golden).unwrap();
-            std::fs::write(&path, &text).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&path)
-            .unwrap_or_else(|_| panic!("missing {}; run with UPDATE_EXPECT=1", path.display()));
-        if want != text {
-            diffs.push(format!("{name}:\n--- want\n{want}--- got\n{text}"));
-        }
-    }
-    assert!(
-        diffs.is_empty(),
-        "golden summaries differ (UPDATE_EXPECT=1 regenerates):\n{}",
-        diffs.join("\n")
-    );
+    crate::check_golden("redis", |spans| {
+        spans.iter().map(|s| summary_line(s) + "\n").collect()
+    });
 }
 
 /// Captures redis-benchmark traffic (`pipeline` commands per write) and

@@ -212,7 +212,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     };
     let names = resolve_interfaces(&patterns, a.mode)?;
     let mut sources = open_sources(&names, &live_cfg, &filter, a.bpf.as_deref())?;
-    p.shard.set_l7_filter(Some(filter.clone()));
+    p.shard.set_filter(Some(filter.clone()));
     let omitted = filter.bpf_omitted();
     if !omitted.is_empty() {
         tracing::warn!(fields = ?omitted, "filters too large for the kernel program: applied in user space");
@@ -455,7 +455,7 @@ fn apply_filter(
             src.set_filter(bpf.as_deref())?;
         }
     }
-    p.shard.set_l7_filter(Some(f.clone()));
+    p.shard.set_filter(Some(f.clone()));
     Ok(f)
 }
 

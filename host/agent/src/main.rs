@@ -279,7 +279,7 @@ impl Pipeline {
         let mut shard = shard;
         // The config's filters apply to files as to live capture.
         let filter = cfg.filters.compile().map_err(|e| anyhow::anyhow!("{e}"))?;
-        shard.set_l7_filter(Some(Arc::new(filter)));
+        shard.set_filter(Some(Arc::new(filter)));
         let out = Outputs {
             jsonl: (a.format == Format::Jsonl).then(|| std::io::BufWriter::new(std::io::stdout())),
             otlp: exporter,

@@ -41,8 +41,8 @@ pub struct Handler {
     max_pending: usize,
     response_timeout_ns: u64,
     pub(crate) sessions_ended: std::collections::BTreeMap<&'static str, u64>,
-    /// The L7 part of the filters: exchanges it rejects are not reported.
-    pub(crate) l7: Option<Arc<crate::filter::CompiledFilter>>,
+    /// The filters: packets (in user space) and exchanges they reject are not reported.
+    pub(crate) filter: Option<Arc<crate::filter::CompiledFilter>>,
     /// Exchanges the L7 filter dropped.
     pub(crate) filtered: u64,
     /// Whether the filter restricts addresses, transports or ports.
@@ -109,7 +109,7 @@ impl Handler {
             flow_id: flow.id,
         };
         let want = sink.wants_spans();
-        if let Some(f) = self.l7.as_ref().filter(|f| f.restricts_exchanges()) {
+        if let Some(f) = self.filter.as_ref().filter(|f| f.restricts_exchanges()) {
             let before = self.exchanges.len();
             self.exchanges
                 .retain(|ex| f.exchange_passes(&protocol, &ex.request.operation));
@@ -293,7 +293,7 @@ impl Shard {
                 max_pending: cfg.max_pending,
                 response_timeout_ns: cfg.response_timeout_ns,
                 sessions_ended: Default::default(),
-                l7: None,
+                filter: None,
                 filtered: 0,
                 packet_filter: false,
                 packets_filtered: 0,
@@ -332,7 +332,7 @@ impl Shard {
             // The kernel program may let more through (fragments, lists over
             // its budget) and files have none: the filter's own verdict rules.
             Ok(Some(pkt))
-                if bound.h.packet_filter && !packet_passes(bound.h.l7.as_deref(), &pkt) =>
+                if bound.h.packet_filter && !packet_passes(bound.h.filter.as_deref(), &pkt) =>
             {
                 bound.h.packets_filtered += 1;
             }
@@ -384,10 +384,11 @@ impl Shard {
         }
     }
 
-    /// Installs the L7 part of a filter (exchanges it rejects are dropped, counted).
-    pub fn set_l7_filter(&mut self, f: Option<Arc<crate::filter::CompiledFilter>>) {
+    /// Installs the filters: packets they reject (user-space verdict) and
+    /// exchanges they reject are dropped and counted.
+    pub fn set_filter(&mut self, f: Option<Arc<crate::filter::CompiledFilter>>) {
         self.handler.packet_filter = f.as_ref().is_some_and(|f| f.bpf_without_vlan().is_some());
-        self.handler.l7 = f;
+        self.handler.filter = f;
     }
 
     /// Flows in the table.

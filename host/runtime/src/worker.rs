@@ -70,8 +70,6 @@ pub(crate) struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: Limiter,
-    memory_limit: usize,
-    plugin: Arc<str>,
     config: Arc<str>,
     log: Arc<std::sync::Mutex<crate::plugin_log::LogLimiter>>,
 }
@@ -129,8 +127,6 @@ pub(crate) fn new_store(
             high_water: 0,
             hit: false,
         },
-        memory_limit,
-        plugin,
         config,
         log,
     };
@@ -292,32 +288,6 @@ pub struct WorkerStats {
     pub no_decoder: u64,
     /// Per plugin, by name.
     pub plugins: Vec<(String, PluginStats)>,
-}
-
-impl WorkerStats {
-    /// The sum over plugins.
-    pub fn total(&self) -> PluginStats {
-        let mut t = PluginStats::default();
-        for (_, p) in &self.plugins {
-            t.sessions += p.sessions;
-            t.sessions_restarted += p.sessions_restarted;
-            t.calls += p.calls;
-            t.bytes_in += p.bytes_in;
-            t.messages += p.messages;
-            t.decode_errors += p.decode_errors;
-            t.traps += p.traps;
-            t.deadline_hits += p.deadline_hits;
-            t.limit_hits += p.limit_hits;
-            t.pending_overflows += p.pending_overflows;
-            t.capped += p.capped;
-            t.quarantines += p.quarantines;
-            t.refused_quarantined += p.refused_quarantined;
-            t.memory_high_water = t.memory_high_water.max(p.memory_high_water);
-            t.nanos += p.nanos;
-            t.log_dropped += p.log_dropped;
-        }
-        t
-    }
 }
 
 /// Failures within this window (capture time) count towards quarantine.
@@ -653,14 +623,19 @@ impl Worker {
 
     /// Re-creates a poisoned instance.
     fn revive(&mut self, idx: usize) {
-        let load_deadline = self.load_deadline_ticks;
-        let slot = &mut self.slots[idx];
-        if !slot.poisoned {
+        if !self.slots[idx].poisoned {
             return;
         }
         // Instantiation of an already-validated component only fails on
         // resource exhaustion; keep the slot poisoned and retry next time.
-        if let Some((store, bindings)) = reinstantiate(&slot.plugin, &slot.store, load_deadline) {
+        let fresh = instantiate_on(
+            &self.engine,
+            &self.host_config,
+            self.load_deadline_ticks,
+            &self.slots[idx].plugin,
+        );
+        let slot = &mut self.slots[idx];
+        if let Ok((store, bindings)) = fresh {
             let hw = slot.store.data().limiter.high_water as u64;
             slot.stats.memory_high_water = slot.stats.memory_high_water.max(hw);
             slot.store = store;
@@ -1057,22 +1032,4 @@ fn instantiate_on(
             reason: format!("instantiate: {e:#}"),
         })?;
     Ok((store, bindings))
-}
-
-fn reinstantiate(
-    p: &Plugin,
-    old: &Store<StoreState>,
-    load_deadline: Option<u64>,
-) -> Option<(Store<StoreState>, PluginBindings)> {
-    let mut store = new_store(
-        old.engine(),
-        old.data().memory_limit,
-        old.data().plugin.clone(),
-        p.config_json.clone(),
-    );
-    if let Some(t) = load_deadline {
-        store.set_epoch_deadline(t);
-    }
-    let bindings = p.pre.instantiate(&mut store).ok()?;
-    Some((store, bindings))
 }

@@ -28,9 +28,7 @@ const ATTRIBUTE_KEYS: [&str; 8] = [
 ];
 
 fn raw_query_text() -> bool {
-    let cfg = wasmtap_sdk::config();
-    let compact: String = cfg.chars().filter(|c| !c.is_whitespace()).collect();
-    compact.contains("\"raw_query_text\":true")
+    wasmtap_sdk::config_flag(&wasmtap_sdk::config(), "raw_query_text")
 }
 
 impl Decoder for Memcached {

@@ -30,12 +30,7 @@ const ATTRIBUTE_KEYS: [&str; 8] = [
 
 /// Whether a plugin config JSON document asks for raw query text.
 pub fn raw_query_text(config: &str) -> bool {
-    let Some(i) = config.find("\"raw_query_text\"") else {
-        return false;
-    };
-    let rest = config[i + "\"raw_query_text\"".len()..].trim_start();
-    rest.strip_prefix(':')
-        .is_some_and(|r| r.trim_start().starts_with("true"))
+    wasmtap_sdk::config_flag(config, "raw_query_text")
 }
 
 impl Decoder for Mysql {

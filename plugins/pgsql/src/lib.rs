@@ -67,13 +67,7 @@ impl Decoder for Pgsql {
 
 /// Whether the plugin's JSON configuration sets `"raw_query_text": true`.
 fn raw_query_text(config: &str) -> bool {
-    let key = "\"raw_query_text\"";
-    let Some(at) = config.find(key) else {
-        return false;
-    };
-    let rest = config[at + key.len()..].trim_start();
-    rest.strip_prefix(':')
-        .is_some_and(|r| r.trim_start().starts_with("true"))
+    wasmtap_sdk::config_flag(config, "raw_query_text")
 }
 
 /// Per-flow PostgreSQL state.

@@ -131,8 +131,7 @@ impl Decoder for Redis {
 
 /// Whether the plugin config JSON asks for raw query text.
 fn raw_query_text(config: &str) -> bool {
-    let compact: String = config.chars().filter(|c| !c.is_whitespace()).collect();
-    compact.contains("\"raw_query_text\":true")
+    wasmtap_sdk::config_flag(config, "raw_query_text")
 }
 
 /// Per-flow Redis state.

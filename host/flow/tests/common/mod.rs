@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+/// The classic-pcap reader of wasmtap-decode's tests (one copy for both crates).
+#[path = "../../../decode/tests/common/mod.rs"]
 pub mod pcap;
 
 use std::net::SocketAddr;
