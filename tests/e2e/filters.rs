@@ -93,7 +93,19 @@ fn filters_change_at_runtime_and_bad_ones_are_refused() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(ready, "admin endpoint never ready");
-    let settle = || std::thread::sleep(Duration::from_millis(1600));
+    // Waits until the agent reports `n` filter updates in force (/status).
+    let status = format!("http://127.0.0.1:{admin}/status");
+    let applied = |n: u64| {
+        for _ in 0..300 {
+            let (code, body) = curl(&[&status]);
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if code == 200 && v["filters_applied"].as_u64().unwrap_or(0) >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("filter update {n} never reported in force");
+    };
     let get = |n: usize| (0..n).for_each(|_| assert_eq!(curl(&[&url]).0, 200));
     let post =
         |n: usize| (0..n).for_each(|_| assert_eq!(curl(&["-X", "POST", "-d", "x=1", &url]).0, 405));
@@ -109,7 +121,7 @@ fn filters_change_at_runtime_and_bad_ones_are_refused() {
         &api,
     ]);
     assert_eq!(code, 200, "{body}");
-    settle();
+    applied(1);
     get(2);
     post(2);
     // C: an invalid filter is refused with the reason; the previous one stays.
@@ -118,12 +130,15 @@ fn filters_change_at_runtime_and_bad_ones_are_refused() {
     assert!(body.contains("ports_include[0]"), "{body}");
     let (code, _) = curl(&["-X", "PUT", "-d", r#"{"no_such_field": 1}"#, &api]);
     assert_eq!(code, 400);
-    settle();
+    // Nothing new was applied: the method exclusion is still the only update.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (_, body) = curl(&[&status]);
+    assert!(body.contains("\"filters_applied\":1"), "{body}");
     get(1);
     post(1);
     // D: the config file changes (a ConfigMap update): the port is excluded.
     std::fs::write(&cfg, format!("[filters]\nports_exclude = [\"{port}\"]\n")).unwrap();
-    settle();
+    applied(2);
     get(2);
     post(2);
     std::thread::sleep(Duration::from_millis(500));

@@ -1,11 +1,10 @@
 //! Live capture on loopback: Debian's nginx driven by wrk while `wasmtap run`
 //! captures `lo`; after SIGTERM every completed exchange has been written.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{bin, root};
+use crate::{LiveAgent, bin, root};
 
 struct Nginx {
     dir: std::path::PathBuf,
@@ -44,46 +43,21 @@ impl Drop for Nginx {
     }
 }
 
-/// Sends SIGTERM (the way an orchestrator stops the agent).
-fn terminate(pid: u32) {
-    let st = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 #[test]
 fn live_loopback_spans_cover_every_wrk_request_and_sigterm_flushes() {
     let nginx = Nginx::start();
-    let mut agent = Command::new(bin())
-        .args([
-            "run",
-            "--interface",
-            "lo",
-            "--bpf",
-            &format!("tcp port {}", nginx.port),
-        ])
-        .args(["--format", "jsonl", "--stats", "--duration", "60"])
-        .env("WASMTAP_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = agent.stdout.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).unwrap();
-        s
-    });
-    let mut stderr = agent.stderr.take().unwrap();
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stderr.read_to_string(&mut s).unwrap();
-        s
-    });
-    // The agent logs "capturing" once its handles are open; give it a moment.
-    std::thread::sleep(Duration::from_millis(1500));
+    let agent = LiveAgent::spawn(Command::new(bin()).args([
+        "run",
+        "--interface",
+        "lo",
+        "--bpf",
+        &format!("tcp port {}", nginx.port),
+        "--format",
+        "jsonl",
+        "--stats",
+        "--duration",
+        "60",
+    ]));
 
     // A paced client (1 ms between requests per connection): a debug build keeps up.
     let lua = std::env::temp_dir().join(format!("wasmtap-live-{}.lua", std::process::id()));
@@ -112,11 +86,9 @@ fn live_loopback_spans_cover_every_wrk_request_and_sigterm_flushes() {
 
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
-    terminate(agent.id());
-    let status = agent.wait().unwrap();
-    let spans = out_reader.join().unwrap();
-    let stderr = err_reader.join().unwrap();
-    assert!(status.success(), "{stderr}");
+    let stopped = agent.stop();
+    let (spans, stderr) = (stopped.stdout, stopped.stderr);
+    assert!(stopped.status.success(), "{stderr}");
     assert!(
         t.elapsed() < Duration::from_secs(20),
         "graceful shutdown took {:?}",

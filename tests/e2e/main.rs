@@ -154,3 +154,78 @@ pub fn attr(span: &Value, key: &str) -> String {
         v => v.to_string(),
     }
 }
+
+/// A `wasmtap run` under test: stdout and stderr collected by threads.
+pub struct LiveAgent {
+    child: std::process::Child,
+    out: std::thread::JoinHandle<String>,
+    err: std::thread::JoinHandle<String>,
+}
+
+/// What a stopped [`LiveAgent`] left: exit status, stdout, stderr.
+pub struct Stopped {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl LiveAgent {
+    /// Spawns `cmd` (a `wasmtap run`, possibly behind `ip netns exec`) and
+    /// returns once it logs "capturing" (its capture handles are open), so no
+    /// test depends on a guessed start-up delay. Panics after 60 s.
+    pub fn spawn(cmd: &mut Command) -> LiveAgent {
+        use std::io::{BufRead, Read};
+        use std::process::Stdio;
+        let mut child = cmd
+            .env("WASMTAP_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let out = std::thread::spawn(move || {
+            let mut s = String::new();
+            stdout.read_to_string(&mut s).unwrap();
+            s
+        });
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in stderr.lines() {
+                let Ok(line) = line else { break };
+                if line.contains("capturing") {
+                    let _ = tx.send(());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let mut agent = LiveAgent { child, out, err };
+        if rx.recv_timeout(std::time::Duration::from_secs(60)).is_err() {
+            let _ = agent.child.kill();
+            let s = agent.stop();
+            panic!("the agent never started capturing:\n{}", s.stderr);
+        }
+        agent
+    }
+
+    /// The agent's pid.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM (as an orchestrator does) and collects everything.
+    pub fn stop(mut self) -> Stopped {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        Stopped {
+            status,
+            stdout: self.out.join().unwrap(),
+            stderr: self.err.join().unwrap(),
+        }
+    }
+}

@@ -4,13 +4,12 @@
 //! with pod A's identity; one host-mode agent in the root namespace reports
 //! both pods' exchanges, each attributed to its own service.
 
-use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{attr, bin, root};
+use crate::{LiveAgent, attr, bin, root};
 
 struct Pods {
     tag: String,
@@ -47,34 +46,10 @@ impl Drop for Pods {
     }
 }
 
-fn spawn_agent(cmd: &mut Command) -> (Child, std::thread::JoinHandle<String>) {
-    let mut child = cmd
-        .env("WASMTAP_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        out.read_to_string(&mut s).unwrap();
-        s
-    });
-    (child, reader)
-}
-
-fn stop(mut child: Child, reader: std::thread::JoinHandle<String>) -> Vec<Value> {
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(child.wait().unwrap().success());
-    reader
-        .join()
-        .unwrap()
+fn spans(agent: LiveAgent) -> Vec<Value> {
+    let s = agent.stop();
+    assert!(s.status.success(), "{}", s.stderr);
+    s.stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -126,9 +101,29 @@ fn sidecar_sees_its_pod_only_and_host_mode_sees_every_pod() {
         .spawn()
         .unwrap();
     pods.children.push(redis);
+    // Both servers answer before any agent starts (no guessed delays).
+    let answers = |ns: String, args: &[&str]| {
+        (0..200).any(|_| {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+            if !ok {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ok
+        })
+    };
+    assert!(answers(
+        pods.ns('b'),
+        &["redis-cli", "-h", &pods.ip(2), "PING"]
+    ));
+    let web = format!("http://{}:8080/", pods.ip(1));
+    assert!(answers(pods.ns('a'), &["curl", "-s", "-f", &web]));
 
     // A sidecar in pod A (its network namespace), identity from the downward API.
-    let (sidecar, sidecar_out) = spawn_agent(
+    let sidecar = LiveAgent::spawn(
         Command::new("ip")
             .args(["netns", "exec", &pods.ns('a'), bin()])
             .args([
@@ -156,7 +151,7 @@ fn sidecar_sees_its_pod_only_and_host_mode_sees_every_pod() {
         ),
     )
     .unwrap();
-    let (host, host_out) = spawn_agent(
+    let host = LiveAgent::spawn(
         Command::new(bin())
             .args([
                 "run",
@@ -174,7 +169,6 @@ fn sidecar_sees_its_pod_only_and_host_mode_sees_every_pod() {
                 "",
             ]),
     );
-    std::thread::sleep(Duration::from_millis(2000));
 
     // Clients in pod C.
     let client = |args: &[&str]| {
@@ -186,7 +180,6 @@ fn sidecar_sees_its_pod_only_and_host_mode_sees_every_pod() {
             .unwrap();
         assert!(st.success(), "{args:?}");
     };
-    let web = format!("http://{}:8080/", pods.ip(1));
     for _ in 0..5 {
         client(&["curl", "-s", "-f", &web]);
     }
@@ -202,8 +195,8 @@ fn sidecar_sees_its_pod_only_and_host_mode_sees_every_pod() {
         client(&args);
     }
     std::thread::sleep(Duration::from_millis(1000));
-    let side = stop(sidecar, sidecar_out);
-    let node = stop(host, host_out);
+    let side = spans(sidecar);
+    let node = spans(host);
 
     // Sidecar: pod A's five exchanges, nothing of pod B, with pod A's identity.
     assert_eq!(side.len(), 5, "{side:#?}");

@@ -233,6 +233,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     admin.ready.store(true, Ordering::SeqCst);
     let config_path = a.common.config.clone();
     let mut config_seen = config_mtime(config_path.as_deref());
+    let mut filters_applied: u64 = 0;
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -312,7 +313,13 @@ pub fn run(a: RunArgs) -> Result<()> {
         }
         if last_admin.elapsed() >= Duration::from_secs(1) {
             last_admin = Instant::now();
-            publish_status(&mut p, &mut sources, &admin, &spec, started);
+            publish_status(
+                &mut p,
+                &mut sources,
+                &admin,
+                (&spec, filters_applied),
+                started,
+            );
             // A filter from `PUT /filters`, or from the config file (a ConfigMap
             // update lands as a file change): applied without a restart.
             let mut next = match admin.pending_filter.lock() {
@@ -336,7 +343,16 @@ pub fn run(a: RunArgs) -> Result<()> {
                     Ok(f) => {
                         filter = f;
                         spec = new_spec;
+                        filters_applied += 1;
                         tracing::info!(bpf = ?filter.bpf(), "filters applied");
+                        // Published at once: operators (and tests) see it in force.
+                        publish_status(
+                            &mut p,
+                            &mut sources,
+                            &admin,
+                            (&spec, filters_applied),
+                            started,
+                        );
                     }
                     Err(e) => tracing::error!("filters refused, previous filters stay: {e:#}"),
                 }
@@ -464,7 +480,8 @@ fn publish_status(
     p: &mut Pipeline,
     sources: &mut Sources,
     admin: &AdminState,
-    spec: &FilterSpec,
+    // The filters in force, and how many updates were applied since start.
+    filters: (&FilterSpec, u64),
     started: Instant,
 ) {
     let capture = capture_counters(sources);
@@ -501,7 +518,8 @@ fn publish_status(
         "flows": p.shard.flows_len(),
         "spans": p.out.spans,
         "plugins": plugins,
-        "filters": spec,
+        "filters": filters.0,
+        "filters_applied": filters.1,
     });
     let mut counters = selftel::Counters::collect(
         &p.shard,
