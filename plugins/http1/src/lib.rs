@@ -151,8 +151,8 @@ pub fn to_message(m: parser::Message) -> Message {
             // HTTP/0.9 responses have no status line, hence no status code.
             let msg = match m.status_code {
                 // Server spans: 5xx is an error, 4xx is the client's (semantic conventions).
-                Some(code) if code >= 500 => msg.error(&code.to_string()),
-                Some(code) => msg.ok(&code.to_string()),
+                Some(code) if code >= 500 => msg.error(status_text(code, &mut [0; 3])),
+                Some(code) => msg.ok(status_text(code, &mut [0; 3])),
                 None => msg.ok(""),
             };
             let msg = match m.status_code {
@@ -172,6 +172,18 @@ pub fn to_message(m: parser::Message) -> Message {
             }
         }
     }
+}
+
+/// A status code's three digits (the parser only yields 100..=999), without
+/// going through `fmt`.
+fn status_text(code: u16, buf: &mut [u8; 3]) -> &str {
+    let code = code.min(999);
+    *buf = [
+        b'0' + (code / 100) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+    ];
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 fn strip_port(host: &str) -> String {
@@ -236,6 +248,13 @@ mod tests {
             Http1::probe(Transport::Udp, Direction::ToServer, b"GET / HTTP/1.1\r\n"),
             0
         );
+    }
+
+    #[test]
+    fn status_codes_print_as_three_digits() {
+        for code in [100, 200, 204, 404, 500, 599, 999] {
+            assert_eq!(status_text(code, &mut [0; 3]), code.to_string());
+        }
     }
 
     #[test]

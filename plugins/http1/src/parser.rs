@@ -43,6 +43,7 @@
 //! Nothing here panics on input, every buffer is bounded, and the values of
 //! `Authorization`, `Cookie` and `Set-Cookie` are never extracted.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -151,7 +152,7 @@ pub struct Message {
     pub query: Option<String>,
     /// Protocol version, e.g. `1.1` (`0.9` for HTTP/0.9 simple requests and
     /// their responses; empty for a malformed request line without one).
-    pub version: String,
+    pub version: &'static str,
     /// Final status code; `None` for requests and HTTP/0.9 responses.
     pub status_code: Option<u16>,
     /// Requests: the authority of an absolute-form or authority-form target,
@@ -792,7 +793,7 @@ impl Parser {
                 method: b"GET",
                 target,
             },
-            version: "0.9".into(),
+            version: "0.9",
             content_length: Ok(None),
             chunked: None,
             host: None,
@@ -855,7 +856,7 @@ impl Parser {
             method: None,
             path: None,
             query: None,
-            version: "0.9".into(),
+            version: "0.9",
             status_code: None,
             host: None,
             user_agent: None,
@@ -1201,8 +1202,37 @@ fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// `tchar` (RFC 9110 §5.6.2) as a table: one load per byte on the hot path.
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
 
 /// Request-target bytes: visible ASCII and obs-text (raw UTF-8 is tolerated).
@@ -1480,7 +1510,7 @@ enum StartLine<'a> {
 
 struct Head<'a> {
     line: StartLine<'a>,
-    version: String,
+    version: &'static str,
     content_length: Result<Option<u64>, &'static str>,
     /// `Some(chunked is the final coding)` when Transfer-Encoding is present.
     chunked: Option<bool>,
@@ -1505,16 +1535,41 @@ fn parse_version(v: &[u8]) -> Option<(u8, u8)> {
     }
 }
 
-fn version_string(v: &[u8], bad: &'static str) -> Result<String, &'static str> {
+/// `major.minor` for single digits, without formatting or allocating.
+fn version_text(major: u8, minor: u8) -> &'static str {
+    let i = (usize::from(major) * 10 + usize::from(minor)) * 3;
+    VERSIONS.get(i..i + 3).unwrap_or_default()
+}
+
+/// "0.0" "0.1" ... "9.9", back to back.
+const VERSIONS: &str = {
+    const D: [u8; 300] = {
+        let mut d = [0u8; 300];
+        let mut i = 0;
+        while i < 100 {
+            d[i * 3] = b'0' + (i / 10) as u8;
+            d[i * 3 + 1] = b'.';
+            d[i * 3 + 2] = b'0' + (i % 10) as u8;
+            i += 1;
+        }
+        d
+    };
+    match core::str::from_utf8(&D) {
+        Ok(s) => s,
+        Err(_) => "",
+    }
+};
+
+fn version_string(v: &[u8], bad: &'static str) -> Result<&'static str, &'static str> {
     match parse_version(v) {
-        Some((1, minor)) => Ok(format!("1.{minor}")),
+        Some((1, minor)) => Ok(version_text(1, minor)),
         Some(_) => Err(reason::NOT_HTTP1),
         None => Err(bad),
     }
 }
 
 /// Parses a complete request line (without its line ending).
-fn parse_request_line(line: &[u8]) -> Result<(&[u8], &[u8], String), &'static str> {
+fn parse_request_line(line: &[u8]) -> Result<(&[u8], &[u8], &'static str), &'static str> {
     let bad = reason::BAD_REQUEST_LINE;
     let mut parts = line.split(|&b| b == b' ');
     let method = parts.next().unwrap_or_default();
@@ -1546,7 +1601,7 @@ fn simple_request_target(line: &[u8]) -> Option<&[u8]> {
 }
 
 /// Parses a complete status line (without its line ending).
-fn parse_status_line(line: &[u8]) -> Result<(u16, String), &'static str> {
+fn parse_status_line(line: &[u8]) -> Result<(u16, &'static str), &'static str> {
     let bad = reason::BAD_STATUS_LINE;
     let version = version_string(line.get(..8).ok_or(bad)?, bad)?;
     let code = match line.get(8..) {
@@ -1636,7 +1691,7 @@ fn lenient_request<'a>(
         .last()
         .or(second)
         .and_then(parse_version)
-        .map(|(major, minor)| format!("{major}.{minor}"))
+        .map(|(major, minor)| version_text(major, minor))
         .unwrap_or_default();
     let target = second
         .filter(|t| t.starts_with(b"/") || t.starts_with(b"*"))
@@ -1666,12 +1721,13 @@ fn lenient_request<'a>(
 /// no field are skipped instead of failing.
 fn parse_fields<'a>(
     line: StartLine<'a>,
-    version: String,
+    version: &'static str,
     lines: impl Iterator<Item = &'a [u8]>,
     limits: &Limits,
     lenient: bool,
 ) -> Result<Head<'a>, &'static str> {
-    let mut fields: Vec<(Field, Vec<u8>)> = Vec::new();
+    // Borrowed from the block; owned only when obs-fold continues a value.
+    let mut fields: Vec<(Field, Cow<'a, [u8]>)> = Vec::new();
     let mut count = 0usize;
     let mut last_kept = false;
     for l in lines {
@@ -1687,6 +1743,7 @@ fn parse_fields<'a>(
                 return Err(reason::BAD_HEADER);
             }
             if last_kept && let Some((_, v)) = fields.last_mut() {
+                let v = v.to_mut();
                 v.push(b' ');
                 v.extend_from_slice(trim_ows(l));
             }
@@ -1708,7 +1765,7 @@ fn parse_fields<'a>(
         };
         if let Some(f) = field(name) {
             let value = trim_ows(l.get(colon + 1..).unwrap_or_default());
-            fields.push((f, value.to_vec()));
+            fields.push((f, Cow::Borrowed(value)));
             last_kept = true;
         }
     }
@@ -1753,7 +1810,7 @@ fn parse_fields<'a>(
 /// Parses all `Content-Length` values: each a comma list of identical
 /// decimal numbers (RFC 9110 §8.6); different values are an error.
 fn content_length<'v>(
-    values: impl Iterator<Item = &'v Vec<u8>>,
+    values: impl Iterator<Item = &'v Cow<'v, [u8]>>,
 ) -> Result<Option<u64>, &'static str> {
     let mut length = None;
     for v in values {
