@@ -2,6 +2,7 @@
 # Live-mode cost: agent CPU per 10k exchanges while nginx on loopback serves
 # about RATE requests/s (wrk with a per-request delay), for SECONDS.
 # Usage: scripts/bench-live.sh [SECONDS=10] [CONNECTIONS=10]
+# WASMTAP_BENCH_ARGS adds agent options, e.g. "--immediate false".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
@@ -10,7 +11,7 @@ secs=${1:-10}; conns=${2:-10}
 dir=$(mktemp -d /tmp/wasmtap-benchlive.XXXXXX)
 port=$(scripts/nginx-serve.sh start "$dir")
 trap 'kill $agent 2>/dev/null || true; scripts/nginx-serve.sh stop "$dir"; rm -rf "$dir"' EXIT
-target/release/wasmtap run --interface lo --bpf "tcp port $port" --format none --stats --admin-listen "" 2>"$dir/stats" &
+target/release/wasmtap run --interface lo --bpf "tcp port $port" --format none --stats --admin-listen "" ${WASMTAP_BENCH_ARGS:-} 2>"$dir/stats" &
 agent=$!
 sleep 1
 ticks() { awk '{print $14 + $15}' "/proc/$agent/stat"; }

@@ -106,12 +106,26 @@ fn filters_change_at_runtime_and_bad_ones_are_refused() {
         }
         panic!("filter update {n} never reported in force");
     };
+    // Waits until the agent has written `n` spans (/status), so a filter
+    // change cannot overtake packets still in the kernel's buffer.
+    let spans_out = |n: u64| {
+        for _ in 0..300 {
+            let (_, body) = curl(&[&status]);
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if v["spans"].as_u64().unwrap_or(0) >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the agent never wrote {n} spans");
+    };
     let get = |n: usize| (0..n).for_each(|_| assert_eq!(curl(&[&url]).0, 200));
     let post =
         |n: usize| (0..n).for_each(|_| assert_eq!(curl(&["-X", "POST", "-d", "x=1", &url]).0, 405));
 
     // A: everything reported.
     get(3);
+    spans_out(3);
     // B: an L7 method exclusion drops GET spans, keeps POST.
     let (code, body) = curl(&[
         "-X",
@@ -124,6 +138,7 @@ fn filters_change_at_runtime_and_bad_ones_are_refused() {
     applied(1);
     get(2);
     post(2);
+    spans_out(5);
     // C: an invalid filter is refused with the reason; the previous one stays.
     let (code, body) = curl(&["-X", "PUT", "-d", r#"{"ports_include": ["80-"]}"#, &api]);
     assert_eq!(code, 400);
@@ -136,6 +151,7 @@ fn filters_change_at_runtime_and_bad_ones_are_refused() {
     assert!(body.contains("\"filters_applied\":1"), "{body}");
     get(1);
     post(1);
+    spans_out(6);
     // D: the config file changes (a ConfigMap update): the port is excluded.
     std::fs::write(&cfg, format!("[filters]\nports_exclude = [\"{port}\"]\n")).unwrap();
     applied(2);

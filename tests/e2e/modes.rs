@@ -130,6 +130,10 @@ fn sidecar_sees_its_pod_only_and_host_mode_sees_every_pod() {
                 "run",
                 "--mode",
                 "sidecar",
+                // Both capture modes are exercised: this agent per packet,
+                // the host-mode agent in kernel batches (the default).
+                "--immediate",
+                "true",
                 "--format",
                 "jsonl",
                 "--admin-listen",

@@ -105,6 +105,12 @@ pub struct RunArgs {
     /// Promiscuous mode (mirrored/SPAN ports).
     #[arg(long)]
     pub promisc: bool,
+    /// Immediate mode: packets are handed over as they arrive (read about
+    /// every millisecond under load). `false` (the default): the kernel hands
+    /// over batches, when a buffer block fills or after 100 ms: half the CPU
+    /// under load, spans up to 100 ms later.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub immediate: bool,
     /// Admin endpoint address (`/healthz`, `/readyz`, `/status`, `/metrics`, `PUT /filters`); "" disables.
     /// A non-loopback address needs WASMTAP_ADMIN_TOKEN.
     #[arg(long, default_value = "127.0.0.1:9464")]
@@ -199,7 +205,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let live_cfg = LiveConfig {
         snaplen: a.snaplen,
         buffer_bytes: a.buffer_mib.saturating_mul(1 << 20),
-        immediate: true,
+        immediate: a.immediate,
         promisc: a.promisc,
     };
     let mut spec: FilterSpec = p.cfg.filters.clone();
@@ -267,26 +273,22 @@ pub fn run(a: RunArgs) -> Result<()> {
     let tty = std::io::stdout().is_terminal();
     let mut read_error = None;
     'capture: while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
-        let mut got = 0usize;
-        for (n, (src, link)) in sources.list.iter_mut().enumerate() {
-            for _ in 0..512 {
-                match src.next_frame() {
-                    Ok(Some(f)) => {
-                        last_ts = last_ts.max(f.ts_ns);
-                        let iface = u16::try_from(n).unwrap_or(u16::MAX);
-                        p.shard
-                            .frame_from(iface, *link, f.ts_ns, f.data, &mut p.out);
-                        got += 1;
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        read_error = Some(e);
-                        break 'capture;
-                    }
-                }
+        let got = match read_available(&mut sources, &mut p, &mut last_ts, 512) {
+            Ok(n) => n,
+            Err(e) => {
+                read_error = Some(e);
+                break 'capture;
             }
-        }
+        };
         if got == 0 {
+            // Sleep in poll(2) until a source has frames, at most until the
+            // next output flush is due.
+            let until_flush = Duration::from_millis(100).saturating_sub(last_flush.elapsed());
+            let list: Vec<&LiveSource> = sources.list.iter().map(|(s, _)| s).collect();
+            LiveSource::wait_any(&list, until_flush.max(Duration::from_millis(1)));
+        } else if live_cfg.immediate && got < 512 {
+            // Drained. In immediate mode every packet would wake poll(2):
+            // let about a millisecond of packets gather first instead.
             std::thread::sleep(Duration::from_millis(1));
         }
         if last_tick.elapsed() >= Duration::from_millis(200) {
@@ -376,6 +378,24 @@ pub fn run(a: RunArgs) -> Result<()> {
         }
     }
     admin.ready.store(false, Ordering::SeqCst);
+    if read_error.is_none() {
+        // What the kernel captured before the stop was accepted: read it all.
+        // Without immediate mode the last block is handed over only when its
+        // 100 ms timeout expires.
+        if !live_cfg.immediate {
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        loop {
+            match read_available(&mut sources, &mut p, &mut last_ts, usize::MAX) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    read_error = Some(e);
+                    break;
+                }
+            }
+        }
+    }
     let extra = capture_counters(&mut sources);
     drop(sources);
     let now = last_ts.max(wall_ns());
@@ -385,6 +405,28 @@ pub fn run(a: RunArgs) -> Result<()> {
         bail!("{e}");
     }
     Ok(())
+}
+
+/// Reads up to `per_source` waiting frames from each source into the
+/// pipeline; returns how many were read.
+fn read_available(
+    sources: &mut Sources,
+    p: &mut Pipeline,
+    last_ts: &mut u64,
+    per_source: usize,
+) -> Result<usize, wasmtap_capture::CaptureError> {
+    let mut got = 0usize;
+    for (n, (src, link)) in sources.list.iter_mut().enumerate() {
+        for _ in 0..per_source {
+            let Some(f) = src.next_frame()? else { break };
+            *last_ts = (*last_ts).max(f.ts_ns);
+            let iface = u16::try_from(n).unwrap_or(u16::MAX);
+            p.shard
+                .frame_from(iface, *link, f.ts_ns, f.data, &mut p.out);
+            got += 1;
+        }
+    }
+    Ok(got)
 }
 
 /// Opens interfaces that appeared and closes those that went away.
