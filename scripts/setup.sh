@@ -23,6 +23,7 @@ if [[ "${1:-}" == "--test" ]]; then
   want postgresql-contrib
   want mariadb-server
   want mariadb-client
+  want dnsmasq-base
 fi
 if ((${#need_apt[@]})); then
   echo "setup: installing Debian packages: ${need_apt[*]}" >&2

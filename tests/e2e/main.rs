@@ -3,6 +3,7 @@
 #![allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 
 mod deploy;
+mod dns;
 mod filters;
 mod golden;
 mod hot_reload;
