@@ -143,7 +143,15 @@ fn other_flow_untouched(r: &Run) {
     let want = normal(&mut baseline().iter());
     assert_eq!(others.len(), want.len(), "{:?}", r.stderr);
     assert_eq!(others, want, "every other flow's exchanges must not notice");
-    for decoder in ["http1", "mysql", "pgsql", "mongodb", "memcached", "redis"] {
+    for decoder in [
+        "http1",
+        "mysql",
+        "pgsql",
+        "mongodb",
+        "memcached",
+        "redis",
+        "dns",
+    ] {
         assert_eq!(
             r.counters
                 .get(&format!("wasmtap.agent.plugin.traps{{plugin={decoder}}}"))
