@@ -2,12 +2,11 @@
 //! endpoint (`PUT /filters`) and through the config file (as a ConfigMap
 //! update lands). An invalid filter is refused and the previous one stays.
 
-use std::io::Read;
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::{bin, root};
+use crate::{LiveAgent, bin, root};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -48,39 +47,24 @@ fn filters_change_at_runtime_and_bad_ones_are_refused() {
     let cfg = dir.join("wasmtap.toml");
     std::fs::write(&cfg, "[filters]\nl4 = [\"tcp\"]\n").unwrap();
 
-    let mut agent = Command::new(bin())
-        .args([
-            "run",
-            "--interface",
-            "lo",
-            "--bpf",
-            &format!("tcp port {port}"),
-            "--format",
-            "jsonl",
-        ])
-        .args([
-            "--config",
-            cfg.to_str().unwrap(),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .env("WASMTAP_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = agent.stdout.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).unwrap();
-        s
-    });
-    let mut stderr = agent.stderr.take().unwrap();
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stderr.read_to_string(&mut s).unwrap();
-        s
-    });
+    let agent = LiveAgent::spawn(
+        Command::new(bin())
+            .args([
+                "run",
+                "--interface",
+                "lo",
+                "--bpf",
+                &format!("tcp port {port}"),
+                "--format",
+                "jsonl",
+            ])
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "--admin-listen",
+                &format!("127.0.0.1:{admin}"),
+            ]),
+    );
     let url = format!("http://127.0.0.1:{port}/");
     let api = format!("http://127.0.0.1:{admin}/filters");
     // Ready?
@@ -93,32 +77,23 @@ fn filters_change_at_runtime_and_bad_ones_are_refused() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(ready, "admin endpoint never ready");
-    // Waits until the agent reports `n` filter updates in force (/status).
+    // Waits until `/status` reports `field` >= `n`: `filters_applied` (the
+    // updates in force) or `spans` (written, so a filter change cannot
+    // overtake packets still in the kernel's buffer).
     let status = format!("http://127.0.0.1:{admin}/status");
-    let applied = |n: u64| {
+    let wait_status = |field: &str, n: u64| {
         for _ in 0..300 {
             let (code, body) = curl(&[&status]);
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            if code == 200 && v["filters_applied"].as_u64().unwrap_or(0) >= n {
+            if code == 200 && v[field].as_u64().unwrap_or(0) >= n {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("filter update {n} never reported in force");
+        panic!("/status never reported {field} >= {n}");
     };
-    // Waits until the agent has written `n` spans (/status), so a filter
-    // change cannot overtake packets still in the kernel's buffer.
-    let spans_out = |n: u64| {
-        for _ in 0..300 {
-            let (_, body) = curl(&[&status]);
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            if v["spans"].as_u64().unwrap_or(0) >= n {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the agent never wrote {n} spans");
-    };
+    let applied = |n: u64| wait_status("filters_applied", n);
+    let spans_out = |n: u64| wait_status("spans", n);
     let get = |n: usize| (0..n).for_each(|_| assert_eq!(curl(&[&url]).0, 200));
     let post =
         |n: usize| (0..n).for_each(|_| assert_eq!(curl(&["-X", "POST", "-d", "x=1", &url]).0, 405));
@@ -159,14 +134,9 @@ fn filters_change_at_runtime_and_bad_ones_are_refused() {
     post(2);
     std::thread::sleep(Duration::from_millis(500));
 
-    let st = Command::new("kill")
-        .args(["-TERM", &agent.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    assert!(agent.wait().unwrap().success());
-    let spans = out_reader.join().unwrap();
-    let log = err_reader.join().unwrap();
+    let stopped = agent.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let (spans, log) = (stopped.stdout, stopped.stderr);
     let _ = Command::new(root().join("scripts/nginx-serve.sh"))
         .arg("stop")
         .arg(&dir)

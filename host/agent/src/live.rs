@@ -225,8 +225,17 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     if sources.list.len() > 1 {
         // Several interfaces may carry the same packet (host mode).
+        // Without immediate mode each interface's packets arrive in blocks of
+        // up to BLOCK_TIMEOUT_MS, so a copy may be read that much later (in
+        // pipeline order) than its twin on the other interface: the window
+        // covers two blocks on top of the configured skew.
+        let slack_ms = if live_cfg.immediate {
+            0
+        } else {
+            2 * wasmtap_capture::BLOCK_TIMEOUT_MS.unsigned_abs() as u64
+        };
         p.shard.dedup = crate::pipeline::Dedup::new(
-            p.cfg.flows.dedup_window_ms * 1_000_000,
+            (p.cfg.flows.dedup_window_ms + slack_ms) * 1_000_000,
             p.cfg.flows.dedup_capacity,
         );
     }
@@ -315,13 +324,6 @@ pub fn run(a: RunArgs) -> Result<()> {
         }
         if last_admin.elapsed() >= Duration::from_secs(1) {
             last_admin = Instant::now();
-            publish_status(
-                &mut p,
-                &mut sources,
-                &admin,
-                (&spec, filters_applied),
-                started,
-            );
             // A filter from `PUT /filters`, or from the config file (a ConfigMap
             // update lands as a file change): applied without a restart.
             let mut next = match admin.pending_filter.lock() {
@@ -347,18 +349,18 @@ pub fn run(a: RunArgs) -> Result<()> {
                         spec = new_spec;
                         filters_applied += 1;
                         tracing::info!(bpf = ?filter.bpf(), "filters applied");
-                        // Published at once: operators (and tests) see it in force.
-                        publish_status(
-                            &mut p,
-                            &mut sources,
-                            &admin,
-                            (&spec, filters_applied),
-                            started,
-                        );
                     }
                     Err(e) => tracing::error!("filters refused, previous filters stay: {e:#}"),
                 }
             }
+            // After any change, so `/status` shows the filter in force at once.
+            publish_status(
+                &mut p,
+                &mut sources,
+                &admin,
+                (&spec, filters_applied),
+                started,
+            );
         }
         if a.common.format == Format::Table
             && last_table.elapsed() >= Duration::from_secs(a.refresh.max(1))

@@ -198,6 +198,10 @@ mod tests {
     }
 }
 
+/// Without immediate mode, the longest the kernel holds a packet back (the
+/// read timeout, after which a partly filled block is handed over), in ms.
+pub const BLOCK_TIMEOUT_MS: i32 = 100;
+
 /// Settings of a live capture.
 #[derive(Debug, Clone)]
 pub struct LiveConfig {
@@ -289,7 +293,7 @@ impl LiveSource {
                     .buffer_size(cfg.buffer_bytes)
                     .immediate_mode(cfg.immediate)
                     .promisc(cfg.promisc)
-                    .timeout(100)
+                    .timeout(BLOCK_TIMEOUT_MS)
             })
         };
         // Nanosecond timestamps where the platform offers them.
