@@ -24,6 +24,8 @@ if [[ "${1:-}" == "--test" ]]; then
   want mariadb-server
   want mariadb-client
   want dnsmasq-base
+  # Prometheus (server and promtool): the alert rules and the scrape test.
+  want prometheus
 fi
 if ((${#need_apt[@]})); then
   echo "setup: installing Debian packages: ${need_apt[*]}" >&2

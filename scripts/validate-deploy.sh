@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Validates deploy/ offline: YAML, kustomize renderings, Kubernetes schemas,
-# security and consistency policy, the collector configuration, the Dockerfile.
+# security and consistency policy, the collector configuration, the Dockerfile;
+# the Grafana dashboards and Prometheus alert rules (deploy/ci/validate_dashboards.py,
+# and `promtool check rules` / `promtool test rules` when promtool is installed).
 # Never contacts a cluster or a container registry.
 #
 # Usage: scripts/validate-deploy.sh [DEPLOY_DIR]        (default: deploy/ of this repository)
@@ -66,5 +68,43 @@ fi
 version_args=()
 for v in ${WASMTAP_DEPLOY_KUBE_VERSIONS:-}; do version_args+=(--kube-version "$v"); done
 
-exec "$venv/bin/python" "$root/deploy/ci/validate_deploy.py" "$deploy_dir" \
-  --kustomize "${WASMTAP_DEPLOY_KUSTOMIZE:-auto}" "${hadolint_args[@]}" "${version_args[@]}"
+status=0
+worst() { (($1 > status)) && status=$1; return 0; }
+
+"$venv/bin/python" "$root/deploy/ci/validate_deploy.py" "$deploy_dir" \
+  --kustomize "${WASMTAP_DEPLOY_KUSTOMIZE:-auto}" "${hadolint_args[@]}" "${version_args[@]}" || worst $?
+
+# The Grafana dashboards and the Prometheus alert rules: structure, and every metric and label
+# they use is one the agent exports (deploy/prometheus/exported-metrics.txt).
+"$venv/bin/python" "$root/deploy/ci/validate_dashboards.py" "$deploy_dir" || worst $?
+
+# The alert rules and their unit tests, with promtool (Debian package prometheus, listed by
+# scripts/setup.sh --test); skipped with a note when it is not installed.
+if command -v promtool >/dev/null; then
+  shopt -s nullglob
+  rule_files=() test_files=()
+  for f in "$deploy_dir"/prometheus/*.yaml; do
+    if [[ $f == *.test.yaml ]]; then test_files+=("$f"); else rule_files+=("$f"); fi
+  done
+  if ((${#rule_files[@]})); then
+    if out=$(promtool check rules "${rule_files[@]}" 2>&1); then
+      echo "  promtool check rules: ${#rule_files[@]} file(s) ok"
+    else
+      echo "$out" | sed 's/^/  /'
+      echo "FAIL: promtool check rules ${rule_files[*]} failed"
+      worst 1
+    fi
+  fi
+  for f in "${test_files[@]}"; do
+    if out=$(promtool test rules "$f" 2>&1); then
+      echo "  promtool test rules: $(basename "$f") ok"
+    else
+      echo "$out" | sed 's/^/  /'
+      echo "FAIL: promtool test rules $f failed"
+      worst 1
+    fi
+  done
+else
+  echo "  note: promtool not found (apt-get install prometheus): the alert rules' unit tests were not run"
+fi
+exit "$status"

@@ -101,6 +101,8 @@
 
 extern crate self as wasmtap_sdk;
 
+pub mod mask;
+
 use std::cell::RefCell;
 use std::sync::{Once, OnceLock};
 

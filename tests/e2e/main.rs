@@ -2,6 +2,7 @@
 
 #![allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 
+mod alerts;
 mod deploy;
 mod dns;
 mod filters;
@@ -9,6 +10,7 @@ mod golden;
 mod hot_reload;
 mod live;
 mod memcached;
+mod metrics;
 mod modes;
 mod mongodb;
 mod mysql;
@@ -16,9 +18,12 @@ mod nginx;
 mod otlp;
 mod pgsql;
 mod plugins;
+mod prometheus;
 mod redis;
 mod robustness;
 mod sandbox;
+mod secrets;
+mod synth;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::{replay_spans, root};
 
 /// The rotel-agent binary shipped in the `rotel` wheel (installed by scripts/setup.sh).
-fn rotel_agent() -> PathBuf {
+pub(crate) fn rotel_agent() -> PathBuf {
     if let Some(p) = std::env::var_os("WASMTAP_ROTEL") {
         return PathBuf::from(p);
     }
@@ -37,15 +37,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Collector {
+pub(crate) struct Collector {
     child: Child,
     log: PathBuf,
-    grpc: u16,
-    http: u16,
+    pub(crate) grpc: u16,
+    pub(crate) http: u16,
 }
 
 impl Collector {
-    fn start(tag: &str) -> Self {
+    pub(crate) fn start(tag: &str) -> Self {
         let (grpc, http) = (free_port(), free_port());
         let log =
             std::env::temp_dir().join(format!("wasmtap-rotel-{tag}-{}.log", std::process::id()));
@@ -88,7 +88,7 @@ impl Collector {
     }
 
     /// Waits until the collector's log satisfies `done`, then returns it.
-    fn wait_for(&self, done: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for(&self, done: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();

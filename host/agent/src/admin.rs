@@ -31,8 +31,11 @@ pub struct AdminState {
     pub ready: AtomicBool,
     /// `/status` body (JSON).
     pub status: Mutex<String>,
-    /// `/metrics` body (Prometheus text).
+    /// `/metrics` body (Prometheus text): the agent's own counters.
     pub metrics: Mutex<String>,
+    /// `/metrics` body, second part: the observed services' metrics, as of
+    /// the last export interval.
+    pub observed: Mutex<String>,
     /// A filter accepted by `PUT /filters`, waiting for the capture thread.
     pub pending_filter: Mutex<Option<FilterSpec>>,
 }
@@ -57,9 +60,13 @@ async fn handle(
     req: Request<hyper::body::Incoming>,
     state: Arc<AdminState>,
     token: Option<Arc<str>>,
+    metrics_only: bool,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    if metrics_only && path != "/metrics" {
+        return Ok(text(StatusCode::NOT_FOUND, "not found\n", "text/plain"));
+    }
     if !matches!(path.as_str(), "/healthz" | "/readyz")
         && let Some(t) = &token
     {
@@ -86,11 +93,11 @@ async fn handle(
             }
         }
         (Method::GET, "/status") => text(StatusCode::OK, lock(&state.status), "application/json"),
-        (Method::GET, "/metrics") => text(
-            StatusCode::OK,
-            lock(&state.metrics),
-            "text/plain; version=0.0.4",
-        ),
+        (Method::GET, "/metrics") => {
+            let mut body = lock(&state.metrics);
+            body.push_str(&lock(&state.observed));
+            text(StatusCode::OK, body, "text/plain; version=0.0.4")
+        }
         (Method::PUT, "/filters") => {
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
@@ -137,20 +144,44 @@ pub fn serve(
     listen: &str,
     state: Arc<AdminState>,
 ) -> Result<SocketAddr> {
+    serve_on(rt, listen, state, false)
+}
+
+/// Starts a scrape endpoint serving only `GET /metrics` (read-only, no token),
+/// for Prometheus on another host (`--metrics-listen`).
+pub fn serve_metrics(
+    rt: &tokio::runtime::Runtime,
+    listen: &str,
+    state: Arc<AdminState>,
+) -> Result<SocketAddr> {
+    serve_on(rt, listen, state, true)
+}
+
+fn serve_on(
+    rt: &tokio::runtime::Runtime,
+    listen: &str,
+    state: Arc<AdminState>,
+    metrics_only: bool,
+) -> Result<SocketAddr> {
+    let flag = if metrics_only {
+        "--metrics-listen"
+    } else {
+        "--admin-listen"
+    };
     let addr: SocketAddr = listen
         .parse()
-        .with_context(|| format!("--admin-listen {listen:?}: expected IP:port"))?;
+        .with_context(|| format!("{flag} {listen:?}: expected IP:port"))?;
     let token: Option<Arc<str>> = std::env::var("WASMTAP_ADMIN_TOKEN")
         .ok()
-        .filter(|t| !t.is_empty())
+        .filter(|t| !t.is_empty() && !metrics_only)
         .map(Arc::from);
     anyhow::ensure!(
-        addr.ip().is_loopback() || token.is_some(),
+        metrics_only || addr.ip().is_loopback() || token.is_some(),
         "--admin-listen {addr}: a non-loopback address needs WASMTAP_ADMIN_TOKEN"
     );
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(addr))
-        .with_context(|| format!("admin endpoint: bind {addr}"))?;
+        .with_context(|| format!("{flag}: bind {addr}"))?;
     let bound = listener.local_addr()?;
     rt.spawn(async move {
         loop {
@@ -164,7 +195,7 @@ pub fn serve(
             let (state, token) = (state.clone(), token.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
-                    handle(req, state.clone(), token.clone())
+                    handle(req, state.clone(), token.clone(), metrics_only)
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -176,7 +207,7 @@ pub fn serve(
             });
         }
     });
-    tracing::info!(address = %bound, "admin endpoint listening");
+    tracing::info!(address = %bound, metrics_only, "admin endpoint listening");
     Ok(bound)
 }
 

@@ -134,23 +134,87 @@ pub struct ServiceEntry {
     pub name: String,
 }
 
-/// Telemetry limits.
+/// Telemetry: limits, indicators, export.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetrySection {
-    /// RED metric series kept before new ones go to the overflow series.
+    /// Series per metric family (and operations tracked) before new ones go to the overflow series.
     pub max_series: usize,
+    /// Distinct observed services; beyond it endpoints are reported as service `_OTHER`.
+    pub max_services: usize,
+    /// Service-graph edges.
+    pub max_edges: usize,
+    /// L4 client/server pairs.
+    pub max_l4_pairs: usize,
     /// Spans per batch handed to outputs.
     pub batch_spans: usize,
+    /// Series unchanged for this long are dropped from export (0: never).
+    pub stale_series_secs: u64,
+    /// A silent operation or service is reported (time since its last call) for this long.
+    pub silence_expiry_secs: u64,
+    /// Live capture: metrics are exported (OTLP) and refreshed for scrapes this often.
+    pub export_interval_secs: u64,
+    /// `cumulative` (default) or `delta` sums and histograms (OTLP and `--metrics-out`).
+    pub temporality: wasmtap_telemetry::model::Temporality,
+    /// Route templates that win over the heuristic (`/api/v1/orders/{order}`, `/files/*`).
+    pub routes: Vec<String>,
+    /// Extra header names whose attributes never leave the agent (besides
+    /// Authorization, Proxy-Authorization, Cookie, Set-Cookie, X-Api-Key).
+    pub redact_headers: Vec<String>,
+    /// Response-time objectives.
+    pub sla: SlaSection,
 }
 
 impl Default for TelemetrySection {
     fn default() -> Self {
+        let d = wasmtap_telemetry::red::TelemetryConfig::default();
         Self {
-            max_series: 10_000,
+            max_series: d.max_series,
+            max_services: d.max_services,
+            max_edges: d.max_edges,
+            max_l4_pairs: d.max_l4_pairs,
             batch_spans: 1024,
+            stale_series_secs: d.stale_after_ns / 1_000_000_000,
+            silence_expiry_secs: d.silence_expiry_ns / 1_000_000_000,
+            export_interval_secs: 10,
+            temporality: d.temporality,
+            routes: Vec::new(),
+            redact_headers: Vec::new(),
+            sla: SlaSection::default(),
         }
     }
+}
+
+/// Response-time objectives (SLA): an exchange answered within its
+/// threshold meets it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaSection {
+    /// Threshold when no rule matches, milliseconds.
+    pub default_ms: f64,
+    /// Rules, the first match wins.
+    pub rules: Vec<SlaRuleEntry>,
+}
+
+impl Default for SlaSection {
+    fn default() -> Self {
+        Self {
+            default_ms: 500.0,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One SLA rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaRuleEntry {
+    /// `service.name`, or `*` for every service.
+    pub service: String,
+    /// Operation (`GET /users/{id}`); every operation when absent.
+    pub operation: Option<String>,
+    /// Threshold, milliseconds.
+    pub threshold_ms: f64,
 }
 
 impl Config {
@@ -198,6 +262,17 @@ impl Config {
                 self.plugins.max_messages_per_call as u64,
             ),
             ("telemetry.max_series", self.telemetry.max_series as u64),
+            ("telemetry.max_services", self.telemetry.max_services as u64),
+            ("telemetry.max_edges", self.telemetry.max_edges as u64),
+            ("telemetry.max_l4_pairs", self.telemetry.max_l4_pairs as u64),
+            (
+                "telemetry.export_interval_secs",
+                self.telemetry.export_interval_secs,
+            ),
+            (
+                "telemetry.silence_expiry_secs",
+                self.telemetry.silence_expiry_secs,
+            ),
             ("telemetry.batch_spans", self.telemetry.batch_spans as u64),
         ];
         for (name, v) in nonzero {
@@ -214,11 +289,69 @@ impl Config {
                 "plugins.allow_sha256[{i}]: not a SHA-256 hex digest"
             );
         }
+        let ms_ok = |v: f64| v.is_finite() && v > 0.0 && v < 86_400_000.0;
+        anyhow::ensure!(
+            ms_ok(self.telemetry.sla.default_ms),
+            "telemetry.sla.default_ms must be a positive number of milliseconds"
+        );
+        for (i, r) in self.telemetry.sla.rules.iter().enumerate() {
+            anyhow::ensure!(
+                ms_ok(r.threshold_ms),
+                "telemetry.sla.rules[{i}].threshold_ms must be a positive number of milliseconds"
+            );
+            anyhow::ensure!(
+                !r.service.trim().is_empty(),
+                "telemetry.sla.rules[{i}].service is empty (use \"*\" for every service)"
+            );
+        }
+        for (i, r) in self.telemetry.routes.iter().enumerate() {
+            wasmtap_telemetry::route::RoutePattern::parse(r)
+                .map_err(|e| anyhow::anyhow!("telemetry.routes[{i}]: {e}"))?;
+        }
         for (i, s) in self.services.iter().enumerate() {
             wasmtap_telemetry::services::ServiceRule::parse(&s.matches, &s.name)
                 .map_err(|e| anyhow::anyhow!("services[{i}]: {e}"))?;
         }
         Ok(())
+    }
+
+    /// The telemetry stage's settings.
+    pub fn telemetry(&self) -> wasmtap_telemetry::red::TelemetryConfig {
+        let t = &self.telemetry;
+        let ns = |ms: f64| (ms * 1e6) as u64;
+        let mut redact = wasmtap_telemetry::red::default_redactions();
+        for h in &t.redact_headers {
+            let h = h.trim().to_ascii_lowercase();
+            redact.push(format!("http.request.header.{h}"));
+            redact.push(format!("http.response.header.{h}"));
+        }
+        wasmtap_telemetry::red::TelemetryConfig {
+            max_series: t.max_series,
+            max_services: t.max_services,
+            max_edges: t.max_edges,
+            max_l4_pairs: t.max_l4_pairs,
+            stale_after_ns: t.stale_series_secs.saturating_mul(1_000_000_000),
+            silence_expiry_ns: t.silence_expiry_secs.saturating_mul(1_000_000_000),
+            sla_default_ns: ns(t.sla.default_ms),
+            sla_rules: t
+                .sla
+                .rules
+                .iter()
+                .map(|r| wasmtap_telemetry::red::SlaRule {
+                    service: r.service.clone(),
+                    operation: r.operation.clone(),
+                    threshold_ns: ns(r.threshold_ms),
+                })
+                .collect(),
+            router: wasmtap_telemetry::route::Router::new(
+                t.routes
+                    .iter()
+                    .filter_map(|r| wasmtap_telemetry::route::RoutePattern::parse(r).ok())
+                    .collect(),
+            ),
+            temporality: t.temporality,
+            redact_keys: redact,
+        }
     }
 
     /// The plugin runtime bounds.
@@ -285,6 +418,11 @@ mod tests {
         let c = Config::parse(&readme[start..start + len]).unwrap();
         assert_eq!(c.services.len(), 2);
         assert_eq!(c.matching.response_timeout_ms, 30_000);
+        assert_eq!(c.telemetry.sla.rules.len(), 1);
+        assert_eq!(
+            c.telemetry().router.route("/api/v1/orders/X-1"),
+            "/api/v1/orders/{order}"
+        );
     }
 
     #[test]

@@ -115,6 +115,10 @@ pub struct RunArgs {
     /// A non-loopback address needs WASMTAP_ADMIN_TOKEN.
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub admin_listen: String,
+    /// A read-only Prometheus scrape endpoint (`GET /metrics` only, no token),
+    /// e.g. `0.0.0.0:9465`: the observed services' metrics and the agent's own.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -245,6 +249,9 @@ pub fn run(a: RunArgs) -> Result<()> {
     if !a.admin_listen.is_empty() {
         crate::admin::serve(&p.rt, &a.admin_listen, admin.clone())?;
     }
+    if let Some(m) = a.metrics_listen.as_deref().filter(|m| !m.is_empty()) {
+        crate::admin::serve_metrics(&p.rt, m, admin.clone())?;
+    }
     admin.ready.store(true, Ordering::SeqCst);
     let config_path = a.common.config.clone();
     let mut config_seen = config_mtime(config_path.as_deref());
@@ -278,6 +285,8 @@ pub fn run(a: RunArgs) -> Result<()> {
     let mut last_table = Instant::now();
     let mut last_admin = Instant::now();
     let mut last_rescan = Instant::now();
+    let mut last_export = Instant::now();
+    let export_every = Duration::from_secs(p.cfg.telemetry.export_interval_secs.max(1));
     let mut last_ts = wall_ns();
     let tty = std::io::stdout().is_terminal();
     let mut read_error = None;
@@ -362,6 +371,23 @@ pub fn run(a: RunArgs) -> Result<()> {
                 started,
             );
         }
+        if last_export.elapsed() >= export_every {
+            // One snapshot per interval feeds OTLP and the scrape endpoint,
+            // so the interval gauges cover the export interval.
+            last_export = Instant::now();
+            last_ts = last_ts.max(wall_ns());
+            let snap = p.shard.handler.telemetry.snapshot(last_ts);
+            let mut text = String::new();
+            wasmtap_telemetry::prom::write_prometheus(&snap, &mut text);
+            match admin.observed.lock() {
+                Ok(mut g) => *g = text,
+                Err(poisoned) => *poisoned.into_inner() = text,
+            }
+            if let Some(x) = &p.out.otlp {
+                // Never wait on export: a full queue drops (counted).
+                x.try_send_metrics(snap);
+            }
+        }
         if a.common.format == Format::Table
             && last_table.elapsed() >= Duration::from_secs(a.refresh.max(1))
         {
@@ -375,7 +401,8 @@ pub fn run(a: RunArgs) -> Result<()> {
                 started.elapsed().as_secs(),
                 sources.names.join(",")
             );
-            let _ = output::write_table(&mut stdout, &p.shard.handler.telemetry.summary());
+            let _ = output::write_table(&mut stdout, &p.shard.handler.telemetry.summary(last_ts));
+            let _ = output::write_edges(&mut stdout, &p.shard.handler.telemetry.edge_summary());
             last_table = Instant::now();
         }
     }

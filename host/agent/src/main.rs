@@ -87,6 +87,9 @@ pub struct CommonArgs {
     /// Print pipeline counters to stderr at the end.
     #[arg(long)]
     pub stats: bool,
+    /// Write the final metrics to FILE as JSON lines (one series per line), at the end.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_out: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -253,9 +256,7 @@ impl Pipeline {
         attrs.extend(extra);
         let telemetry = wasmtap_telemetry::red::Telemetry::new(
             wasmtap_telemetry::services::ServiceMap::new(rules, attrs),
-            wasmtap_telemetry::red::TelemetryConfig {
-                max_series: cfg.telemetry.max_series,
-            },
+            cfg.telemetry(),
         );
         let flows = wasmtap_flow::FlowConfig {
             max_flows: cfg.flows.max_flows,
@@ -318,13 +319,23 @@ impl Pipeline {
         {
             bail!("writing spans to stdout: {e}");
         }
+        let snapshot = shard.handler.telemetry.final_snapshot(now_ns);
         if a.format == Format::Table {
             let mut stdout = std::io::stdout().lock();
-            output::write_table(&mut stdout, &shard.handler.telemetry.summary())?;
+            output::write_table(&mut stdout, &shard.handler.telemetry.summary(now_ns))?;
+            output::write_edges(&mut stdout, &shard.handler.telemetry.edge_summary())?;
+        }
+        if let Some(path) = &a.metrics_out {
+            let write = || -> std::io::Result<()> {
+                let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+                wasmtap_telemetry::prom::write_jsonl(&snapshot, &mut f)?;
+                f.flush()
+            };
+            write().with_context(|| format!("--metrics-out {}", path.display()))?;
         }
         let export_stats = match out.otlp.take() {
             Some(x) => {
-                x.send_metrics_blocking(shard.handler.telemetry.snapshot(now_ns));
+                x.send_metrics_blocking(snapshot);
                 Some(x.shutdown_blocking(Duration::from_secs(30)))
             }
             None => None,

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use serde::Serialize;
 use serde::ser::SerializeMap;
+use wasmtap_telemetry::graph::EdgeRow;
 use wasmtap_telemetry::model::{KeyValue, SpanKind, SpanRecord, StatusCode};
 use wasmtap_telemetry::red::SummaryRow;
 
@@ -72,7 +73,9 @@ pub fn write_jsonl(w: &mut dyn Write, spans: &[SpanRecord]) -> std::io::Result<(
     Ok(())
 }
 
-/// Formats the summary table.
+/// Formats the summary table: per service and operation, the requests,
+/// TPS, success, response and SLA rates, errors, consecutive failures, time
+/// since the last call and duration percentiles.
 pub fn write_table(w: &mut dyn Write, rows: &[SummaryRow]) -> std::io::Result<()> {
     let sw = rows
         .iter()
@@ -82,31 +85,102 @@ pub fn write_table(w: &mut dyn Write, rows: &[SummaryRow]) -> std::io::Result<()
         .max(7);
     let ow = rows
         .iter()
-        .map(|r| r.operation.len())
+        .map(|r| r.operation.chars().count())
         .max()
         .unwrap_or(0)
         .clamp(9, 40);
     writeln!(
         w,
-        "{:<sw$}  {:<8}  {:<ow$}  {:>9}  {:>7}  {:>10}  {:>10}  {:>10}",
-        "SERVICE", "PROTOCOL", "OPERATION", "REQUESTS", "ERRORS", "P50", "P95", "P99"
+        "{:<sw$}  {:<8}  {:<ow$}  {:>9}  {:>8}  {:>8}  {:>7}  {:>7}  {:>7}  {:>6}  {:>8}  {:>9}  {:>9}  {:>9}",
+        "SERVICE",
+        "PROTOCOL",
+        "OPERATION",
+        "REQUESTS",
+        "TPS",
+        "SUCCESS%",
+        "RESP%",
+        "SLA%",
+        "ERRORS",
+        "CONSEC",
+        "LAST",
+        "P50",
+        "P95",
+        "P99"
     )?;
     for r in rows {
         let op: String = r.operation.chars().take(ow).collect();
         writeln!(
             w,
-            "{:<sw$}  {:<8}  {:<ow$}  {:>9}  {:>7}  {:>10}  {:>10}  {:>10}",
+            "{:<sw$}  {:<8}  {:<ow$}  {:>9}  {:>8}  {:>8}  {:>7}  {:>7}  {:>7}  {:>6}  {:>8}  {:>9}  {:>9}  {:>9}",
             r.service,
             r.protocol,
             op,
             r.requests,
+            format!("{:.1}", r.tps),
+            pct(r.success_rate),
+            pct(r.response_rate),
+            pct(r.sla_rate),
             r.errors,
+            r.consecutive_failures,
+            ago(r.since_last_call),
             dur(r.p50),
             dur(r.p95),
             dur(r.p99)
         )?;
     }
     Ok(())
+}
+
+/// Formats the service-graph edges: who calls whom, how much, how badly.
+pub fn write_edges(w: &mut dyn Write, rows: &[EdgeRow]) -> std::io::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let cw = rows
+        .iter()
+        .map(|r| r.client.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let sw = rows
+        .iter()
+        .map(|r| r.server.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    writeln!(w)?;
+    writeln!(
+        w,
+        "{:<cw$}     {:<sw$}  {:<16}  {:>9}  {:>7}  {:>9}",
+        "CLIENT", "SERVER", "TYPE", "REQUESTS", "FAILED", "MEAN"
+    )?;
+    for r in rows {
+        writeln!(
+            w,
+            "{:<cw$}  -> {:<sw$}  {:<16}  {:>9}  {:>7}  {:>9}",
+            r.client,
+            r.server,
+            r.connection_type,
+            r.requests,
+            r.failed,
+            dur(r.mean)
+        )?;
+    }
+    Ok(())
+}
+
+fn pct(r: f64) -> String {
+    format!("{:.1}", r * 100.0)
+}
+
+fn ago(secs: f64) -> String {
+    if secs >= 3600.0 {
+        format!("{:.1}h", secs / 3600.0)
+    } else if secs >= 60.0 {
+        format!("{:.1}m", secs / 60.0)
+    } else {
+        format!("{secs:.1}s")
+    }
 }
 
 fn dur(secs: f64) -> String {

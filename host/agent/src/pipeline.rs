@@ -66,6 +66,13 @@ fn dir(d: Direction) -> Dir {
     }
 }
 
+fn transport(l4: L4) -> &'static str {
+    match l4 {
+        L4::Tcp => "tcp",
+        L4::Udp => "udp",
+    }
+}
+
 fn close(r: CloseReason) -> FlowClose {
     match r {
         CloseReason::Fin => FlowClose::Fin,
@@ -102,10 +109,7 @@ impl Handler {
             client: flow.client,
             server: flow.server,
             protocol: &protocol,
-            transport: match flow.l4 {
-                L4::Tcp => "tcp",
-                L4::Udp => "udp",
-            },
+            transport: transport(flow.l4),
             flow_id: flow.id,
         };
         let want = sink.wants_spans();
@@ -142,11 +146,14 @@ struct Bound<'a> {
 }
 
 impl FlowHandler<FlowState> for Bound<'_> {
-    fn on_open(&mut self, flow: &FlowMeta, _ts_ns: u64) -> FlowState {
+    fn on_open(&mut self, flow: &FlowMeta, ts_ns: u64) -> FlowState {
         let l4 = match flow.l4 {
             L4::Tcp => RtL4::Tcp,
             L4::Udp => RtL4::Udp,
         };
+        self.h
+            .telemetry
+            .flow_opened(flow.client, flow.server, transport(flow.l4), ts_ns);
         FlowState {
             session: self.h.worker.open(l4, flow.server.port()),
             matcher: Matcher::default(),
@@ -183,6 +190,23 @@ impl FlowHandler<FlowState> for Bound<'_> {
         st.matcher
             .finish(&mut self.h.match_stats, &mut self.h.exchanges);
         self.h.emit(flow, &st, self.sink);
+        // L4 metrics: every flow, whether or not a decoder understood it.
+        self.h
+            .telemetry
+            .flow_closed(&wasmtap_telemetry::graph::FlowEnd {
+                client: flow.client,
+                server: flow.server,
+                transport: transport(flow.l4),
+                reason: reason.as_str(),
+                start_ns: flow.first_ns,
+                end_ns: flow.last_ns.max(flow.first_ns),
+                packets: flow.packets,
+                bytes: flow.bytes,
+                retransmitted: flow.retransmitted,
+                gaps: flow.gaps,
+                gap_bytes: flow.gap_bytes,
+                handshake_rtt_ns: flow.handshake_rtt_ns,
+            });
     }
 }
 

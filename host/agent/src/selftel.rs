@@ -171,10 +171,32 @@ impl Counters {
             vec![],
             shard.handler.filtered,
         ));
+        let t = shard.handler.telemetry.stats();
         v.push((
             "wasmtap.agent.metrics.overflow",
             vec![],
-            shard.handler.telemetry.overflowed(),
+            t.series_overflowed,
+        ));
+        for (kind, n) in [
+            ("services", t.services_overflowed),
+            ("edges", t.edges_overflowed),
+            ("l4_pairs", t.l4_overflowed),
+        ] {
+            v.push((
+                "wasmtap.agent.metrics.cap_overflow",
+                vec![("family", kind.into())],
+                n,
+            ));
+        }
+        v.push((
+            "wasmtap.agent.metrics.stale_dropped",
+            vec![],
+            t.stale_dropped,
+        ));
+        v.push((
+            "wasmtap.agent.spans.attributes_redacted",
+            vec![],
+            t.redacted,
         ));
         if let Some(e) = export {
             v.push((

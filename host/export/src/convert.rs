@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 };
 use wasmtap_telemetry::model::{
     AttrValue, KeyValue, MetricData, MetricPoint, MetricsSnapshot, Resource, SpanKind, SpanRecord,
-    StatusCode,
+    StatusCode, Temporality,
 };
 
 /// Name of the instrumentation scope of everything wasmtap exports.
@@ -139,8 +139,11 @@ fn kind(d: &MetricData) -> Kind {
     }
 }
 
-fn empty_metric(p: &MetricPoint) -> Metric {
-    let cumulative = AggregationTemporality::Cumulative as i32;
+fn empty_metric(p: &MetricPoint, temporality: Temporality) -> Metric {
+    let cumulative = match temporality {
+        Temporality::Cumulative => AggregationTemporality::Cumulative as i32,
+        Temporality::Delta => AggregationTemporality::Delta as i32,
+    };
     let data = match p.data {
         MetricData::Sum { .. } => metric::Data::Sum(Sum {
             data_points: Vec::new(),
@@ -170,6 +173,11 @@ fn finite(v: f64) -> Option<f64> {
 
 fn add_point(m: &mut Metric, p: &MetricPoint, start: u64, time: u64) {
     let attrs = attributes(&p.attributes);
+    let start = if p.start_unix_nano == 0 {
+        start
+    } else {
+        p.start_unix_nano.min(time)
+    };
     let number = |value| NumberDataPoint {
         attributes: attrs.clone(),
         start_time_unix_nano: start,
@@ -221,8 +229,9 @@ fn add_point(m: &mut Metric, p: &MetricPoint, start: u64, time: u64) {
 
 /// Builds one metrics export request from a snapshot: one `ResourceMetrics` per distinct
 /// resource id, and within it one `Metric` per (name, kind) holding all its data points.
-/// Sums are cumulative monotonic integer sums, histograms cumulative explicit-bucket
-/// histograms, gauges double gauges; every point gets the snapshot's start and time.
+/// Sums are monotonic integer sums, histograms explicit-bucket histograms (both with
+/// the snapshot's temporality), gauges double gauges; every point gets its own start
+/// (else the snapshot's) and the snapshot's time.
 pub fn build_metrics_request(snapshot: &MetricsSnapshot) -> ExportMetricsServiceRequest {
     let (start, time) = (snapshot.start_unix_nano, snapshot.time_unix_nano);
     let mut resources: HashMap<u64, usize> = HashMap::new();
@@ -245,7 +254,7 @@ pub fn build_metrics_request(snapshot: &MetricsSnapshot) -> ExportMetricsService
         let m = *metrics
             .entry((p.resource.id, p.name, kind(&p.data)))
             .or_insert_with(|| {
-                list.push(empty_metric(p));
+                list.push(empty_metric(p, snapshot.temporality));
                 list.len() - 1
             });
         add_point(&mut list[m], p, start, time);
@@ -408,6 +417,7 @@ mod tests {
             description: "desc",
             attributes: vec![KeyValue::str("http.route", route)],
             data,
+            start_unix_nano: 0,
         }
     }
 
@@ -424,6 +434,7 @@ mod tests {
             bucket_counts: bc,
         };
         let snap = MetricsSnapshot {
+            temporality: Default::default(),
             start_unix_nano: 10,
             time_unix_nano: 20,
             points: vec![

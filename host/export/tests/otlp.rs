@@ -392,6 +392,7 @@ fn delivers_everything_once(protocol: Protocol, gzip: bool) {
             description: "requests",
             attributes: vec![],
             data: MetricData::Sum { value: 7 },
+            start_unix_nano: 0,
         },
         MetricPoint {
             resource: res[1].clone(),
@@ -400,9 +401,11 @@ fn delivers_everything_once(protocol: Protocol, gzip: bool) {
             description: "requests",
             attributes: vec![],
             data: MetricData::Sum { value: 9 },
+            start_unix_nano: 0,
         },
     ];
     exporter.send_metrics_blocking(MetricsSnapshot {
+        temporality: Default::default(),
         start_unix_nano: 1,
         time_unix_nano: 2,
         points,
@@ -610,6 +613,7 @@ fn unreachable_endpoint_fails_within_shutdown_timeout(protocol: Protocol) {
         description: "",
         attributes: vec![],
         data: MetricData::Gauge { value: 1.0 },
+        start_unix_nano: 0,
     });
     assert!(exporter.try_send_metrics(m));
     // With 5 retries the backoff alone (0.1+0.2+0.4+0.8+1.6 s) outlasts the timeout.
@@ -680,6 +684,7 @@ fn full_queue_drops_and_counts() {
         .collect();
     assert_eq!(sent, [true, true, false, false, false]);
     assert!(!exporter.try_send_metrics(MetricsSnapshot {
+        temporality: Default::default(),
         start_unix_nano: 0,
         time_unix_nano: 0,
         points: vec![MetricPoint {
@@ -689,6 +694,7 @@ fn full_queue_drops_and_counts() {
             description: "",
             attributes: vec![],
             data: MetricData::Gauge { value: 1.0 },
+            start_unix_nano: 0,
         }],
     }));
     let s = exporter.stats();

@@ -118,6 +118,16 @@ pub struct FlowMeta {
     pub bytes: [u64; 2],
     /// Whether the TCP handshake (SYN or SYN-ACK) was seen.
     pub saw_syn: bool,
+    /// Payload bytes received again after they had been delivered, per
+    /// direction (final in [`FlowHandler::on_close`]).
+    pub retransmitted: [u64; 2],
+    /// Gaps (bytes missing from the capture) reported, per direction.
+    pub gaps: [u64; 2],
+    /// Bytes reported as gaps, per direction.
+    pub gap_bytes: [u64; 2],
+    /// TCP handshake round trip as the capture point saw it: SYN to the
+    /// client's first ACK after the SYN-ACK. `None` until all three were seen.
+    pub handshake_rtt_ns: Option<u64>,
 }
 
 /// Receives the flows' events.

@@ -71,6 +71,13 @@ pub(crate) struct Stream {
     /// When the hole at `hole_at` started waiting.
     hole_since: Option<u64>,
     hole_at: u64,
+    /// Bytes received again after delivery (this direction's share of
+    /// [`FlowStats::retransmitted_bytes`]).
+    pub(crate) retransmitted: u64,
+    /// Gaps reported in this direction.
+    pub(crate) gaps: u64,
+    /// Bytes reported as gaps in this direction.
+    pub(crate) gap_bytes: u64,
 }
 
 fn sub(d: &[u8], a: u64, b: u64) -> &[u8] {
@@ -182,6 +189,8 @@ impl Stream {
         sink.gap(ts, len);
         cx.stats.gaps += 1;
         cx.stats.gap_bytes += len;
+        self.gaps += 1;
+        self.gap_bytes += len;
         self.next = target;
         self.drain(cx, sink, ts);
     }
@@ -223,6 +232,7 @@ impl Stream {
         if s < next {
             let dup = u64::try_from(next - s).unwrap_or(u64::MAX);
             cx.stats.retransmitted_bytes += dup.min(total);
+            self.retransmitted += dup.min(total);
             let cut = dup.min(d.len() as u64);
             d = sub(d, cut, d.len() as u64);
             s = next;
@@ -240,6 +250,7 @@ impl Stream {
             if s < self.next {
                 let cut = (self.next - s).min(d.len() as u64);
                 cx.stats.retransmitted_bytes += cut;
+                self.retransmitted += cut;
                 d = sub(d, cut, d.len() as u64);
                 s += cut;
                 continue;

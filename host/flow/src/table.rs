@@ -71,6 +71,10 @@ struct Flow<S> {
     streams: [Stream; 2],
     /// On the pending-gap list.
     pending: bool,
+    /// Capture time of the client's SYN (handshake round trip).
+    syn_ns: Option<u64>,
+    /// The SYN-ACK was seen after that SYN.
+    synack_seen: bool,
 }
 
 /// Hands a direction's stream to the handler, opening the flow on first use.
@@ -350,7 +354,13 @@ impl<S> FlowTable<S> {
                 packets: [0; 2],
                 bytes: [0; 2],
                 saw_syn: certain,
+                retransmitted: [0; 2],
+                gaps: [0; 2],
+                gap_bytes: [0; 2],
+                handshake_rtt_ns: None,
             },
+            syn_ns: None,
+            synack_seen: false,
             state: None,
             certain,
             closed: Closed::No,
@@ -463,6 +473,14 @@ impl<S> FlowTable<S> {
             };
             s.flush(&mut cx, &mut out, ts);
         }
+        for d in [Direction::ToServer, Direction::ToClient] {
+            let i = d.index();
+            if let Some(s) = flow.streams.get(i) {
+                flow.meta.retransmitted[i] = s.retransmitted;
+                flow.meta.gaps[i] += s.gaps;
+                flow.meta.gap_bytes[i] += s.gap_bytes;
+            }
+        }
         let st = match flow.state.take() {
             Some(st) => st,
             None => h.on_open(&flow.meta, ts),
@@ -550,6 +568,10 @@ impl<S> FlowTable<S> {
             out.gap(ts, u64::from(pkt.missing));
             self.stats.gaps += 1;
             self.stats.gap_bytes += u64::from(pkt.missing);
+            if let Some(Some(f)) = self.flows.get_mut(i as usize) {
+                f.meta.gaps[d] += 1;
+                f.meta.gap_bytes[d] += u64::from(pkt.missing);
+            }
         }
     }
 
@@ -603,6 +625,19 @@ impl<S> FlowTable<S> {
             return;
         };
 
+        // Handshake round trip: SYN, SYN-ACK, then the client's ACK.
+        if syn_only {
+            flow.syn_ns.get_or_insert(ts);
+        } else if t.syn && t.ack_flag {
+            flow.synack_seen = flow.syn_ns.is_some();
+        } else if t.ack_flag
+            && flow.synack_seen
+            && flow.meta.handshake_rtt_ns.is_none()
+            && src == flow.meta.client
+            && let Some(s) = flow.syn_ns
+        {
+            flow.meta.handshake_rtt_ns = Some(ts.saturating_sub(s));
+        }
         // Roles: a handshake packet settles them, unless the flow is open.
         if t.syn {
             flow.meta.saw_syn = true;

@@ -2,12 +2,20 @@
 //!
 //! - [`exchange`]: host-side request/response matching, for every protocol.
 //! - [`services`]: the service map (which observed service an endpoint is).
-//! - [`red`]: spans and RED metrics (semantic-convention names and buckets).
+//! - [`red`]: spans, RED metrics and the operators' indicators (semantic-convention names).
+//! - [`graph`]: the service graph and L4 metrics per client/server pair.
+//! - [`route`]: route templates (`GET /users/{id}`) for HTTP-like operations.
+//! - [`hist`]: explicit-bucket histograms and their boundaries.
+//! - [`prom`]: metrics in the Prometheus text format and as JSON lines.
 //! - [`model`]: the plain data handed to outputs (console, JSONL, OTLP).
 //!
 //! Sans-IO and clock-free: every time is a capture timestamp passed in.
 
 pub mod exchange;
+pub mod graph;
+pub mod hist;
 pub mod model;
+pub mod prom;
 pub mod red;
+pub mod route;
 pub mod services;

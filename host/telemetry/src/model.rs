@@ -164,15 +164,32 @@ pub struct MetricPoint {
     pub attributes: Vec<KeyValue>,
     /// The data.
     pub data: MetricData,
+    /// Start of this point's window (its series' creation, or the previous
+    /// export with delta temporality); 0 means the snapshot's start. Unused for gauges.
+    pub start_unix_nano: u64,
 }
 
-/// All metric points at one collection time (cumulative temporality).
+/// Aggregation temporality of sums and histograms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Temporality {
+    /// Running totals since the series started (Prometheus' way).
+    #[default]
+    Cumulative,
+    /// What happened since the previous export.
+    Delta,
+}
+
+/// All metric points at one collection time.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MetricsSnapshot {
-    /// Start of the cumulative window, nanoseconds since the Unix epoch.
+    /// Start of the window, nanoseconds since the Unix epoch (points with
+    /// their own start override it).
     pub start_unix_nano: u64,
     /// Collection time, nanoseconds since the Unix epoch.
     pub time_unix_nano: u64,
+    /// Temporality of the sums and histograms.
+    pub temporality: Temporality,
     /// The points.
     pub points: Vec<MetricPoint>,
 }

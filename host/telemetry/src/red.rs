@@ -1,22 +1,26 @@
-//! Spans and RED metrics from exchanges.
+//! Spans, RED metrics and the operators' indicators from exchanges; the
+//! service graph and L4 metrics from flows.
+//!
+//! Everything is counted exactly from every exchange (metrics are never
+//! sampled) and bounded: each family has a series cap with one overflow
+//! series (`otel.metric.overflow = true`), and series that stopped changing
+//! are dropped after a configured time. Sans-IO and clock-free.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hdrhistogram::Histogram;
-
 use crate::exchange::{Exchange, ExchangeKind, Outcome};
+use crate::graph::{Edges, L4Pairs};
+pub use crate::hist::DURATION_BUCKETS;
+use crate::hist::{BODY_SIZE_BUCKETS, Hist, Sketch};
 use crate::model::{
     AttrValue, Key, KeyValue, MetricData, MetricPoint, MetricsSnapshot, Resource, SpanKind,
-    SpanRecord, StatusCode,
+    SpanRecord, StatusCode, Temporality,
 };
+use crate::route::Router;
 use crate::services::ServiceMap;
-
-/// The OpenTelemetry semantic-convention bucket boundaries for request durations, in seconds.
-pub const DURATION_BUCKETS: [f64; 14] = [
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-];
 
 /// Where an exchange was seen.
 #[derive(Debug, Clone, Copy)]
@@ -33,16 +37,138 @@ pub struct FlowCtx<'a> {
     pub flow_id: u64,
 }
 
-/// Limits of the telemetry stage.
+/// A latency objective: exchanges of matching services and operations
+/// answered within `threshold_ns` meet it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlaRule {
+    /// `service.name`, or `*` for any.
+    pub service: String,
+    /// Operation (`GET /users/{id}`), or `None` for every operation.
+    pub operation: Option<String>,
+    /// Threshold, nanoseconds.
+    pub threshold_ns: u64,
+}
+
+/// Limits and settings of the telemetry stage.
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
-    /// Metric series (service × operation × status) kept before new ones go to an overflow series.
+    /// Series per metric family (RED by service × operation × status; also
+    /// the operations tracked for indicators) before new ones share the overflow series.
     pub max_series: usize,
+    /// Distinct observed services.
+    pub max_services: usize,
+    /// Service-graph edges (client → server).
+    pub max_edges: usize,
+    /// L4 client/server pairs.
+    pub max_l4_pairs: usize,
+    /// Series unchanged for this long are dropped from export (0: never).
+    pub stale_after_ns: u64,
+    /// An operation or service silent for this long stops being reported
+    /// (its time-since-last-call gauge ends).
+    pub silence_expiry_ns: u64,
+    /// Latency threshold when no SLA rule matches.
+    pub sla_default_ns: u64,
+    /// SLA rules; the first match wins.
+    pub sla_rules: Vec<SlaRule>,
+    /// Route templates for HTTP-like operations.
+    pub router: Router,
+    /// Cumulative or delta sums and histograms.
+    pub temporality: Temporality,
+    /// Span attribute keys never reported (credentials); compared in lowercase.
+    pub redact_keys: Vec<String>,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { max_series: 10_000 }
+        Self {
+            max_series: 10_000,
+            max_services: 10_000,
+            max_edges: 10_000,
+            max_l4_pairs: 10_000,
+            stale_after_ns: 3_600_000_000_000,
+            silence_expiry_ns: 86_400_000_000_000,
+            sla_default_ns: 500_000_000,
+            sla_rules: Vec::new(),
+            router: Router::default(),
+            temporality: Temporality::Cumulative,
+            redact_keys: default_redactions(),
+        }
+    }
+}
+
+/// Header attributes that never leave the agent, whatever a decoder reports.
+pub fn default_redactions() -> Vec<String> {
+    [
+        "http.request.header.authorization",
+        "http.request.header.proxy-authorization",
+        "http.request.header.cookie",
+        "http.response.header.set-cookie",
+        "http.request.header.x-api-key",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Outcome class of an exchange, as reported on metrics (`wasmtap.status_class`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StatusClass {
+    /// Answered, no error.
+    Ok,
+    /// Refused for the client's reasons (HTTP 4xx): a success for the service.
+    ClientError,
+    /// The protocol reported a server-side error.
+    Error,
+    /// No response within the timeout, or before the flow ended.
+    NoResponse,
+}
+
+impl StatusClass {
+    /// The attribute value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusClass::Ok => "ok",
+            StatusClass::ClientError => "client_error",
+            StatusClass::Error => "error",
+            StatusClass::NoResponse => "no_response",
+        }
+    }
+
+    /// Whether this counts as a failure of the service.
+    pub fn is_error(self) -> bool {
+        matches!(self, StatusClass::Error | StatusClass::NoResponse)
+    }
+}
+
+/// Which duration instrument a protocol uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Http,
+    Db(&'static str),
+    Dns,
+    Other,
+}
+
+fn family(protocol: &str) -> Family {
+    match protocol {
+        "http" => Family::Http,
+        "redis" => Family::Db("redis"),
+        "mysql" => Family::Db("mysql"),
+        "pgsql" | "postgresql" => Family::Db("postgresql"),
+        "mongodb" => Family::Db("mongodb"),
+        "memcached" => Family::Db("memcached"),
+        "dns" => Family::Dns,
+        _ => Family::Other,
+    }
+}
+
+/// `connection_type` of a service-graph edge, as the collector's connector names it.
+pub fn connection_type(protocol: &str) -> &'static str {
+    match family(protocol) {
+        Family::Db(_) => "database",
+        _ => match protocol {
+            "kafka" | "amqp" | "mqtt" | "nats" => "messaging_system",
+            _ => "",
+        },
     }
 }
 
@@ -50,37 +176,78 @@ impl Default for TelemetryConfig {
 struct SeriesKey {
     resource: u64,
     protocol: Arc<str>,
-    operation: String,
+    operation: Arc<str>,
     status_code: String,
-    error: bool,
+    class: StatusClass,
+    /// The server endpoint, for database metrics (`server.address`/`server.port`).
+    endpoint: Option<SocketAddr>,
+    overflow: bool,
 }
 
 impl SeriesKey {
-    fn is(
-        &self,
-        resource: u64,
-        protocol: &str,
-        operation: &str,
-        status_code: &str,
-        error: bool,
-    ) -> bool {
-        self.resource == resource
-            && self.error == error
-            && &*self.protocol == protocol
-            && self.operation == operation
-            && self.status_code == status_code
+    fn is(&self, k: &LookupKey<'_>) -> bool {
+        self.resource == k.resource
+            && self.class == k.class
+            && self.overflow == k.overflow
+            && self.endpoint == k.endpoint
+            && *self.protocol == *k.protocol
+            && *self.operation == *k.operation
+            && self.status_code == k.status_code
     }
+}
+
+#[derive(Hash)]
+struct LookupKey<'a> {
+    resource: u64,
+    protocol: &'a str,
+    operation: &'a str,
+    status_code: &'a str,
+    class: StatusClass,
+    endpoint: Option<SocketAddr>,
+    overflow: bool,
 }
 
 struct Series {
     key: SeriesKey,
     resource: Arc<Resource>,
-    count: u64,
+    /// Protocol-specific attributes, made once.
+    attrs: Vec<KeyValue>,
+    requests: u64,
     errors: u64,
-    sum: f64,
-    min: f64,
-    max: f64,
-    buckets: [u64; DURATION_BUCKETS.len() + 1],
+    responses: u64,
+    unanswered: u64,
+    sla_met: u64,
+    duration: Hist,
+    request_body: Option<Hist>,
+    response_body: Option<Hist>,
+    start_ns: u64,
+    updated_ns: u64,
+}
+
+/// Per operation: the indicators and the console's quantiles.
+struct OpState {
+    resource: Arc<Resource>,
+    protocol: Arc<str>,
+    operation: Arc<str>,
+    overflow: bool,
+    threshold_ns: u64,
+    requests: u64,
+    errors: u64,
+    responses: u64,
+    unanswered: u64,
+    sla_met: u64,
+    consecutive_failures: u64,
+    last_call_ns: u64,
+    /// Counters at the previous snapshot (interval gauges).
+    prev: [u64; 5],
+    hist: Sketch,
+}
+
+/// Per service: consecutive failures and silence.
+struct ServiceState {
+    resource: Arc<Resource>,
+    consecutive_failures: u64,
+    last_call_ns: u64,
 }
 
 /// One row of the console summary: per service and operation.
@@ -96,6 +263,18 @@ pub struct SummaryRow {
     pub requests: u64,
     /// Errors (error status or unanswered).
     pub errors: u64,
+    /// Requests per second over the capture so far.
+    pub tps: f64,
+    /// Share of exchanges that did not fail, 0..1.
+    pub success_rate: f64,
+    /// Share of requests that got a response, 0..1 (1 when none expected one).
+    pub response_rate: f64,
+    /// Share of requests answered within the SLA threshold, 0..1.
+    pub sla_rate: f64,
+    /// Failures since the last success.
+    pub consecutive_failures: u64,
+    /// Seconds of capture time since the last call.
+    pub since_last_call: f64,
     /// Median duration, seconds.
     pub p50: f64,
     /// 95th percentile, seconds.
@@ -104,14 +283,23 @@ pub struct SummaryRow {
     pub p99: f64,
 }
 
-struct Quantiles {
-    resource: u64,
-    operation: String,
-    service: String,
-    protocol: Arc<str>,
-    requests: u64,
-    errors: u64,
-    hist: Histogram<u64>,
+/// Counters of the telemetry stage (cardinality control).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetryStats {
+    /// Exchanges recorded in an overflow series because of the series cap.
+    pub series_overflowed: u64,
+    /// Endpoints reported as the overflow service (`max_services`).
+    pub services_overflowed: u64,
+    /// Calls recorded on the overflow edge (`max_edges`).
+    pub edges_overflowed: u64,
+    /// Flows recorded on the overflow L4 pair (`max_l4_pairs`).
+    pub l4_overflowed: u64,
+    /// Series dropped from export because they stopped changing.
+    pub stale_dropped: u64,
+    /// Span attributes removed by redaction.
+    pub redacted: u64,
+    /// Series held now (RED, operations, services, edges, L4 pairs).
+    pub series_held: u64,
 }
 
 /// The keys the host adds to every span, made once.
@@ -123,6 +311,8 @@ struct HostKeys {
     client_port: Key,
     network_transport: Key,
     network_protocol_name: Key,
+    http_route: Key,
+    one_way: Key,
 }
 
 impl HostKeys {
@@ -135,26 +325,37 @@ impl HostKeys {
             client_port: Key::from("client.port"),
             network_transport: Key::from("network.transport"),
             network_protocol_name: Key::from("network.protocol.name"),
+            http_route: Key::from("http.route"),
+            one_way: Key::from("wasmtap.one_way"),
         }
     }
 }
 
-/// Turns exchanges into spans and aggregates RED metrics (cumulative).
+type Buckets<T> = HashMap<u64, Vec<T>, foldhash::fast::FixedState>;
+
+/// Turns exchanges into spans and aggregates RED metrics, indicators, the
+/// service graph and L4 metrics.
 pub struct Telemetry {
     keys: HostKeys,
     services: ServiceMap,
     cfg: TelemetryConfig,
     /// Series by a hash of their key; collisions live side by side in the bucket.
-    series: HashMap<u64, Vec<Series>, foldhash::fast::FixedState>,
+    series: Buckets<Series>,
     series_len: usize,
-    quantiles: HashMap<u64, Vec<Quantiles>, foldhash::fast::FixedState>,
-    quantiles_len: usize,
+    ops: Buckets<OpState>,
+    ops_len: usize,
+    svcs: HashMap<u64, ServiceState, foldhash::fast::FixedState>,
+    edges: Edges,
+    l4: L4Pairs,
     hasher: foldhash::fast::FixedState,
-    overflowed: u64,
+    stats: TelemetryStats,
     start_ns: Option<u64>,
     last_ns: u64,
+    /// Time of the previous snapshot (interval gauges, delta start).
+    prev_snapshot_ns: Option<u64>,
     seq: u64,
-    bounds: Arc<[f64]>,
+    dur_bounds: Arc<[f64]>,
+    body_bounds: Arc<[f64]>,
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -164,36 +365,118 @@ fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+fn attr_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attrs
+        .iter()
+        .find(|kv| &*kv.key == key)
+        .and_then(|kv| match &kv.value {
+            AttrValue::Str(s) => Some(s.as_str()),
+            _ => None,
+        })
+}
+
+fn attr_int(attrs: &[KeyValue], key: &str) -> Option<i64> {
+    attrs
+        .iter()
+        .find(|kv| &*kv.key == key)
+        .and_then(|kv| match &kv.value {
+            AttrValue::Int(i) => Some(*i),
+            _ => None,
+        })
+}
+
+/// The overflow attribute of the OpenTelemetry SDKs.
+fn overflow_attr() -> KeyValue {
+    KeyValue {
+        key: "otel.metric.overflow".into(),
+        value: AttrValue::Bool(true),
+    }
+}
+
+/// The operation of overflowed series.
+pub const OVERFLOW_OPERATION: &str = "_OTHER";
+
 impl Telemetry {
     /// Creates the stage.
     pub fn new(services: ServiceMap, cfg: TelemetryConfig) -> Self {
+        let services = services.with_max_services(cfg.max_services);
         Self {
             keys: HostKeys::new(),
             services,
+            edges: Edges::new(cfg.max_edges),
+            l4: L4Pairs::new(cfg.max_l4_pairs),
             cfg,
             series: HashMap::default(),
             series_len: 0,
-            quantiles: HashMap::default(),
-            quantiles_len: 0,
+            ops: HashMap::default(),
+            ops_len: 0,
+            svcs: HashMap::default(),
             hasher: foldhash::fast::FixedState::with_seed(0x7761_736d_7461_7021),
-            overflowed: 0,
+            stats: TelemetryStats::default(),
             start_ns: None,
             last_ns: 0,
+            prev_snapshot_ns: None,
             seq: 0,
-            bounds: Arc::from(DURATION_BUCKETS.as_slice()),
+            dur_bounds: Arc::from(DURATION_BUCKETS.as_slice()),
+            body_bounds: Arc::from(BODY_SIZE_BUCKETS.as_slice()),
         }
     }
 
-    /// Exchanges that went to the overflow series because of the series cap.
+    /// Exchanges that went to an overflow series because of the series cap.
     pub fn overflowed(&self) -> u64 {
-        self.overflowed
+        self.stats.series_overflowed
+    }
+
+    /// The stage's counters.
+    pub fn stats(&self) -> TelemetryStats {
+        let mut s = self.stats.clone();
+        s.services_overflowed = self.services.overflowed;
+        s.edges_overflowed = self.edges.overflowed;
+        s.l4_overflowed = self.l4.overflowed;
+        s.stale_dropped += self.edges.stale_dropped + self.l4.stale_dropped;
+        s.series_held = (self.series_len + self.ops_len + self.svcs.len()) as u64
+            + self.edges.len() as u64
+            + self.l4.len() as u64;
+        s
+    }
+
+    fn threshold(&self, service: &str, operation: &str) -> u64 {
+        self.cfg
+            .sla_rules
+            .iter()
+            .find(|r| {
+                (r.service == "*" || r.service == service)
+                    && r.operation.as_deref().is_none_or(|o| o == operation)
+            })
+            .map_or(self.cfg.sla_default_ns, |r| r.threshold_ns)
+    }
+
+    /// A flow was opened (L4 metrics).
+    pub fn flow_opened(
+        &mut self,
+        client: SocketAddr,
+        server: SocketAddr,
+        transport: &str,
+        ts_ns: u64,
+    ) {
+        let resource = self.services.resolve(server.ip(), server.port());
+        let client = self.services.client_name(client.ip());
+        self.l4.opened(&resource, client, transport, ts_ns);
+    }
+
+    /// A flow ended (L4 metrics): its final counters.
+    pub fn flow_closed(&mut self, f: &crate::graph::FlowEnd<'_>) {
+        let resource = self.services.resolve(f.server.ip(), f.server.port());
+        let client = self.services.client_name(f.client.ip());
+        self.l4.closed(&resource, client, f);
+        self.last_ns = self.last_ns.max(f.end_ns);
     }
 
     /// Records one exchange: updates metrics and, when `want_span`, returns its span
     /// (building a span is most of the cost, so outputs that need none skip it).
     pub fn record(
         &mut self,
-        ex: Exchange,
+        mut ex: Exchange,
         ctx: &FlowCtx<'_>,
         want_span: bool,
     ) -> Option<SpanRecord> {
@@ -202,50 +485,81 @@ impl Telemetry {
         let end = ex.end_ns().max(start);
         self.start_ns = Some(self.start_ns.map_or(start, |s| s.min(start)));
         self.last_ns = self.last_ns.max(end);
-        let (status, status_message, status_code) = match (&ex.kind, &ex.response) {
-            (ExchangeKind::Unanswered, _) => {
-                (StatusCode::Error, "no response".to_string(), String::new())
-            }
+        let (class, status_message, status_code) = match (&ex.kind, &ex.response) {
+            (ExchangeKind::Unanswered, _) => (
+                StatusClass::NoResponse,
+                "no response".to_string(),
+                String::new(),
+            ),
             (_, Some(r)) if r.status == Outcome::Error => (
-                StatusCode::Error,
+                StatusClass::Error,
                 r.status_code.clone(),
                 r.status_code.clone(),
             ),
-            (_, Some(r)) => (StatusCode::Unset, String::new(), r.status_code.clone()),
+            (_, Some(r)) => {
+                let client = ctx.protocol == "http" && r.status_code.starts_with('4');
+                let class = if client {
+                    StatusClass::ClientError
+                } else {
+                    StatusClass::Ok
+                };
+                (class, String::new(), r.status_code.clone())
+            }
             (_, None) if ex.request.status == Outcome::Error => (
-                StatusCode::Error,
+                StatusClass::Error,
                 ex.request.status_code.clone(),
                 ex.request.status_code.clone(),
             ),
             (_, None) => (
-                StatusCode::Unset,
+                StatusClass::Ok,
                 String::new(),
                 ex.request.status_code.clone(),
             ),
         };
-        let error = status == StatusCode::Error;
-        let operation: &str = if ex.request.operation.is_empty() {
-            ctx.protocol
-        } else {
-            &ex.request.operation
+        let error = class.is_error();
+        // HTTP-like operations: the method plus the route template.
+        let route = match attr_str(&ex.request.attributes, "url.path") {
+            Some(p) if !ex.request.operation.contains(' ') => Some(self.cfg.router.route(p)),
+            _ => None,
         };
-        let duration_s = (end - start) as f64 / 1e9;
+        let operation: String = match (&route, ex.request.operation.is_empty()) {
+            (Some(r), true) => r.clone(),
+            (Some(r), false) => format!("{} {r}", ex.request.operation),
+            (None, true) => ctx.protocol.to_string(),
+            (None, false) => std::mem::take(&mut ex.request.operation),
+        };
+        let duration_ns = end - start;
+        let answered = ex.kind == ExchangeKind::Complete;
+        let one_way = ex.kind == ExchangeKind::OneWay;
         self.observe(
             &resource,
-            ctx.protocol,
-            operation,
+            ctx,
+            &operation,
+            route.as_deref(),
             &status_code,
+            class,
+            &ex,
+            duration_ns,
+            answered,
+            one_way,
+        );
+        let server_name: Arc<str> = Arc::from(resource.service_name());
+        let client_name = self.services.client_name(ctx.client.ip());
+        self.edges.record(
+            &resource,
+            client_name,
+            server_name,
+            connection_type(ctx.protocol),
             error,
-            duration_s,
-            end - start,
+            duration_ns as f64 / 1e9,
+            end,
         );
         if !want_span {
             return None;
         }
-        let operation = operation.to_string();
 
         let mut attributes = Vec::with_capacity(
-            8 + ex.request.attributes.len()
+            9 + ex.request.attributes.len()
                 + ex.response.as_ref().map_or(0, |r| r.attributes.len()),
         );
         let Exchange {
@@ -257,10 +571,30 @@ impl Telemetry {
         if let Some(r) = response {
             attributes.extend(r.attributes);
         }
-        if kind == ExchangeKind::Unanswered {
-            attributes.push(KeyValue::str(self.keys.error_type.clone(), "no_response"));
+        if !self.cfg.redact_keys.is_empty() {
+            let before = attributes.len();
+            let redact = &self.cfg.redact_keys;
+            attributes.retain(|kv| {
+                !redact
+                    .iter()
+                    .any(|r| kv.key.len() == r.len() && kv.key.eq_ignore_ascii_case(r))
+            });
+            self.stats.redacted += (before - attributes.len()) as u64;
         }
         let k = &self.keys;
+        match kind {
+            ExchangeKind::Unanswered => {
+                attributes.push(KeyValue::str(k.error_type.clone(), "no_response"));
+            }
+            ExchangeKind::OneWay => attributes.push(KeyValue {
+                key: k.one_way.clone(),
+                value: AttrValue::Bool(true),
+            }),
+            ExchangeKind::Complete => {}
+        }
+        if let Some(r) = route {
+            attributes.push(KeyValue::str(k.http_route.clone(), r));
+        }
         if !attributes.iter().any(|kv| kv.key == k.server_address) {
             attributes.push(KeyValue::str(
                 k.server_address.clone(),
@@ -296,229 +630,622 @@ impl Telemetry {
             kind: SpanKind::Server,
             start_unix_nano: start,
             end_unix_nano: end,
-            status,
+            status: if error {
+                StatusCode::Error
+            } else {
+                StatusCode::Unset
+            },
             status_message,
             attributes,
             resource,
         })
     }
 
+    /// Protocol-specific metric attributes of a new series.
+    fn series_attrs(
+        ctx: &FlowCtx<'_>,
+        operation: &str,
+        route: Option<&str>,
+        status_code: &str,
+        ex: &Exchange,
+    ) -> Vec<KeyValue> {
+        let mut attrs = Vec::with_capacity(6);
+        match family(ctx.protocol) {
+            Family::Http => {
+                let method =
+                    attr_str(&ex.request.attributes, "http.request.method").unwrap_or("_OTHER");
+                attrs.push(KeyValue::str("http.request.method", method));
+                if let Some(r) = route {
+                    attrs.push(KeyValue::str("http.route", r));
+                }
+                if let Ok(code) = status_code.parse::<i64>() {
+                    attrs.push(KeyValue::int("http.response.status_code", code));
+                }
+            }
+            Family::Db(system) => {
+                attrs.push(KeyValue::str("db.system.name", system));
+                attrs.push(KeyValue::str("db.operation.name", operation));
+                attrs.push(KeyValue::str("server.address", ctx.server.ip().to_string()));
+                attrs.push(KeyValue::int("server.port", i64::from(ctx.server.port())));
+                if !status_code.is_empty() {
+                    attrs.push(KeyValue::str("db.response.status_code", status_code));
+                }
+            }
+            Family::Dns | Family::Other => {}
+        }
+        attrs
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn observe(
         &mut self,
         resource: &Arc<Resource>,
-        protocol: &str,
+        ctx: &FlowCtx<'_>,
         operation: &str,
+        route: Option<&str>,
         status_code: &str,
-        error: bool,
-        secs: f64,
+        class: StatusClass,
+        ex: &Exchange,
         nanos: u64,
+        answered: bool,
+        one_way: bool,
     ) {
-        use std::hash::BuildHasher;
-        let (mut operation, mut status_code) = (operation, status_code);
-        let mut h = self
-            .hasher
-            .hash_one((resource.id, protocol, operation, status_code, error));
-        let known = self.series.get(&h).is_some_and(|b| {
-            b.iter().any(|s| {
-                s.key
-                    .is(resource.id, protocol, operation, status_code, error)
-            })
+        let protocol = ctx.protocol;
+        let error = class.is_error();
+        let secs = nanos as f64 / 1e9;
+        let end = ex.end_ns().max(ex.start_ns());
+        let db = matches!(family(protocol), Family::Db(_));
+
+        // The operation's indicators (their own cap: overflow operation).
+        let service = resource.service_name();
+        let mut op_key = (resource.id, protocol, operation, false);
+        let mut oh = self.hasher.hash_one(op_key);
+        let known_op = self.ops.get(&oh).is_some_and(|b| {
+            b.iter()
+                .any(|o| o.resource.id == resource.id && *o.operation == *operation && !o.overflow)
         });
-        if !known && self.series_len >= self.cfg.max_series {
-            // Cardinality cap: new combinations share one overflow series.
-            self.overflowed += 1;
-            operation = "_OTHER";
-            status_code = "";
-            h = self
-                .hasher
-                .hash_one((resource.id, protocol, operation, status_code, error));
+        if !known_op && self.ops_len >= self.cfg.max_series {
+            op_key = (resource.id, protocol, OVERFLOW_OPERATION, true);
+            oh = self.hasher.hash_one(op_key);
         }
-        let bucket = self.series.entry(h).or_default();
-        let idx = match bucket.iter().position(|s| {
-            s.key
-                .is(resource.id, protocol, operation, status_code, error)
+        let threshold = self.threshold(service, op_key.2);
+        let bucket = self.ops.entry(oh).or_default();
+        let oi = match bucket.iter().position(|o| {
+            o.resource.id == op_key.0
+                && *o.protocol == *op_key.1
+                && *o.operation == *op_key.2
+                && o.overflow == op_key.3
         }) {
             Some(i) => i,
             None => {
+                bucket.push(OpState {
+                    resource: resource.clone(),
+                    protocol: Arc::from(protocol),
+                    operation: Arc::from(op_key.2),
+                    overflow: op_key.3,
+                    threshold_ns: threshold,
+                    requests: 0,
+                    errors: 0,
+                    responses: 0,
+                    unanswered: 0,
+                    sla_met: 0,
+                    consecutive_failures: 0,
+                    last_call_ns: 0,
+                    prev: [0; 5],
+                    hist: Sketch::default(),
+                });
+                self.ops_len += 1;
+                bucket.len() - 1
+            }
+        };
+        let Some(op) = bucket.get_mut(oi) else {
+            return;
+        };
+        let met = answered && nanos <= op.threshold_ns;
+        op.requests += 1;
+        op.errors += u64::from(error);
+        op.responses += u64::from(answered);
+        op.unanswered += u64::from(class == StatusClass::NoResponse);
+        op.sla_met += u64::from(met);
+        if !one_way {
+            op.consecutive_failures = if error {
+                op.consecutive_failures + 1
+            } else {
+                0
+            };
+        }
+        op.last_call_ns = op.last_call_ns.max(ex.start_ns());
+        op.hist.record(nanos);
+        let op_overflow = op.overflow;
+        let operation: &str = if op_overflow {
+            OVERFLOW_OPERATION
+        } else {
+            operation
+        };
+
+        let svc = self
+            .svcs
+            .entry(resource.id)
+            .or_insert_with(|| ServiceState {
+                resource: resource.clone(),
+                consecutive_failures: 0,
+                last_call_ns: 0,
+            });
+        if !one_way {
+            svc.consecutive_failures = if error {
+                svc.consecutive_failures + 1
+            } else {
+                0
+            };
+        }
+        svc.last_call_ns = svc.last_call_ns.max(ex.start_ns());
+
+        // RED series.
+        let mut key = LookupKey {
+            resource: resource.id,
+            protocol,
+            operation,
+            status_code,
+            class,
+            endpoint: db.then_some(ctx.server),
+            overflow: op_overflow,
+        };
+        let mut h = self.hasher.hash_one(&key);
+        let known = self
+            .series
+            .get(&h)
+            .is_some_and(|b| b.iter().any(|s| s.key.is(&key)));
+        if !known && (op_overflow || self.series_len >= self.cfg.max_series) {
+            // Cardinality cap: new combinations share one overflow series.
+            self.stats.series_overflowed += 1;
+            key = LookupKey {
+                resource: resource.id,
+                protocol,
+                operation: OVERFLOW_OPERATION,
+                status_code: "",
+                class: if error {
+                    StatusClass::Error
+                } else {
+                    StatusClass::Ok
+                },
+                endpoint: None,
+                overflow: true,
+            };
+            h = self.hasher.hash_one(&key);
+        }
+        let http = family(protocol) == Family::Http;
+        let bucket = self.series.entry(h).or_default();
+        let idx = match bucket.iter().position(|s| s.key.is(&key)) {
+            Some(i) => i,
+            None => {
+                let attrs = if key.overflow {
+                    Vec::new()
+                } else {
+                    Self::series_attrs(ctx, operation, route, status_code, ex)
+                };
                 bucket.push(Series {
                     key: SeriesKey {
-                        resource: resource.id,
-                        protocol: Arc::from(protocol),
-                        operation: operation.to_string(),
-                        status_code: status_code.to_string(),
-                        error,
+                        resource: key.resource,
+                        protocol: Arc::from(key.protocol),
+                        operation: Arc::from(key.operation),
+                        status_code: key.status_code.to_string(),
+                        class: key.class,
+                        endpoint: key.endpoint,
+                        overflow: key.overflow,
                     },
                     resource: resource.clone(),
-                    count: 0,
+                    attrs,
+                    requests: 0,
                     errors: 0,
-                    sum: 0.0,
-                    min: f64::INFINITY,
-                    max: 0.0,
-                    buckets: [0; DURATION_BUCKETS.len() + 1],
+                    responses: 0,
+                    unanswered: 0,
+                    sla_met: 0,
+                    duration: Hist::new(self.dur_bounds.clone()),
+                    request_body: http.then(|| Hist::new(self.body_bounds.clone())),
+                    response_body: http.then(|| Hist::new(self.body_bounds.clone())),
+                    start_ns: ex.start_ns(),
+                    updated_ns: end,
                 });
                 self.series_len += 1;
                 bucket.len() - 1
             }
         };
-        let s = &mut bucket[idx];
-        s.count += 1;
-        s.errors += u64::from(error);
-        s.sum += secs;
-        s.min = s.min.min(secs);
-        s.max = s.max.max(secs);
-        let b = DURATION_BUCKETS
-            .iter()
-            .position(|&ub| secs <= ub)
-            .unwrap_or(DURATION_BUCKETS.len());
-        s.buckets[b] += 1;
-
-        let qh = self.hasher.hash_one((resource.id, operation));
-        let qbucket = self.quantiles.entry(qh).or_default();
-        let qi = match qbucket
-            .iter()
-            .position(|q| q.resource == resource.id && q.operation == operation)
-        {
-            Some(i) => i,
-            None if self.quantiles_len >= self.cfg.max_series => return,
-            None => {
-                qbucket.push(Quantiles {
-                    resource: resource.id,
-                    operation: operation.to_string(),
-                    service: resource.service_name().to_string(),
-                    protocol: Arc::from(protocol),
-                    requests: 0,
-                    errors: 0,
-                    // 1 µs .. 1 h at 3 significant digits; bounded memory.
-                    hist: Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
-                });
-                self.quantiles_len += 1;
-                qbucket.len() - 1
-            }
+        let Some(s) = bucket.get_mut(idx) else {
+            return;
         };
-        let q = &mut qbucket[qi];
-        q.requests += 1;
-        q.errors += u64::from(error);
-        let _ = q.hist.record((nanos / 1000).clamp(1, 3_600_000_000));
+        s.requests += 1;
+        s.errors += u64::from(error);
+        s.responses += u64::from(answered);
+        s.unanswered += u64::from(class == StatusClass::NoResponse);
+        s.sla_met += u64::from(met);
+        s.duration.record(secs);
+        s.updated_ns = s.updated_ns.max(end);
+        if let Some(b) = &mut s.request_body
+            && let Some(v) = attr_int(&ex.request.attributes, "http.request.body.size")
+        {
+            b.record(v as f64);
+        }
+        if let (Some(b), Some(r)) = (&mut s.response_body, &ex.response)
+            && let Some(v) = attr_int(&r.attributes, "http.response.body.size")
+        {
+            b.record(v as f64);
+        }
     }
 
-    /// The console summary rows, sorted by service then operation.
-    pub fn summary(&self) -> Vec<SummaryRow> {
+    /// The console summary rows at `now_ns` (capture time), sorted by service then operation.
+    pub fn summary(&self, now_ns: u64) -> Vec<SummaryRow> {
+        let now = now_ns.max(self.last_ns);
+        let window = now.saturating_sub(self.start_ns.unwrap_or(now)) as f64 / 1e9;
+        let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
         let mut rows: Vec<SummaryRow> = self
-            .quantiles
+            .ops
             .values()
             .flatten()
             .map(|q| SummaryRow {
-                service: q.service.clone(),
+                service: q.resource.service_name().to_string(),
                 protocol: q.protocol.to_string(),
-                operation: q.operation.clone(),
+                operation: q.operation.to_string(),
                 requests: q.requests,
                 errors: q.errors,
-                p50: q.hist.value_at_quantile(0.50) as f64 / 1e6,
-                p95: q.hist.value_at_quantile(0.95) as f64 / 1e6,
-                p99: q.hist.value_at_quantile(0.99) as f64 / 1e6,
+                tps: q.requests as f64 / window.max(1.0),
+                success_rate: ratio(q.requests - q.errors, q.requests),
+                response_rate: ratio(q.responses, q.responses + q.unanswered),
+                sla_rate: ratio(q.sla_met, q.responses + q.unanswered),
+                consecutive_failures: q.consecutive_failures,
+                since_last_call: now.saturating_sub(q.last_call_ns) as f64 / 1e9,
+                p50: q.hist.quantile(0.50) / 1e9,
+                p95: q.hist.quantile(0.95) / 1e9,
+                p99: q.hist.quantile(0.99) / 1e9,
             })
             .collect();
         rows.sort_by(|a, b| (&a.service, &a.operation).cmp(&(&b.service, &b.operation)));
         rows
     }
 
-    /// A cumulative snapshot of every RED series, at `now_ns` (capture time).
-    pub fn snapshot(&self, now_ns: u64) -> MetricsSnapshot {
-        let mut points = Vec::with_capacity(self.series_len * 3);
-        let mut all: Vec<&Series> = self.series.values().flatten().collect();
+    /// The service-graph edges, for the console.
+    pub fn edge_summary(&self) -> Vec<crate::graph::EdgeRow> {
+        self.edges.summary()
+    }
+
+    /// A snapshot of every metric at `now_ns` (capture time). Interval
+    /// gauges cover the time since the previous snapshot; with delta
+    /// temporality, sums and histograms restart after it. Series unchanged
+    /// for `stale_after_ns` and operations silent for `silence_expiry_ns`
+    /// are dropped here (counted).
+    pub fn snapshot(&mut self, now_ns: u64) -> MetricsSnapshot {
+        self.collect(now_ns, true)
+    }
+
+    /// The last snapshot, at the end of a replay or capture: as
+    /// [`Telemetry::snapshot`], but nothing expires (a capture file's
+    /// totals and indicators stay whole however long it spans).
+    pub fn final_snapshot(&mut self, now_ns: u64) -> MetricsSnapshot {
+        self.collect(now_ns, false)
+    }
+
+    fn collect(&mut self, now_ns: u64, drop_stale: bool) -> MetricsSnapshot {
+        let now = now_ns.max(self.last_ns);
+        let start = self.start_ns.unwrap_or(now);
+        let delta = self.cfg.temporality == Temporality::Delta;
+        let interval_start = self.prev_snapshot_ns.unwrap_or(start);
+        let mut points = Vec::with_capacity(self.series_len * 5 + self.ops_len * 6);
+        self.expire(now, drop_stale);
+
+        let mut all: Vec<&mut Series> = self.series.values_mut().flatten().collect();
         // Deterministic order for outputs and tests.
         all.sort_by(|a, b| {
-            (
-                a.key.resource,
-                &a.key.operation,
-                &a.key.status_code,
-                a.key.error,
-            )
-                .cmp(&(
-                    b.key.resource,
-                    &b.key.operation,
-                    &b.key.status_code,
-                    b.key.error,
-                ))
-        });
-        for s in all {
-            let k = &s.key;
-            let http = &*k.protocol == "http";
-            let mut attrs = Vec::with_capacity(4);
-            if http {
-                attrs.push(KeyValue::str("http.request.method", k.operation.clone()));
-                if let Ok(code) = k.status_code.parse::<i64>() {
-                    attrs.push(KeyValue::int("http.response.status_code", code));
-                }
-            } else {
-                attrs.push(KeyValue::str("wasmtap.operation", k.operation.clone()));
-                if !k.status_code.is_empty() {
-                    attrs.push(KeyValue::str("wasmtap.status_code", k.status_code.clone()));
-                }
-            }
-            attrs.push(KeyValue::str(
-                "network.protocol.name",
-                k.protocol.to_string(),
-            ));
-            if k.error {
-                attrs.push(KeyValue {
-                    key: "error.type".into(),
-                    value: AttrValue::Str(if k.status_code.is_empty() {
-                        "no_response".into()
-                    } else {
-                        k.status_code.clone()
-                    }),
-                });
-            }
-            let (hist_name, hist_desc) = if http {
+            let k = |s: &Series| {
                 (
-                    "http.server.request.duration",
-                    "Duration of HTTP server requests.",
-                )
-            } else {
-                (
-                    "wasmtap.server.request.duration",
-                    "Duration of observed server requests.",
+                    s.key.resource,
+                    s.key.operation.clone(),
+                    s.key.status_code.clone(),
+                    s.key.class,
+                    s.key.endpoint,
+                    s.key.overflow,
                 )
             };
-            points.push(MetricPoint {
+            k(a).cmp(&k(b))
+        });
+        for s in all {
+            if delta && s.requests == 0 {
+                continue;
+            }
+            let k = &s.key;
+            let mut common = Vec::with_capacity(5);
+            if k.overflow {
+                common.push(overflow_attr());
+            } else {
+                common.push(KeyValue::str("wasmtap.operation", k.operation.to_string()));
+                common.push(KeyValue::str(
+                    "network.protocol.name",
+                    k.protocol.to_string(),
+                ));
+                common.push(KeyValue::str("wasmtap.status_class", k.class.as_str()));
+                if !k.status_code.is_empty() {
+                    common.push(KeyValue::str("wasmtap.status_code", k.status_code.clone()));
+                }
+                if k.class.is_error() {
+                    common.push(KeyValue::str(
+                        "error.type",
+                        if k.status_code.is_empty() {
+                            "no_response".to_string()
+                        } else {
+                            k.status_code.clone()
+                        },
+                    ));
+                }
+            }
+            let start_ns = s.start_ns;
+            let point = |name: &'static str,
+                         unit: &'static str,
+                         description: &'static str,
+                         attributes: Vec<KeyValue>,
+                         data: MetricData| MetricPoint {
                 resource: s.resource.clone(),
-                name: hist_name,
-                unit: "s",
-                description: hist_desc,
-                attributes: attrs.clone(),
-                data: MetricData::Histogram {
-                    count: s.count,
-                    sum: s.sum,
-                    min: if s.count == 0 { 0.0 } else { s.min },
-                    max: s.max,
-                    bounds: self.bounds.clone(),
-                    bucket_counts: s.buckets.to_vec(),
-                },
-            });
-            points.push(MetricPoint {
-                resource: s.resource.clone(),
-                name: "wasmtap.server.requests",
-                unit: "{request}",
-                description: "Observed requests (exchanges).",
-                attributes: attrs.clone(),
-                data: MetricData::Sum { value: s.count },
-            });
-            points.push(MetricPoint {
-                resource: s.resource.clone(),
-                name: "wasmtap.server.errors",
-                unit: "{request}",
-                description: "Observed requests that failed or got no response.",
-                attributes: attrs,
-                data: MetricData::Sum { value: s.errors },
-            });
+                name,
+                unit,
+                description,
+                attributes,
+                data,
+                start_unix_nano: start_ns,
+            };
+            let (hist_name, hist_desc) = match family(&k.protocol) {
+                Family::Http => (
+                    "http.server.request.duration",
+                    "Duration of HTTP server requests.",
+                ),
+                Family::Db(_) => (
+                    "db.client.operation.duration",
+                    "Duration of database client operations, observed on the wire.",
+                ),
+                Family::Dns => ("dns.lookup.duration", "Duration of DNS lookups."),
+                Family::Other => (
+                    "wasmtap.server.request.duration",
+                    "Duration of observed server requests.",
+                ),
+            };
+            let mut hist_attrs = common.clone();
+            hist_attrs.extend(s.attrs.iter().cloned());
+            points.push(point(
+                hist_name,
+                "s",
+                hist_desc,
+                hist_attrs.clone(),
+                s.duration.data(),
+            ));
+            if let Some(b) = &s.request_body {
+                points.push(point(
+                    "http.server.request.body.size",
+                    "By",
+                    "Size of HTTP server request bodies.",
+                    hist_attrs.clone(),
+                    b.data(),
+                ));
+            }
+            if let Some(b) = &s.response_body {
+                points.push(point(
+                    "http.server.response.body.size",
+                    "By",
+                    "Size of HTTP server response bodies.",
+                    hist_attrs,
+                    b.data(),
+                ));
+            }
+            for (name, desc, unit, v) in [
+                (
+                    "wasmtap.server.requests",
+                    "Observed requests (exchanges).",
+                    "{request}",
+                    s.requests,
+                ),
+                (
+                    "wasmtap.server.errors",
+                    "Observed requests that failed or got no response.",
+                    "{request}",
+                    s.errors,
+                ),
+                (
+                    "wasmtap.server.responses",
+                    "Observed requests that got a response.",
+                    "{response}",
+                    s.responses,
+                ),
+                (
+                    "wasmtap.server.unanswered",
+                    "Observed requests that got no response within the timeout.",
+                    "{request}",
+                    s.unanswered,
+                ),
+                (
+                    "wasmtap.server.sla.met",
+                    "Requests answered within the SLA threshold of their operation.",
+                    "{request}",
+                    s.sla_met,
+                ),
+            ] {
+                points.push(point(
+                    name,
+                    unit,
+                    desc,
+                    common.clone(),
+                    MetricData::Sum { value: v },
+                ));
+            }
+            if delta {
+                s.requests = 0;
+                s.errors = 0;
+                s.responses = 0;
+                s.unanswered = 0;
+                s.sla_met = 0;
+                s.duration.reset();
+                if let Some(b) = &mut s.request_body {
+                    b.reset();
+                }
+                if let Some(b) = &mut s.response_body {
+                    b.reset();
+                }
+                s.start_ns = now;
+            }
         }
+
+        // Indicators per operation.
+        let interval_s = now.saturating_sub(interval_start) as f64 / 1e9;
+        let mut ops: Vec<&mut OpState> = self.ops.values_mut().flatten().collect();
+        ops.sort_by(|a, b| {
+            (a.resource.id, &a.operation, a.overflow).cmp(&(
+                b.resource.id,
+                &b.operation,
+                b.overflow,
+            ))
+        });
+        for o in ops {
+            let mut attrs = vec![
+                KeyValue::str("wasmtap.operation", o.operation.to_string()),
+                KeyValue::str("network.protocol.name", o.protocol.to_string()),
+            ];
+            if o.overflow {
+                attrs.push(overflow_attr());
+            }
+            let gauge =
+                |name: &'static str, unit: &'static str, desc: &'static str, v: f64| MetricPoint {
+                    resource: o.resource.clone(),
+                    name,
+                    unit,
+                    description: desc,
+                    attributes: attrs.clone(),
+                    data: MetricData::Gauge { value: v },
+                    start_unix_nano: 0,
+                };
+            let cur = [o.requests, o.errors, o.responses, o.unanswered, o.sla_met];
+            let d: Vec<u64> = cur
+                .iter()
+                .zip(o.prev)
+                .map(|(c, p)| c.saturating_sub(p))
+                .collect();
+            let (dreq, derr, dresp, dunans, dsla) = (d[0], d[1], d[2], d[3], d[4]);
+            points.push(gauge(
+                "wasmtap.server.sla.threshold",
+                "s",
+                "The SLA latency threshold of the operation.",
+                o.threshold_ns as f64 / 1e9,
+            ));
+            if dreq > 0 {
+                points.push(gauge(
+                    "wasmtap.server.success_rate",
+                    "1",
+                    "Share of requests that did not fail, over the last export interval.",
+                    (dreq - derr.min(dreq)) as f64 / dreq as f64,
+                ));
+                if interval_s > 0.0 {
+                    points.push(gauge(
+                        "wasmtap.server.request_rate",
+                        "{request}/s",
+                        "Requests per second over the last export interval.",
+                        dreq as f64 / interval_s,
+                    ));
+                }
+            }
+            if dresp + dunans > 0 {
+                let expected = (dresp + dunans) as f64;
+                points.push(gauge(
+                    "wasmtap.server.response_rate",
+                    "1",
+                    "Share of requests that got a response, over the last export interval.",
+                    dresp as f64 / expected,
+                ));
+                points.push(gauge(
+                    "wasmtap.server.sla.compliance",
+                    "1",
+                    "Share of requests answered within the SLA threshold, over the last export interval.",
+                    dsla as f64 / expected,
+                ));
+            }
+            points.push(gauge(
+                "wasmtap.server.consecutive_failures",
+                "{failure}",
+                "Failures since the operation's last success.",
+                o.consecutive_failures as f64,
+            ));
+            points.push(gauge(
+                "wasmtap.server.time_since_last_call",
+                "s",
+                "Capture time since the operation's last call.",
+                now.saturating_sub(o.last_call_ns) as f64 / 1e9,
+            ));
+            o.prev = cur;
+        }
+
+        // Per service.
+        let mut svcs: Vec<&ServiceState> = self.svcs.values().collect();
+        svcs.sort_by_key(|s| s.resource.id);
+        for s in svcs {
+            for (name, unit, desc, v) in [
+                (
+                    "wasmtap.service.consecutive_failures",
+                    "{failure}",
+                    "Failures since the service's last success.",
+                    s.consecutive_failures as f64,
+                ),
+                (
+                    "wasmtap.service.time_since_last_call",
+                    "s",
+                    "Capture time since the service's last call.",
+                    now.saturating_sub(s.last_call_ns) as f64 / 1e9,
+                ),
+            ] {
+                points.push(MetricPoint {
+                    resource: s.resource.clone(),
+                    name,
+                    unit,
+                    description: desc,
+                    attributes: Vec::new(),
+                    data: MetricData::Gauge { value: v },
+                    start_unix_nano: 0,
+                });
+            }
+        }
+
+        self.edges.points(&mut points, delta, now);
+        self.l4.points(&mut points, delta, now);
+        self.prev_snapshot_ns = Some(now);
         MetricsSnapshot {
-            start_unix_nano: self.start_ns.unwrap_or(now_ns),
-            time_unix_nano: now_ns.max(self.last_ns),
+            start_unix_nano: if delta { interval_start } else { start },
+            time_unix_nano: now,
+            temporality: self.cfg.temporality,
             points,
+        }
+    }
+
+    /// Drops series that stopped changing and operations that went silent.
+    fn expire(&mut self, now: u64, drop_stale: bool) {
+        let stale = self.cfg.stale_after_ns;
+        if stale > 0 && drop_stale {
+            let mut dropped = 0usize;
+            for b in self.series.values_mut() {
+                let before = b.len();
+                b.retain(|s| now.saturating_sub(s.updated_ns) < stale);
+                dropped += before - b.len();
+            }
+            self.series.retain(|_, b| !b.is_empty());
+            self.series_len -= dropped;
+            self.stats.stale_dropped += dropped as u64;
+            self.edges.expire(now, stale);
+            self.l4.expire(now, stale);
+        }
+        let silent = self.cfg.silence_expiry_ns;
+        if silent > 0 && drop_stale {
+            let mut dropped = 0usize;
+            for b in self.ops.values_mut() {
+                let before = b.len();
+                b.retain(|o| now.saturating_sub(o.last_call_ns) < silent);
+                dropped += before - b.len();
+            }
+            self.ops.retain(|_, b| !b.is_empty());
+            self.ops_len -= dropped;
+            let before = self.svcs.len();
+            self.svcs
+                .retain(|_, s| now.saturating_sub(s.last_call_ns) < silent);
+            self.stats.stale_dropped += (dropped + before - self.svcs.len()) as u64;
         }
     }
 }

@@ -73,9 +73,17 @@ pub struct ServiceMap {
     extra: Vec<KeyValue>,
     cache: HashMap<(IpAddr, u16), Arc<Resource>, foldhash::fast::RandomState>,
     by_name: HashMap<String, Arc<Resource>, foldhash::fast::RandomState>,
+    clients: HashMap<IpAddr, Arc<str>, foldhash::fast::RandomState>,
     max_cached: usize,
+    max_services: usize,
+    overflow: Option<Arc<Resource>>,
+    /// Endpoints reported under the overflow service because `max_services` was reached.
+    pub overflowed: u64,
     next_id: u64,
 }
+
+/// The `service.name` of services beyond the cap.
+pub const OVERFLOW_SERVICE: &str = "_OTHER";
 
 impl ServiceMap {
     /// Rules are tried in order; the first match names the service. `extra`
@@ -86,9 +94,46 @@ impl ServiceMap {
             extra,
             cache: HashMap::default(),
             by_name: HashMap::default(),
+            clients: HashMap::default(),
             max_cached: 65_536,
+            max_services: 10_000,
+            overflow: None,
+            overflowed: 0,
             next_id: 1,
         }
+    }
+
+    /// Caps the number of distinct services (default 10,000); endpoints of
+    /// services beyond it are reported as one service named `_OTHER` (counted).
+    pub fn with_max_services(mut self, max: usize) -> Self {
+        self.max_services = max.max(1);
+        self
+    }
+
+    /// Distinct services named so far.
+    pub fn services(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// The name of a client address: the first rule whose network holds it
+    /// (its port does not matter: a client speaks from an ephemeral port),
+    /// else the address itself.
+    pub fn client_name(&mut self, ip: IpAddr) -> Arc<str> {
+        if let Some(n) = self.clients.get(&ip) {
+            return n.clone();
+        }
+        let name: Arc<str> = match self
+            .rules
+            .iter()
+            .find(|r| r.net.is_some_and(|n| n.contains(&ip)))
+        {
+            Some(r) => Arc::from(r.name.as_str()),
+            None => Arc::from(ip.to_string()),
+        };
+        if self.clients.len() < self.max_cached {
+            self.clients.insert(ip, name.clone());
+        }
+        name
     }
 
     /// The resource of the service listening at `ip:port`.
@@ -105,6 +150,22 @@ impl ServiceMap {
         };
         let r = match self.by_name.get(&name) {
             Some(r) => r.clone(),
+            None if self.by_name.len() >= self.max_services => {
+                self.overflowed += 1;
+                if let Some(o) = &self.overflow {
+                    o.clone()
+                } else {
+                    let mut attributes = vec![KeyValue::str("service.name", OVERFLOW_SERVICE)];
+                    attributes.extend(self.extra.iter().cloned());
+                    let o = Arc::new(Resource {
+                        id: self.next_id,
+                        attributes,
+                    });
+                    self.next_id += 1;
+                    self.overflow = Some(o.clone());
+                    o
+                }
+            }
             None => {
                 let mut attributes = vec![KeyValue::str("service.name", name.clone())];
                 attributes.extend(self.extra.iter().cloned());
@@ -113,9 +174,7 @@ impl ServiceMap {
                     attributes,
                 });
                 self.next_id += 1;
-                if self.by_name.len() < self.max_cached {
-                    self.by_name.insert(name, r.clone());
-                }
+                self.by_name.insert(name, r.clone());
                 r
             }
         };
@@ -154,5 +213,26 @@ mod tests {
         let a = m.resolve("10.0.0.7".parse().unwrap(), 1);
         let b = m.resolve("10.0.0.8".parse().unwrap(), 2);
         assert!(Arc::ptr_eq(&a, &b));
+        // Clients are named by network, whatever their port.
+        assert_eq!(&*m.client_name("10.0.0.5".parse().unwrap()), "api");
+        assert_eq!(&*m.client_name("10.9.9.9".parse().unwrap()), "internal");
+        assert_eq!(
+            &*m.client_name("192.168.1.1".parse().unwrap()),
+            "192.168.1.1"
+        );
+    }
+
+    #[test]
+    fn services_beyond_the_cap_share_one_overflow_service() {
+        let mut m = ServiceMap::new(vec![], vec![]).with_max_services(2);
+        let a = m.resolve("10.0.0.1".parse().unwrap(), 80);
+        let b = m.resolve("10.0.0.2".parse().unwrap(), 80);
+        let c = m.resolve("10.0.0.3".parse().unwrap(), 80);
+        let d = m.resolve("10.0.0.4".parse().unwrap(), 80);
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(c.service_name(), OVERFLOW_SERVICE);
+        assert!(Arc::ptr_eq(&c, &d));
+        assert_eq!(m.overflowed, 2);
+        assert_eq!(m.services(), 2);
     }
 }

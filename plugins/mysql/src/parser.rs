@@ -500,77 +500,10 @@ fn use_schema(sql: &[u8]) -> Option<String> {
     (!name.is_empty() && name.len() <= 64).then(|| text(name))
 }
 
-fn ident_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
-}
-
-/// Replaces string, numeric and hex literals with `?`; identifiers, keywords,
-/// operators and comments are kept. Output is cut at [`MAX_QUERY_TEXT`].
+/// Masks literals (`?`) and removes comments with the SDK's shared masker
+/// ([`wasmtap_sdk::mask`], MySQL dialect); output cut at [`MAX_QUERY_TEXT`].
 pub fn sanitize(sql: &[u8]) -> String {
-    let mut out: Vec<u8> = Vec::with_capacity(sql.len().min(MAX_QUERY_TEXT));
-    let mut i = 0;
-    while i < sql.len() && out.len() < MAX_QUERY_TEXT {
-        let c = sql[i];
-        let prev_ident = out.last().is_some_and(|&p| ident_byte(p));
-        match c {
-            b'\'' | b'"' => {
-                // Quoted string: skip to the closing quote (backslash escapes,
-                // doubled quotes).
-                let mut j = i + 1;
-                loop {
-                    match sql.get(j) {
-                        None => break,
-                        Some(b'\\') => j += 2,
-                        Some(&q) if q == c => {
-                            if sql.get(j + 1) == Some(&c) {
-                                j += 2;
-                            } else {
-                                j += 1;
-                                break;
-                            }
-                        }
-                        Some(_) => j += 1,
-                    }
-                }
-                out.push(b'?');
-                i = j.min(sql.len());
-            }
-            b'`' => {
-                let end = sql
-                    .get(i + 1..)
-                    .and_then(|r| r.iter().position(|&b| b == b'`'))
-                    .map_or(sql.len(), |e| i + 1 + e + 1);
-                out.extend_from_slice(sql.get(i..end).unwrap_or(&[]));
-                i = end;
-            }
-            b'x' | b'X' | b'b' | b'B' | b'n' | b'N'
-                if !prev_ident && sql.get(i + 1) == Some(&b'\'') =>
-            {
-                // X'..', B'..', N'..': the quote that follows becomes `?`.
-                i += 1;
-            }
-            b'0'..=b'9' if !prev_ident => {
-                let mut j = i + 1;
-                while let Some(&d) = sql.get(j) {
-                    let exp_sign = (d == b'+' || d == b'-')
-                        && matches!(sql.get(j - 1), Some(b'e' | b'E'))
-                        && !matches!(sql.get(i + 1), Some(b'x' | b'X'));
-                    if d.is_ascii_alphanumeric() || d == b'.' || exp_sign {
-                        j += 1;
-                    } else {
-                        break;
-                    }
-                }
-                out.push(b'?');
-                i = j;
-            }
-            _ => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    cut(String::from_utf8_lossy(&out).into_owned(), MAX_QUERY_TEXT)
+    wasmtap_sdk::mask::sql(sql, wasmtap_sdk::mask::Dialect::MySql, MAX_QUERY_TEXT)
 }
 
 /// Skips the query attributes that precede the SQL of a `COM_QUERY` when

@@ -729,7 +729,7 @@ fn sanitizer() {
         ("SELECT * FROM t WHERE a = 1", "SELECT * FROM t WHERE a = ?"),
         (
             "select 'it''s', \"q\\\"x\", 0x1F, X'ab', -3.5e+10",
-            "select ?, ?, ?, ?, -?",
+            "select ?, ?, ?, ?, ?",
         ),
         (
             "SELECT `col1`, t2.c3 FROM t2 LIMIT 10",
@@ -737,6 +737,10 @@ fn sanitizer() {
         ),
         ("INSERT INTO t VALUES (?, ?)", "INSERT INTO t VALUES (?, ?)"),
         ("select 'unterminated", "select ?"),
+        // Comments go (they can hold anything), and an apostrophe in one
+        // opens no literal.
+        ("SELECT a -- it's 'x'\nFROM t", "SELECT a FROM t"),
+        ("SELECT a # note\nFROM t /* it's */", "SELECT a FROM t"),
     ];
     for (input, want) in cases {
         assert_eq!(sanitize(input.as_bytes()), want, "{input}");

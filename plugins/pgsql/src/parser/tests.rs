@@ -917,6 +917,7 @@ fn sanitizer_masks_literals_only() {
         "SELECT \"Col 1\", t1.c2 FROM s.t1 WHERE id = $1"
     );
     assert_eq!(s("SELECT 'unterminated"), "SELECT ?");
+    assert_eq!(s("SELECT a -- it's 'x'\nFROM t"), "SELECT a FROM t");
     assert_eq!(
         s("INSERT INTO x VALUES (0x1F, .5, 1_000)"),
         "INSERT INTO x VALUES (?, ?, ?)"
