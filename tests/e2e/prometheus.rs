@@ -395,15 +395,24 @@ fn prometheus_scrapes_the_service_graph_and_fires_the_consecutive_failures_alert
     }
     // The rule is loaded; its `for` bounds the wait for it to fire.
     let rule_for = {
-        let data = s.api("/api/v1/rules", None).unwrap();
-        let rule = data["groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
-            .find(|r| r["name"] == ALERT && r["type"] == "alerting")
-            .unwrap_or_else(|| panic!("{ALERT} is not in {}: {data}", rules.display()));
-        assert_eq!(rule["health"], "ok", "{rule}");
+        // Loaded at start, healthy once first evaluated (a loaded machine may
+        // take a few evaluation intervals).
+        let rule = poll(WAIT, || {
+            let data = s.api("/api/v1/rules", None)?;
+            let rule = data["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                .find(|r| r["name"] == ALERT && r["type"] == "alerting")
+                .ok_or_else(|| format!("{ALERT} is not in {}: {data}", rules.display()))?;
+            if rule["health"] == "ok" {
+                Ok(rule)
+            } else {
+                Err(format!("{rule}"))
+            }
+        })
+        .unwrap_or_else(|e| panic!("the rule never evaluated healthy: {e}"));
         assert!(
             rule["query"]
                 .as_str()
@@ -589,6 +598,35 @@ fn prometheus_scrapes_the_service_graph_and_fires_the_consecutive_failures_alert
         )
     });
     assert_eq!(firing, want(&[("proxy", 10.0), ("upstream", 10.0)]));
+
+    // Both services have been silent since the failure run: the time since
+    // their last call grows, live, by at least the time that passed.
+    let silence = "wasmtap_service_time_since_last_call_seconds";
+    let first = s.series(silence, &["service_name"]).unwrap();
+    let t0 = std::time::Instant::now();
+    assert!(
+        first
+            .get("proxy")
+            .is_some_and(|v| *v >= rule_for.as_secs_f64()),
+        "silent at least as long as the alert waited: {first:?}"
+    );
+    let later = poll(WAIT, || {
+        let got = s.series(silence, &["service_name"])?;
+        let grown = ["proxy", "upstream"]
+            .iter()
+            .all(|k| got.get(*k).unwrap_or(&0.0) >= &(first.get(*k).unwrap_or(&f64::MAX) + 3.0));
+        if grown {
+            Ok(got)
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{silence} did not grow from {first:?}: last {e}"));
+    let waited = t0.elapsed().as_secs_f64();
+    for k in ["proxy", "upstream"] {
+        let grew = later[k] - first[k];
+        assert!(grew <= waited + 3.0, "{k}: grew {grew} s in {waited} s");
+    }
 
     let stopped = s.agent.take().unwrap().stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);

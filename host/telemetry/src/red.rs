@@ -313,6 +313,11 @@ struct HostKeys {
     network_protocol_name: Key,
     http_route: Key,
     one_way: Key,
+    http_request_method: Key,
+    http_response_status_code: Key,
+    db_system_name: Key,
+    db_operation_name: Key,
+    db_response_status_code: Key,
 }
 
 impl HostKeys {
@@ -327,6 +332,11 @@ impl HostKeys {
             network_protocol_name: Key::from("network.protocol.name"),
             http_route: Key::from("http.route"),
             one_way: Key::from("wasmtap.one_way"),
+            http_request_method: Key::from("http.request.method"),
+            http_response_status_code: Key::from("http.response.status_code"),
+            db_system_name: Key::from("db.system.name"),
+            db_operation_name: Key::from("db.operation.name"),
+            db_response_status_code: Key::from("db.response.status_code"),
         }
     }
 }
@@ -643,32 +653,45 @@ impl Telemetry {
 
     /// Protocol-specific metric attributes of a new series.
     fn series_attrs(
+        k: &HostKeys,
         ctx: &FlowCtx<'_>,
         operation: &str,
         route: Option<&str>,
         status_code: &str,
         ex: &Exchange,
     ) -> Vec<KeyValue> {
-        let mut attrs = Vec::with_capacity(6);
+        // Keys are shared (no allocation); the vector is sized exactly.
+        let mut attrs = Vec::new();
         match family(ctx.protocol) {
             Family::Http => {
                 let method =
                     attr_str(&ex.request.attributes, "http.request.method").unwrap_or("_OTHER");
-                attrs.push(KeyValue::str("http.request.method", method));
+                attrs.reserve_exact(3);
+                attrs.push(KeyValue::str(k.http_request_method.clone(), method));
                 if let Some(r) = route {
-                    attrs.push(KeyValue::str("http.route", r));
+                    attrs.push(KeyValue::str(k.http_route.clone(), r));
                 }
                 if let Ok(code) = status_code.parse::<i64>() {
-                    attrs.push(KeyValue::int("http.response.status_code", code));
+                    attrs.push(KeyValue::int(k.http_response_status_code.clone(), code));
                 }
             }
             Family::Db(system) => {
-                attrs.push(KeyValue::str("db.system.name", system));
-                attrs.push(KeyValue::str("db.operation.name", operation));
-                attrs.push(KeyValue::str("server.address", ctx.server.ip().to_string()));
-                attrs.push(KeyValue::int("server.port", i64::from(ctx.server.port())));
+                attrs.reserve_exact(5);
+                attrs.push(KeyValue::str(k.db_system_name.clone(), system));
+                attrs.push(KeyValue::str(k.db_operation_name.clone(), operation));
+                attrs.push(KeyValue::str(
+                    k.server_address.clone(),
+                    ctx.server.ip().to_string(),
+                ));
+                attrs.push(KeyValue::int(
+                    k.server_port.clone(),
+                    i64::from(ctx.server.port()),
+                ));
                 if !status_code.is_empty() {
-                    attrs.push(KeyValue::str("db.response.status_code", status_code));
+                    attrs.push(KeyValue::str(
+                        k.db_response_status_code.clone(),
+                        status_code,
+                    ));
                 }
             }
             Family::Dns | Family::Other => {}
@@ -709,7 +732,8 @@ impl Telemetry {
             oh = self.hasher.hash_one(op_key);
         }
         let threshold = self.threshold(service, op_key.2);
-        let bucket = self.ops.entry(oh).or_default();
+        // Collisions are rare: a bucket starts with room for one.
+        let bucket = self.ops.entry(oh).or_insert_with(|| Vec::with_capacity(1));
         let oi = match bucket.iter().position(|o| {
             o.resource.id == op_key.0
                 && *o.protocol == *op_key.1
@@ -757,6 +781,7 @@ impl Telemetry {
         op.last_call_ns = op.last_call_ns.max(ex.start_ns());
         op.hist.record(nanos);
         let op_overflow = op.overflow;
+        let (op_protocol, op_operation) = (op.protocol.clone(), op.operation.clone());
         let operation: &str = if op_overflow {
             OVERFLOW_OPERATION
         } else {
@@ -814,20 +839,27 @@ impl Telemetry {
             h = self.hasher.hash_one(&key);
         }
         let http = family(protocol) == Family::Http;
-        let bucket = self.series.entry(h).or_default();
+        let bucket = self
+            .series
+            .entry(h)
+            .or_insert_with(|| Vec::with_capacity(1));
         let idx = match bucket.iter().position(|s| s.key.is(&key)) {
             Some(i) => i,
             None => {
                 let attrs = if key.overflow {
                     Vec::new()
                 } else {
-                    Self::series_attrs(ctx, operation, route, status_code, ex)
+                    Self::series_attrs(&self.keys, ctx, operation, route, status_code, ex)
                 };
                 bucket.push(Series {
                     key: SeriesKey {
                         resource: key.resource,
-                        protocol: Arc::from(key.protocol),
-                        operation: Arc::from(key.operation),
+                        protocol: op_protocol,
+                        operation: if *op_operation == *key.operation {
+                            op_operation
+                        } else {
+                            Arc::from(key.operation)
+                        },
                         status_code: key.status_code.to_string(),
                         class: key.class,
                         endpoint: key.endpoint,
