@@ -102,6 +102,7 @@
 extern crate self as wasmtap_sdk;
 
 pub mod mask;
+pub mod testing;
 
 use std::cell::RefCell;
 use std::sync::{Once, OnceLock};
@@ -117,6 +118,7 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__wasmtap_export_plugin",
         default_bindings_module: "::wasmtap_sdk::bindings",
+        additional_derives: [PartialEq],
     });
 }
 
@@ -247,10 +249,18 @@ pub fn __set_attribute_keys(keys: &[String]) {
 }
 
 fn key_index(key: &str) -> u16 {
-    KEYS.get()
+    let i = KEYS
+        .get()
         .and_then(|ks| ks.iter().position(|k| k == key))
         .and_then(|i| u16::try_from(i).ok())
-        .unwrap_or(UNDECLARED)
+        .unwrap_or(UNDECLARED);
+    // A misspelt key is a bug to catch at its first use in tests and debug
+    // builds (the host drops and counts it in release builds).
+    debug_assert!(
+        i != UNDECLARED || KEYS.get().is_none(),
+        "attribute key {key:?} was not declared in describe()"
+    );
+    i
 }
 
 impl Attribute {
@@ -443,7 +453,9 @@ impl<D: Decoder> SessionAdapter<D> {
 }
 
 /// Exports a [`Decoder`] implementation as the plugin's WIT `decoder`
-/// interface. Use once, at the root of a `cdylib` plugin crate.
+/// interface. Use once, at the root of a `cdylib` plugin crate. Inert when
+/// not compiling for `wasm32`, so a plugin crate can also be an `rlib` and
+/// test itself natively.
 ///
 /// ```ignore
 /// wasmtap_sdk::export_decoder!(MyDecoder);
@@ -451,6 +463,9 @@ impl<D: Decoder> SessionAdapter<D> {
 #[macro_export]
 macro_rules! export_decoder {
     ($decoder:ty) => {
+        // Only a WebAssembly build exports anything: the same crate builds
+        // natively (`crate-type = ["cdylib", "rlib"]`) for its tests.
+        #[cfg(target_arch = "wasm32")]
         #[allow(unsafe_code, missing_docs, unreachable_pub)]
         mod __wasmtap_export {
             use super::*;

@@ -113,3 +113,55 @@ fn live_loopback_spans_cover_every_wrk_request_and_sigterm_flushes() {
         "{stderr}"
     );
 }
+
+/// The agent's own admin endpoint, on the interface it captures, is not
+/// reported as an observed service: its packets are dropped and counted.
+#[test]
+fn the_agents_own_endpoint_is_not_observed() {
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let agent = LiveAgent::spawn(Command::new(bin()).args([
+        "run",
+        "--interface",
+        "lo",
+        "--bpf",
+        &format!("tcp port {admin}"),
+        "--format",
+        "jsonl",
+        "--stats",
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+    ]));
+    let url = format!("http://127.0.0.1:{admin}/status");
+    let mut answered = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered < 5 && Instant::now() < deadline {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout) == "200" {
+            answered += 1;
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert_eq!(answered, 5, "the admin endpoint answers");
+    let s = agent.stop();
+    assert!(s.status.success(), "{}", s.stderr);
+    assert_eq!(s.stdout.lines().count(), 0, "no span: {}", s.stdout);
+    let dropped: u64 = s
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("wasmtap.agent.packets.own_dropped "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        dropped >= 5 * 4,
+        "own packets dropped: {dropped}\n{}",
+        s.stderr
+    );
+}

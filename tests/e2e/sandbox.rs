@@ -210,9 +210,44 @@ fn trap_on_third_call_is_contained() {
             .unwrap_or(0)
             >= 1
     );
+    // Requests the decoder had reported before it failed are cut, counted as
+    // such: never a `no_response` error of the service.
+    let blamed: Vec<&Value> = r
+        .spans
+        .iter()
+        .filter(|s| port(s) == "5000" && crate::attr(s, "error.type") == "no_response")
+        .collect();
+    assert!(blamed.is_empty(), "{blamed:?}");
     // The SDK's panic hook reports the panic message through the host's log.
     assert!(
         r.stderr.contains("hostile decoder: third call"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn requests_waiting_when_the_decoder_traps_are_cut_not_blamed_on_the_service() {
+    // The decoder reports the request, then traps on the first response bytes.
+    let r = run_mode("trap-on-response");
+    other_flow_untouched(&r);
+    let blamed: Vec<&Value> = r.spans.iter().filter(|s| port(s) == "5000").collect();
+    assert!(blamed.is_empty(), "no span for the failed flow: {blamed:?}");
+    assert_eq!(counter(&r, "traps"), 1, "{}", r.stderr);
+    assert!(
+        r.counters
+            .get("wasmtap.agent.exchanges.cut_by_decoder")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.counters
+            .get("wasmtap.agent.exchanges{kind=unanswered}")
+            .copied(),
+        Some(0),
         "{}",
         r.stderr
     );

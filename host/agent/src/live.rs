@@ -246,12 +246,15 @@ pub fn run(a: RunArgs) -> Result<()> {
     tracing::info!(interfaces = ?names, mode = ?a.mode, "capturing");
 
     let admin = Arc::new(AdminState::default());
+    let mut own = Vec::new();
     if !a.admin_listen.is_empty() {
-        crate::admin::serve(&p.rt, &a.admin_listen, admin.clone())?;
+        own.push(crate::admin::serve(&p.rt, &a.admin_listen, admin.clone())?);
     }
     if let Some(m) = a.metrics_listen.as_deref().filter(|m| !m.is_empty()) {
-        crate::admin::serve_metrics(&p.rt, m, admin.clone())?;
+        own.push(crate::admin::serve_metrics(&p.rt, m, admin.clone())?);
     }
+    // The agent's own endpoints are not what it observes.
+    p.shard.set_own_endpoints(own);
     admin.ready.store(true, Ordering::SeqCst);
     let config_path = a.common.config.clone();
     let mut config_seen = config_mtime(config_path.as_deref());

@@ -4,6 +4,7 @@
 #![allow(unreachable_pub)]
 
 mod admin;
+mod author;
 mod config;
 mod filter;
 mod live;
@@ -47,6 +48,11 @@ enum Command {
         /// Configuration file.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Write, build and test a decoder: `new`, `build`, `test`, `inspect`.
+    Plugin {
+        #[command(subcommand)]
+        cmd: author::PluginCmd,
     },
     /// Validate a configuration file and print the effective settings.
     CheckConfig {
@@ -128,6 +134,7 @@ fn main() -> ExitCode {
         Command::Run(a) => live::run(a),
         Command::Plugins { plugins, config } => list_plugins(plugins.as_deref(), config.as_deref()),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Plugin { cmd } => author::run(cmd),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use wasmtap_decode::{Decoder, LinkType};
 use wasmtap_flow::{CloseReason, Direction, FlowHandler, FlowMeta, FlowTable, L4};
-use wasmtap_runtime::{Dir, FlowClose, L4 as RtL4, Session, Worker};
+use wasmtap_runtime::{Dir, FlowClose, L4 as RtL4, Session, SessionEnd, Worker};
 use wasmtap_telemetry::exchange::{Exchange, MatchStats, Matcher, Message};
 use wasmtap_telemetry::model::SpanRecord;
 use wasmtap_telemetry::red::{FlowCtx, Telemetry};
@@ -49,6 +49,8 @@ pub struct Handler {
     pub(crate) packet_filter: bool,
     /// Packets the L3/L4 filter dropped in user space.
     pub(crate) packets_filtered: u64,
+    /// Requests left waiting when their flow's decoder failed (not service errors).
+    pub(crate) cut_by_decoder: u64,
 }
 
 fn packet_passes(
@@ -57,6 +59,15 @@ fn packet_passes(
 ) -> bool {
     let tcp = matches!(pkt.transport, wasmtap_decode::Transport::Tcp(_));
     f.is_none_or(|f| f.packet_passes(pkt.src, pkt.dst, tcp, pkt.src_port, pkt.dst_port))
+}
+
+/// Whether a packet goes to or comes from one of `own` (a listener bound to
+/// an unspecified address matches its port on any address).
+fn is_own(own: &[std::net::SocketAddr], pkt: &wasmtap_decode::Packet<'_>) -> bool {
+    own.iter().any(|a| {
+        let ip_ok = |ip: std::net::IpAddr| a.ip().is_unspecified() || a.ip() == ip;
+        (a.port() == pkt.dst_port && ip_ok(pkt.dst)) || (a.port() == pkt.src_port && ip_ok(pkt.src))
+    })
 }
 
 fn dir(d: Direction) -> Dir {
@@ -92,6 +103,21 @@ impl Handler {
                 &mut self.match_stats,
                 &mut self.exchanges,
             );
+        }
+        // Never blame the service for the decoder: requests waiting when the
+        // decoder failed are cut (counted), not unanswered.
+        if st.matcher.pending() > 0
+            && matches!(
+                st.session.ended(),
+                Some(
+                    SessionEnd::DecodeError(_)
+                        | SessionEnd::Failed(_)
+                        | SessionEnd::PendingOverflow
+                        | SessionEnd::Quarantined
+                )
+            )
+        {
+            self.cut_by_decoder += st.matcher.discard_pending() as u64;
         }
         self.emit(flow, st, sink);
     }
@@ -295,6 +321,10 @@ pub struct Shard {
     last_expiry_ns: u64,
     pub(crate) frames: u64,
     pub(crate) frame_bytes: u64,
+    /// The agent's own listening sockets (admin, scrape): their traffic is not observed.
+    own: Vec<std::net::SocketAddr>,
+    /// Packets to or from the agent's own sockets, dropped.
+    pub(crate) own_dropped: u64,
 }
 
 impl Shard {
@@ -321,10 +351,13 @@ impl Shard {
                 filtered: 0,
                 packet_filter: false,
                 packets_filtered: 0,
+                cut_by_decoder: 0,
             },
             last_expiry_ns: 0,
             frames: 0,
             frame_bytes: 0,
+            own: Vec::new(),
+            own_dropped: 0,
         }
     }
 
@@ -352,6 +385,9 @@ impl Shard {
             sink,
         };
         match self.decoder.decode(link, ts_ns, data) {
+            Ok(Some(pkt)) if !self.own.is_empty() && is_own(&self.own, &pkt) => {
+                self.own_dropped += 1;
+            }
             Ok(Some(pkt)) if self.dedup.seen_elsewhere(&pkt, iface, ts_ns) => {}
             // The kernel program may let more through (fragments, lists over
             // its budget) and files have none: the filter's own verdict rules.
@@ -413,6 +449,12 @@ impl Shard {
     pub fn set_filter(&mut self, f: Option<Arc<crate::filter::CompiledFilter>>) {
         self.handler.packet_filter = f.as_ref().is_some_and(|f| f.bpf_without_vlan().is_some());
         self.handler.filter = f;
+    }
+
+    /// The agent's own listening sockets: packets to or from them are not
+    /// observed (an agent on `lo` would otherwise report its admin endpoint).
+    pub fn set_own_endpoints(&mut self, own: Vec<std::net::SocketAddr>) {
+        self.own = own;
     }
 
     /// Flows in the table.

@@ -56,6 +56,8 @@ pub struct Loader {
     rejected: BTreeMap<PathBuf, String>,
     /// Counters.
     pub stats: Arc<LoadStats>,
+    /// Config sections already reported as matching no decoder.
+    warned: std::collections::BTreeSet<String>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -88,6 +90,7 @@ impl Loader {
             cfg,
             dir: dir.map(Path::to_path_buf),
             embedded: embedded_set,
+            warned: Default::default(),
             files: BTreeMap::new(),
             rejected: BTreeMap::new(),
             stats: Arc::default(),
@@ -106,6 +109,21 @@ impl Loader {
             match set.iter().position(|e| e.info().name == p.info().name) {
                 Some(i) => set[i] = p.clone(),
                 None => set.push(p.clone()),
+            }
+        }
+        // A config section that names no decoder (nor a decoder file's stem)
+        // is a typo that would silently do nothing: say so, once.
+        for key in self.cfg.plugins.config.keys() {
+            let used = set.iter().any(|p| &p.info().name == key)
+                || self
+                    .files
+                    .keys()
+                    .any(|f| f.file_stem().and_then(|s| s.to_str()) == Some(key.as_str()));
+            if !used && self.warned.insert(key.clone()) {
+                tracing::warn!(
+                    section = %format!("plugins.config.{key}"),
+                    "config section matches no loaded decoder (sections are keyed by the decoder's name)"
+                );
             }
         }
         set
@@ -201,9 +219,26 @@ impl Loader {
             Some(v) => serde_json::to_string(v)?,
             None => self.cfg.plugin_json(stem),
         };
-        let p = self
+        let mut p = self
             .host
             .load(stem, bytes, PluginSource::File(path.to_path_buf()), &json)?;
+        // The config section is the decoder's name (what `describe` says);
+        // the file's stem is an alias. Reloading is cheap: the compiled
+        // component is cached by content.
+        let name = p.info().name.clone();
+        let sections = &self.cfg.plugins.config;
+        if toml_cfg.config.is_none()
+            && name != stem
+            && sections.contains_key(&name)
+            && !sections.contains_key(stem)
+        {
+            p = self.host.load(
+                stem,
+                bytes,
+                PluginSource::File(path.to_path_buf()),
+                &self.cfg.plugin_json(&name),
+            )?;
+        }
         Ok(match toml_cfg.ports {
             Some(ports) => p.with_ports(ports),
             None => p,

@@ -167,6 +167,16 @@ impl Counters {
         ));
         v.push(("wasmtap.agent.spans", vec![], spans));
         v.push((
+            "wasmtap.agent.packets.own_dropped",
+            vec![],
+            shard.own_dropped,
+        ));
+        v.push((
+            "wasmtap.agent.exchanges.cut_by_decoder",
+            vec![],
+            shard.handler.cut_by_decoder,
+        ));
+        v.push((
             "wasmtap.agent.exchanges.filtered",
             vec![],
             shard.handler.filtered,

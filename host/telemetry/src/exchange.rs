@@ -112,6 +112,16 @@ pub struct Matcher {
 }
 
 impl Matcher {
+    /// Forgets every waiting request and returns how many there were: the
+    /// flow's decoder failed, so their answers will never be seen, and that
+    /// is not the service's doing.
+    pub fn discard_pending(&mut self) -> usize {
+        let n = self.fifo.len() + self.keyed.len();
+        self.fifo.clear();
+        self.keyed.clear();
+        n
+    }
+
     /// Adds a message; pushes any exchange it completes or evicts.
     pub fn push(
         &mut self,

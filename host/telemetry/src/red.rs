@@ -579,6 +579,11 @@ impl Telemetry {
         } = ex;
         attributes.extend(request.attributes);
         if let Some(r) = response {
+            // Keys are unique on a span: a key both sides set takes the
+            // response's value.
+            if !attributes.is_empty() {
+                attributes.retain(|kv| !r.attributes.iter().any(|x| x.key == kv.key));
+            }
             attributes.extend(r.attributes);
         }
         if !self.cfg.redact_keys.is_empty() {

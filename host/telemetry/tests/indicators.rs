@@ -622,3 +622,33 @@ fn exported_metrics_list_matches_the_code() {
         }
     }
 }
+
+#[test]
+fn a_key_set_by_both_sides_appears_once_with_the_response_value() {
+    let mut t = telemetry(TelemetryConfig::default());
+    let c = ctx("10.1.1.1:40000", "10.0.0.1:6379", "redis");
+    let mut ex = answered("GET", S, MS, true, "");
+    ex.request
+        .attributes
+        .push(KeyValue::str("db.namespace", "0"));
+    ex.request
+        .attributes
+        .push(KeyValue::str("db.query.text", "GET ?"));
+    if let Some(r) = ex.response.as_mut() {
+        r.attributes.push(KeyValue::str("db.namespace", "1"));
+    }
+    let span = t.record(ex, &c, true).unwrap();
+    let ns: Vec<_> = span
+        .attributes
+        .iter()
+        .filter(|kv| &*kv.key == "db.namespace")
+        .collect();
+    assert_eq!(ns.len(), 1, "{:?}", span.attributes);
+    assert!(has(&span.attributes, "db.namespace", "1"));
+    assert!(has(&span.attributes, "db.query.text", "GET ?"));
+    let mut keys: Vec<&str> = span.attributes.iter().map(|kv| &*kv.key).collect();
+    let n = keys.len();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "unique keys");
+}

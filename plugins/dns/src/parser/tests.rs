@@ -7,40 +7,36 @@
 //! (`tests/pcaps/dns/`, see its README for sources and licenses).
 
 use super::*;
+use wasmtap_sdk::testing::{self, Event, Rng, StreamParser};
 
 const TS: u64 = 1_000;
 
-/// One host call.
-#[derive(Clone, Copy)]
-enum Ev<'a> {
-    /// TCP bytes of a direction (split as the driver chooses).
-    Data(Dir, &'a [u8]),
-    /// One UDP datagram.
-    Datagram(Dir, &'a [u8]),
-    Gap(Dir, u64),
-    Close,
-}
+/// One host call (the SDK's simulated host: `wasmtap_sdk::testing`; UDP
+/// datagrams are `Event::Datagram`).
+type Ev<'a> = Event<'a, Dir>;
 use Dir::{ToClient as C, ToServer as S};
 
-/// Small deterministic xorshift64 generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
+impl StreamParser for Parser {
+    type Dir = Dir;
+    type Message = Msg;
+    type Error = ParseError;
+    fn index(dir: Dir) -> usize {
+        dir as usize
     }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
+    fn feed(
+        &mut self,
+        dir: Dir,
+        ts: u64,
+        data: &[u8],
+        out: &mut Vec<Msg>,
+    ) -> Result<usize, ParseError> {
+        Parser::feed(self, dir, ts, data, out)
+    }
+    fn gap(&mut self, dir: Dir, len: u64, out: &mut Vec<Msg>) -> Result<(), ParseError> {
+        Parser::gap(self, dir, len, out)
+    }
+    fn close(&mut self, ts: u64, out: &mut Vec<Msg>) {
+        Parser::close(self, ts, out)
     }
 }
 
@@ -54,76 +50,36 @@ struct Outcome {
 /// Largest remainder the simulated host accepts to keep: one whole message.
 const HOST_BOUND: usize = 2 + MAX_MESSAGE;
 
-/// Simulates the host: per direction it keeps the unconsumed remainder and
-/// re-offers it with the next piece; `piece` picks each piece's length.
-fn host(events: &[Ev<'_>], piece: &mut dyn FnMut(usize) -> usize) -> Outcome {
-    let framing = if events.iter().any(|e| matches!(e, Ev::Datagram(..))) {
+fn framing(events: &[Ev<'_>]) -> Framing {
+    if events.iter().any(|e| matches!(e, Ev::Datagram(..))) {
         Framing::Udp
     } else {
         Framing::Tcp
-    };
-    let mut parser = Parser::new(framing);
-    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    let mut messages = Vec::new();
-    let fail = |messages, error, parser: &Parser| Outcome {
-        messages,
-        error: Some(error),
-        malformed: parser.malformed(),
-    };
-    for ev in events {
-        match *ev {
-            Ev::Datagram(dir, bytes) => {
-                let used = parser.feed(dir, TS, bytes, &mut messages).unwrap();
-                assert_eq!(used, bytes.len(), "a datagram is always consumed");
-            }
-            Ev::Data(dir, mut bytes) => {
-                let buf = &mut pending[dir as usize];
-                while !bytes.is_empty() {
-                    let n = piece(bytes.len()).clamp(1, bytes.len());
-                    let (now, later) = bytes.split_at(n);
-                    bytes = later;
-                    buf.extend_from_slice(now);
-                    match parser.feed(dir, TS, buf, &mut messages) {
-                        Ok(used) => {
-                            assert!(used <= buf.len(), "consumed more than offered");
-                            buf.drain(..used);
-                            assert!(
-                                buf.len() <= HOST_BOUND,
-                                "host asked to buffer {}",
-                                buf.len()
-                            );
-                        }
-                        Err(error) => return fail(messages, error, &parser),
-                    }
-                }
-            }
-            Ev::Gap(dir, len) => {
-                pending[dir as usize].clear();
-                if let Err(error) = parser.gap(dir, len, &mut messages) {
-                    return fail(messages, error, &parser);
-                }
-            }
-            Ev::Close => parser.close(TS, &mut messages),
-        }
     }
+}
+
+/// One run of the simulated host with pieces chosen by `piece`.
+fn host(events: &[Ev<'_>], piece: &mut dyn FnMut(usize) -> usize) -> Outcome {
+    let mut p = Parser::new(framing(events));
+    let o = testing::run(&mut p, events, HOST_BOUND, piece);
     Outcome {
-        messages,
-        error: None,
-        malformed: parser.malformed(),
+        messages: o.messages,
+        error: o.error,
+        malformed: p.malformed(),
     }
 }
 
 /// Runs `events` whole, byte by byte and with random splits; all must agree.
 fn check(events: &[Ev<'_>]) -> Outcome {
+    let f = framing(events);
+    let o = testing::check(|| Parser::new(f), events, HOST_BOUND);
     let whole = host(events, &mut |left| left);
-    let bytewise = host(events, &mut |_| 1);
-    assert_eq!(whole, bytewise, "byte-by-byte feeding differs");
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    for round in 0..50 {
-        let max = 1 + rng.below(64);
-        let split = host(events, &mut |left| 1 + rng.below(left.min(max)));
-        assert_eq!(whole, split, "random split round {round} differs");
-    }
+    assert_eq!(
+        whole.malformed,
+        host(events, &mut |_| 1).malformed,
+        "byte-by-byte counters differ"
+    );
+    assert_eq!((&whole.messages, &whole.error), (&o.messages, &o.error));
     whole
 }
 
@@ -648,13 +604,13 @@ fn junk_never_panics_and_is_bounded() {
     ];
     for round in 0..300 {
         let n = rng.below(400);
-        let mut junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+        let mut junk: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
         if round % 2 == 0 {
             // Real messages with a few bytes flipped.
             junk = real[round % 3].clone();
             for _ in 0..1 + rng.below(4) {
                 let i = rng.below(junk.len());
-                junk[i] = rng.next() as u8;
+                junk[i] = rng.next_u64() as u8;
             }
         }
         for dir in [S, C] {

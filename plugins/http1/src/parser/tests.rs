@@ -3,112 +3,52 @@
 //! the unconsumed remainder, and must give identical results.
 
 use super::*;
+use wasmtap_sdk::testing::{self, Event, Rng, StreamParser};
 
-const TS: u64 = 1_000;
-
-/// One host call.
-#[derive(Clone, Copy)]
-enum Ev<'a> {
-    Data(Dir, &'a [u8]),
-    Gap(Dir, u64),
-    Close,
-}
+/// One host call (the SDK's simulated host: `wasmtap_sdk::testing`).
+type Ev<'a> = Event<'a, Dir>;
 use Dir::{ToClient as C, ToServer as S};
 
-/// Small deterministic xorshift64 generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
+impl StreamParser for Parser {
+    type Dir = Dir;
+    type Message = Message;
+    type Error = ParseError;
+    fn index(dir: Dir) -> usize {
+        dir as usize
     }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
+    fn feed(
+        &mut self,
+        dir: Dir,
+        ts: u64,
+        data: &[u8],
+        out: &mut Vec<Message>,
+    ) -> Result<usize, ParseError> {
+        Parser::feed(self, dir, ts, data, out)
     }
-}
-
-#[derive(Debug, PartialEq)]
-struct Outcome {
-    messages: Vec<Message>,
-    error: Option<ParseError>,
-}
-
-/// Simulates the host: per direction it keeps the unconsumed remainder and
-/// re-offers it with the next piece; `piece` picks each piece's length from
-/// the bytes left of the event. Gaps drop the remainder.
-fn host(limits: Limits, events: &[Ev<'_>], piece: &mut dyn FnMut(usize) -> usize) -> Outcome {
-    let mut parser = Parser::new(limits);
-    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    let mut messages = Vec::new();
-    for ev in events {
-        match *ev {
-            Ev::Data(dir, mut bytes) => {
-                let buf = &mut pending[dir as usize];
-                while !bytes.is_empty() {
-                    let n = piece(bytes.len()).clamp(1, bytes.len());
-                    let (now, later) = bytes.split_at(n);
-                    bytes = later;
-                    buf.extend_from_slice(now);
-                    match parser.feed(dir, TS, buf, &mut messages) {
-                        Ok(used) => {
-                            assert!(used <= buf.len(), "consumed more than offered");
-                            buf.drain(..used);
-                            assert!(
-                                buf.len() <= limits.max_header_bytes,
-                                "host asked to buffer {}",
-                                buf.len()
-                            );
-                        }
-                        Err(error) => {
-                            return Outcome {
-                                messages,
-                                error: Some(error),
-                            };
-                        }
-                    }
-                }
-            }
-            Ev::Gap(dir, len) => {
-                pending[dir as usize].clear();
-                if let Err(error) = parser.gap(dir, len, &mut messages) {
-                    return Outcome {
-                        messages,
-                        error: Some(error),
-                    };
-                }
-            }
-            Ev::Close => parser.close(TS, &mut messages),
-        }
+    fn gap(&mut self, dir: Dir, len: u64, out: &mut Vec<Message>) -> Result<(), ParseError> {
+        Parser::gap(self, dir, len, out)
     }
-    Outcome {
-        messages,
-        error: None,
+    fn close(&mut self, ts: u64, out: &mut Vec<Message>) {
+        Parser::close(self, ts, out)
     }
 }
+
+type Outcome = testing::Outcome<Message, ParseError>;
 
 /// Runs `events` whole, byte by byte and with many random splits; all must
 /// agree. Returns the outcome.
 fn check_with(limits: Limits, events: &[Ev<'_>]) -> Outcome {
-    let whole = host(limits, events, &mut |left| left);
-    let bytewise = host(limits, events, &mut |_| 1);
-    assert_eq!(whole, bytewise, "byte-by-byte feeding differs");
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    for round in 0..100 {
-        let max = 1 + rng.below(64);
-        let split = host(limits, events, &mut |left| 1 + rng.below(left.min(max)));
-        assert_eq!(whole, split, "random split round {round} differs");
-    }
-    whole
+    testing::check_rounds(|| Parser::new(limits), events, limits.max_header_bytes, 100)
+}
+
+/// One run of the simulated host with pieces chosen by `piece`.
+fn host(limits: Limits, events: &[Ev<'_>], piece: &mut dyn FnMut(usize) -> usize) -> Outcome {
+    testing::run(
+        &mut Parser::new(limits),
+        events,
+        limits.max_header_bytes,
+        piece,
+    )
 }
 
 fn check(events: &[Ev<'_>]) -> Outcome {
@@ -840,12 +780,12 @@ fn fuzz_mutations_never_panic() {
             for _ in 0..rng.below(6) {
                 let i = rng.below(s.len());
                 match rng.below(4) {
-                    0 => s[i] = rng.next() as u8,
+                    0 => s[i] = rng.next_u64() as u8,
                     1 => s[i] = b"\r\n:; 0aF\t,"[rng.below(10)],
                     2 => {
                         s.remove(i);
                     }
-                    _ => s.insert(i, rng.next() as u8),
+                    _ => s.insert(i, rng.next_u64() as u8),
                 }
             }
         }

@@ -3,80 +3,50 @@
 //! the unconsumed remainder, and must give identical results.
 
 use super::*;
+use wasmtap_sdk::testing::{self, Event, Rng, StreamParser};
 
-const TS: u64 = 1_000;
-
-#[derive(Clone, Copy)]
-enum Ev<'a> {
-    Data(Dir, &'a [u8]),
-    Gap(Dir, u64),
-    Close,
-}
+/// One host call (the SDK's simulated host: `wasmtap_sdk::testing`).
+type Ev<'a> = Event<'a, Dir>;
 use Dir::{ToClient as C, ToServer as S};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
+impl StreamParser for Parser {
+    type Dir = Dir;
+    type Message = Msg;
+    type Error = ParseError;
+    fn index(dir: Dir) -> usize {
+        dir as usize
     }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
+    fn feed(
+        &mut self,
+        dir: Dir,
+        ts: u64,
+        data: &[u8],
+        out: &mut Vec<Msg>,
+    ) -> Result<usize, ParseError> {
+        Parser::feed(self, dir, ts, data, out)
+    }
+    fn gap(&mut self, dir: Dir, len: u64, out: &mut Vec<Msg>) -> Result<(), ParseError> {
+        Parser::gap(self, dir, len, out)
+    }
+    fn close(&mut self, ts: u64, out: &mut Vec<Msg>) {
+        Parser::close(self, ts, out)
     }
 }
 
 /// Most bytes the simulated host may be asked to keep.
 const MAX_KEPT: usize = 4096;
 
+/// One run of the simulated host with pieces chosen by `piece`; errors are bugs here.
 fn host(events: &[Ev<'_>], piece: &mut dyn FnMut(usize) -> usize) -> Vec<Msg> {
-    let mut parser = Parser::new();
-    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    let mut out = Vec::new();
-    for ev in events {
-        match *ev {
-            Ev::Data(dir, mut bytes) => {
-                let buf = &mut pending[dir as usize];
-                while !bytes.is_empty() {
-                    let n = piece(bytes.len()).clamp(1, bytes.len());
-                    let (now, later) = bytes.split_at(n);
-                    bytes = later;
-                    buf.extend_from_slice(now);
-                    let used = parser.feed(dir, TS, buf, &mut out).unwrap();
-                    assert!(used <= buf.len());
-                    buf.drain(..used);
-                    assert!(buf.len() <= MAX_KEPT, "host asked to buffer {}", buf.len());
-                }
-            }
-            Ev::Gap(dir, len) => {
-                pending[dir as usize].clear();
-                parser.gap(dir, len, &mut out).unwrap();
-            }
-            Ev::Close => parser.close(TS, &mut out),
-        }
-    }
-    out
+    let o = testing::run(&mut Parser::new(), events, MAX_KEPT, piece);
+    assert_eq!(o.error, None, "messages so far: {:?}", o.messages);
+    o.messages
 }
 
 fn check(events: &[Ev<'_>]) -> Vec<Msg> {
-    let whole = host(events, &mut |left| left);
-    let bytewise = host(events, &mut |_| 1);
-    assert_eq!(whole, bytewise, "byte-by-byte feeding differs");
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    for round in 0..50 {
-        let max = 1 + rng.below(64);
-        let split = host(events, &mut |left| 1 + rng.below(left.min(max)));
-        assert_eq!(whole, split, "random split round {round} differs");
-    }
-    whole
+    let o = testing::check(Parser::new, events, MAX_KEPT);
+    assert_eq!(o.error, None, "messages so far: {:?}", o.messages);
+    o.messages
 }
 
 /// BSON values for building test documents.
@@ -420,7 +390,7 @@ fn junk_never_panics_and_is_bounded() {
     let mut rng = Rng(11);
     for _ in 0..300 {
         let n = rng.below(400);
-        let mut junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+        let mut junk: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
         // Sometimes a plausible header followed by garbage.
         if rng.below(2) == 0 {
             let mut h = op_msg(5, 0, 0, &[0; 40]);

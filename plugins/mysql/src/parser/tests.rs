@@ -3,11 +3,13 @@
 //! the unconsumed remainder, and must give identical results.
 
 use super::*;
+use wasmtap_sdk::testing::{self, Event, Rng, StreamParser};
 
 const TS: u64 = 1_000;
 /// The host's default bound on a kept remainder.
 const HOST_BOUND: usize = 256 * 1024;
 
+/// One host call, owning its bytes (scripts are built from packet builders).
 #[derive(Clone)]
 enum Ev {
     Data(Dir, Vec<u8>),
@@ -15,93 +17,50 @@ enum Ev {
 }
 use Dir::{ToClient as C, ToServer as S};
 
-struct Rng(u64);
+/// The same script as the SDK's simulated host takes it (`wasmtap_sdk::testing`).
+fn script(events: &[Ev]) -> Vec<Event<'_, Dir>> {
+    events
+        .iter()
+        .map(|e| match e {
+            Ev::Data(d, b) => Event::Data(*d, b.as_slice()),
+            Ev::Gap(d, n) => Event::Gap(*d, *n),
+        })
+        .collect()
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
+impl StreamParser for Parser {
+    type Dir = Dir;
+    type Message = Message;
+    type Error = ParseError;
+    fn index(dir: Dir) -> usize {
+        dir as usize
     }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
+    fn feed(
+        &mut self,
+        dir: Dir,
+        ts: u64,
+        data: &[u8],
+        out: &mut Vec<Message>,
+    ) -> Result<usize, ParseError> {
+        Parser::feed(self, dir, ts, data, out)
+    }
+    fn gap(&mut self, dir: Dir, len: u64, out: &mut Vec<Message>) -> Result<(), ParseError> {
+        Parser::gap(self, dir, len, out)
+    }
+    fn close(&mut self, ts: u64, out: &mut Vec<Message>) {
+        Parser::close(self, ts, out)
     }
 }
 
-#[derive(Debug, PartialEq)]
-struct Outcome {
-    messages: Vec<Message>,
-    error: Option<ParseError>,
-}
+type Outcome = testing::Outcome<Message, ParseError>;
 
+/// One run of the simulated host with pieces chosen by `piece`.
 fn host(config: Config, events: &[Ev], piece: &mut dyn FnMut(usize) -> usize) -> Outcome {
-    let mut parser = Parser::new(config);
-    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    let mut messages = Vec::new();
-    for ev in events {
-        match ev {
-            Ev::Data(dir, bytes) => {
-                let mut bytes = &bytes[..];
-                let buf = &mut pending[*dir as usize];
-                while !bytes.is_empty() {
-                    let n = piece(bytes.len()).clamp(1, bytes.len());
-                    let (now, later) = bytes.split_at(n);
-                    bytes = later;
-                    buf.extend_from_slice(now);
-                    match parser.feed(*dir, TS, buf, &mut messages) {
-                        Ok(used) => {
-                            assert!(used <= buf.len(), "consumed more than offered");
-                            buf.drain(..used);
-                            assert!(
-                                buf.len() <= HOST_BOUND,
-                                "host asked to buffer {}",
-                                buf.len()
-                            );
-                        }
-                        Err(error) => {
-                            return Outcome {
-                                messages,
-                                error: Some(error),
-                            };
-                        }
-                    }
-                }
-            }
-            Ev::Gap(dir, len) => {
-                pending[*dir as usize].clear();
-                if let Err(error) = parser.gap(*dir, *len, &mut messages) {
-                    return Outcome {
-                        messages,
-                        error: Some(error),
-                    };
-                }
-            }
-        }
-    }
-    parser.close(TS, &mut messages);
-    Outcome {
-        messages,
-        error: None,
-    }
+    testing::run(&mut Parser::new(config), &script(events), HOST_BOUND, piece)
 }
 
 fn check_with(config: Config, events: &[Ev]) -> Vec<Message> {
-    let whole = host(config, events, &mut |left| left);
-    let bytewise = host(config, events, &mut |_| 1);
-    assert_eq!(whole, bytewise, "byte-by-byte feeding differs");
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    for round in 0..50 {
-        let max = 1 + rng.below(64);
-        let split = host(config, events, &mut |left| 1 + rng.below(left.min(max)));
-        assert_eq!(whole, split, "random split round {round} differs");
-    }
+    let whole = testing::check(|| Parser::new(config), &script(events), HOST_BOUND);
     assert_eq!(whole.error, None, "messages so far: {:#?}", whole.messages);
     whole.messages
 }
@@ -697,7 +656,7 @@ fn garbage_never_panics() {
     let mut rng = Rng(42);
     for _ in 0..200 {
         let n = rng.below(600);
-        let junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+        let junk: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
         let mut p = Parser::new(Config::default());
         let mut out = Vec::new();
         let dir = if rng.below(2) == 0 { S } else { C };

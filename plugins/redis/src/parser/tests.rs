@@ -3,113 +3,49 @@
 //! the unconsumed remainder, and must give identical results.
 
 use super::*;
+use wasmtap_sdk::testing::{self, Event, Rng, StreamParser};
 
-const TS: u64 = 1_000;
-
-/// One host call.
-#[derive(Clone, Copy)]
-enum Ev<'a> {
-    Data(Dir, &'a [u8]),
-    Gap(Dir, u64),
-    Close,
-}
+/// One host call (the SDK's simulated host: `wasmtap_sdk::testing`).
+type Ev<'a> = Event<'a, Dir>;
 use Dir::{ToClient as C, ToServer as S};
 
-/// Small deterministic xorshift64 generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
+impl StreamParser for Parser {
+    type Dir = Dir;
+    type Message = Message;
+    type Error = ParseError;
+    fn index(dir: Dir) -> usize {
+        dir as usize
     }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
+    fn feed(
+        &mut self,
+        dir: Dir,
+        ts: u64,
+        data: &[u8],
+        out: &mut Vec<Message>,
+    ) -> Result<usize, ParseError> {
+        Parser::feed(self, dir, ts, data, out)
+    }
+    fn gap(&mut self, dir: Dir, len: u64, out: &mut Vec<Message>) -> Result<(), ParseError> {
+        Parser::gap(self, dir, len, out)
+    }
+    fn close(&mut self, ts: u64, out: &mut Vec<Message>) {
+        Parser::close(self, ts, out)
     }
 }
 
-#[derive(Debug, PartialEq)]
-struct Outcome {
-    messages: Vec<Message>,
-    error: Option<ParseError>,
-}
+type Outcome = testing::Outcome<Message, ParseError>;
 
 /// Largest remainder the simulated host accepts to keep.
 const HOST_BOUND: usize = MAX_LINE + 16;
 
-/// Simulates the host: per direction it keeps the unconsumed remainder and
-/// re-offers it with the next piece; `piece` picks each piece's length.
+/// One run of the simulated host with pieces chosen by `piece`.
 fn host(events: &[Ev<'_>], piece: &mut dyn FnMut(usize) -> usize) -> Outcome {
-    let mut parser = Parser::new();
-    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    let mut messages = Vec::new();
-    for ev in events {
-        match *ev {
-            Ev::Data(dir, mut bytes) => {
-                let buf = &mut pending[idx(dir)];
-                while !bytes.is_empty() {
-                    let n = piece(bytes.len()).clamp(1, bytes.len());
-                    let (now, later) = bytes.split_at(n);
-                    bytes = later;
-                    buf.extend_from_slice(now);
-                    match parser.feed(dir, TS, buf, &mut messages) {
-                        Ok(used) => {
-                            assert!(used <= buf.len(), "consumed more than offered");
-                            buf.drain(..used);
-                            assert!(
-                                buf.len() <= HOST_BOUND,
-                                "host asked to buffer {}",
-                                buf.len()
-                            );
-                        }
-                        Err(error) => {
-                            return Outcome {
-                                messages,
-                                error: Some(error),
-                            };
-                        }
-                    }
-                }
-            }
-            Ev::Gap(dir, len) => {
-                pending[idx(dir)].clear();
-                if let Err(error) = parser.gap(dir, len, &mut messages) {
-                    return Outcome {
-                        messages,
-                        error: Some(error),
-                    };
-                }
-            }
-            Ev::Close => parser.close(TS, &mut messages),
-        }
-    }
-    Outcome {
-        messages,
-        error: None,
-    }
+    testing::run(&mut Parser::new(), events, HOST_BOUND, piece)
 }
 
 /// Runs `events` whole, byte by byte and with random splits; all must agree.
 fn check(events: &[Ev<'_>]) -> Outcome {
-    let whole = host(events, &mut |left| left);
-    let bytewise = host(events, &mut |_| 1);
-    assert_eq!(whole, bytewise, "byte-by-byte feeding differs");
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    for round in 0..50 {
-        let max = 1 + rng.below(64);
-        let split = host(events, &mut |left| 1 + rng.below(left.min(max)));
-        assert_eq!(whole, split, "random split round {round} differs");
-    }
-    whole
+    testing::check(Parser::new, events, HOST_BOUND)
 }
 
 fn ok(events: &[Ev<'_>]) -> Vec<Message> {
@@ -388,11 +324,12 @@ fn large_bulk_streams_without_buffering() {
     reply.extend_from_slice(&big);
     reply.extend_from_slice(b"\r\n");
     let req = cmd(&[b"SET", b"k", &big]);
+    let get = cmd(&[b"GET", b"k"]);
     // Whole and random splits (byte-by-byte would be slow: check by hand).
     let evs = [
         Ev::Data(S, &req),
         Ev::Data(C, b"+OK\r\n"),
-        Ev::Data(S, &cmd(&[b"GET", b"k"])),
+        Ev::Data(S, &get),
         Ev::Data(C, &reply),
     ];
     let whole = host(&evs, &mut |l| l);

@@ -3,7 +3,8 @@
 //! It claims port 5000 and, by default, decodes HTTP/1 like the real decoder.
 //! Its config section chooses a misbehaviour: `{"mode": "loop"}` (an infinite
 //! loop), `"memory"` (allocates without end), `"trap3"` (panics on the third
-//! call), `"trap-always"` (panics on every call), `"print"` (writes 500 lines to stdout per call), `"flood"` (10 000 messages per call), `"huge-attr"` (a 1 MiB
+//! call), `"trap-always"` (panics on every call), `"trap-on-response"` (reports
+//! requests, panics on the first response bytes), `"print"` (writes 500 lines to stdout per call), `"flood"` (10 000 messages per call), `"huge-attr"` (a 1 MiB
 //! attribute value), `"slow"` (correct, but burns about 2 ms per call).
 
 use std::cell::Cell;
@@ -26,6 +27,8 @@ enum Mode {
     Print,
     HugeAttr,
     Slow,
+    /// Reports requests, traps on the first response bytes.
+    TrapOnResponse,
 }
 
 fn mode() -> Mode {
@@ -37,6 +40,8 @@ fn mode() -> Mode {
         Mode::Memory
     } else if has("trap3") {
         Mode::Trap3
+    } else if has("trap-on-response") {
+        Mode::TrapOnResponse
     } else if has("trap-always") {
         Mode::TrapAlways
     } else if has("print") {
@@ -135,6 +140,9 @@ impl Session for HostileSession {
             }
             Mode::Trap3 if n >= 3 => panic!("hostile decoder: third call"),
             Mode::TrapAlways => panic!("hostile decoder: every call"),
+            Mode::TrapOnResponse if dir == Direction::ToClient => {
+                panic!("hostile decoder: response")
+            }
             Mode::Flood => {
                 for i in 0..10_000u64 {
                     out.push(Message::one_way(timestamp_ns, timestamp_ns, i, "FLOOD"));
