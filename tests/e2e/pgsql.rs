@@ -320,3 +320,25 @@ fn pgsql_pgbench_counts_equal_what_pgbench_ran() {
         "{by_op:?}"
     );
 }
+
+/// Kafka connections that open with a Metadata request (`00 03 00 0v` after
+/// the length, like a StartupMessage) are not taken for PostgreSQL: no
+/// Kafka broker may show up as a failing PostgreSQL server.
+#[test]
+fn kafka_is_not_taken_for_postgresql() {
+    let dir = root().join("tests/pcaps/kafka");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for f in files {
+        let spans = crate::replay_spans(&f, &[]);
+        let pg: Vec<&Value> = spans
+            .iter()
+            .filter(|s| crate::attr(s, "network.protocol.name") == "postgresql")
+            .collect();
+        assert!(pg.is_empty(), "{}: {pg:?}", f.display());
+    }
+}

@@ -432,10 +432,50 @@ fn untyped_ok(b: &[u8]) -> Cand {
     let ok = match code {
         SSL_REQUEST | GSSENC_REQUEST => len == 8,
         CANCEL_REQUEST => len == 16,
-        c if c >> 16 == PROTOCOL_3 >> 16 => (9..=10_000).contains(&len),
+        // Protocol 3.0 (3.2 since PostgreSQL 18): its parameters must read
+        // as one (a Kafka Metadata request also starts `00 03 00 0v`).
+        c if c >> 16 == PROTOCOL_3 >> 16 && c & 0xffff <= 2 => {
+            if !(9..=10_000).contains(&len) {
+                false
+            } else {
+                match b.get(8..len as usize) {
+                    None => return Cand::Unknown,
+                    Some(params) => startup_params_ok(params),
+                }
+            }
+        }
         _ => false,
     };
     if ok { Cand::Yes } else { Cand::No }
+}
+
+/// A StartupMessage's parameters: NUL-terminated name/value strings of
+/// printable text, one of them `user` (required by the protocol), and a
+/// final NUL.
+fn startup_params_ok(p: &[u8]) -> bool {
+    let Some(body) = p.strip_suffix(&[0]) else {
+        return false;
+    };
+    let mut strings = body.split(|&c| c == 0);
+    let mut user = false;
+    let mut pairs = 0;
+    loop {
+        let Some(name) = strings.next() else { break };
+        if name.is_empty() && pairs > 0 {
+            // The terminator of the list (a value may be empty, a name not).
+            return user && strings.next().is_none();
+        }
+        let Some(value) = strings.next() else {
+            return false;
+        };
+        let printable = |s: &[u8]| s.iter().all(|&c| c >= 0x20 && c != 0x7f);
+        if name.is_empty() || !printable(name) || !printable(value) {
+            return false;
+        }
+        user |= name == b"user";
+        pairs += 1;
+    }
+    user
 }
 
 /// Whether a message boundary at the start of `b` is believable.

@@ -3,10 +3,9 @@
 //! the unconsumed remainder, and must give identical results.
 
 use super::*;
+use wasmtap_sdk::testing::{self, Event, Rng, StreamParser};
 
-const TS: u64 = 1_000;
-
-/// One host call.
+/// One host call, owning its bytes (scripts are built from message builders).
 #[derive(Clone)]
 enum Ev {
     Data(Dir, Vec<u8>),
@@ -15,28 +14,43 @@ enum Ev {
 }
 use Dir::{ToClient as C, ToServer as S};
 
-/// Small deterministic xorshift64 generator.
-struct Rng(u64);
+/// The same script as the SDK's simulated host takes it (`wasmtap_sdk::testing`).
+fn script(events: &[Ev]) -> Vec<Event<'_, Dir>> {
+    events
+        .iter()
+        .map(|e| match e {
+            Ev::Data(d, b) => Event::Data(*d, b.as_slice()),
+            Ev::Gap(d, n) => Event::Gap(*d, *n),
+            Ev::Close => Event::Close,
+        })
+        .collect()
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
+impl StreamParser for Parser {
+    type Dir = Dir;
+    type Message = Message;
+    type Error = ParseError;
+    fn index(dir: Dir) -> usize {
+        dir as usize
     }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
+    fn feed(
+        &mut self,
+        dir: Dir,
+        ts: u64,
+        data: &[u8],
+        out: &mut Vec<Message>,
+    ) -> Result<usize, ParseError> {
+        Parser::feed(self, dir, ts, data, out)
+    }
+    fn gap(&mut self, dir: Dir, len: u64, out: &mut Vec<Message>) -> Result<(), ParseError> {
+        Parser::gap(self, dir, len, out)
+    }
+    fn close(&mut self, ts: u64, out: &mut Vec<Message>) {
+        Parser::close(self, ts, out)
     }
 }
 
+/// What a script produced, with the parser's counters after it.
 #[derive(Debug, PartialEq)]
 struct Outcome {
     messages: Vec<Message>,
@@ -44,74 +58,29 @@ struct Outcome {
     stats: Stats,
 }
 
-/// Most the simulated host may buffer: the parser must consume big
-/// messages as they stream.
-const HOST_BOUND: usize = 40 * 1024;
-
+/// One run of the simulated host with pieces chosen by `piece`.
 fn host(opts: Options, events: &[Ev], piece: &mut dyn FnMut(usize) -> usize) -> Outcome {
     let mut parser = Parser::new(opts);
-    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    let mut messages = Vec::new();
-    for ev in events {
-        match ev {
-            Ev::Data(dir, bytes) => {
-                let mut bytes = bytes.as_slice();
-                let buf = &mut pending[*dir as usize];
-                while !bytes.is_empty() {
-                    let n = piece(bytes.len()).clamp(1, bytes.len());
-                    let (now, later) = bytes.split_at(n);
-                    bytes = later;
-                    buf.extend_from_slice(now);
-                    match parser.feed(*dir, TS, buf, &mut messages) {
-                        Ok(used) => {
-                            assert!(used <= buf.len(), "consumed more than offered");
-                            buf.drain(..used);
-                            assert!(
-                                buf.len() <= HOST_BOUND,
-                                "host asked to buffer {}",
-                                buf.len()
-                            );
-                        }
-                        Err(error) => {
-                            return Outcome {
-                                messages,
-                                error: Some(error),
-                                stats: parser.stats(),
-                            };
-                        }
-                    }
-                }
-            }
-            Ev::Gap(dir, len) => {
-                pending[*dir as usize].clear();
-                if let Err(error) = parser.gap(*dir, *len, &mut messages) {
-                    return Outcome {
-                        messages,
-                        error: Some(error),
-                        stats: parser.stats(),
-                    };
-                }
-            }
-            Ev::Close => parser.close(TS, &mut messages),
-        }
-    }
+    let o = testing::run(&mut parser, &script(events), HOST_BOUND, piece);
     Outcome {
-        messages,
-        error: None,
+        messages: o.messages,
+        error: o.error,
         stats: parser.stats(),
     }
 }
 
+/// Most the simulated host may buffer: the parser must consume big
+/// messages as they stream.
+const HOST_BOUND: usize = 40 * 1024;
+
+/// Runs `events` whole, byte by byte and with random splits; all must
+/// agree, counters included.
 fn check_with(opts: Options, events: &[Ev]) -> Outcome {
+    let o = testing::check(|| Parser::new(opts), &script(events), HOST_BOUND);
     let whole = host(opts, events, &mut |left| left);
     let bytewise = host(opts, events, &mut |_| 1);
-    assert_eq!(whole, bytewise, "byte-by-byte feeding differs");
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    for round in 0..50 {
-        let max = 1 + rng.below(64);
-        let split = host(opts, events, &mut |left| 1 + rng.below(left.min(max)));
-        assert_eq!(whole, split, "random split round {round} differs");
-    }
+    assert_eq!(whole.stats, bytewise.stats, "byte-by-byte counters differ");
+    assert_eq!((&whole.messages, &whole.error), (&o.messages, &o.error));
     whole
 }
 
@@ -876,7 +845,7 @@ fn arbitrary_bytes_never_panic() {
     let mut rng = Rng(42);
     for _ in 0..200 {
         let n = rng.below(600);
-        let mut v: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+        let mut v: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
         // Sprinkle plausible headers.
         if n > 10 {
             let i = rng.below(n - 6);
@@ -943,4 +912,18 @@ fn probe_shapes() {
     assert_eq!(probe(S, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
     assert_eq!(probe(C, b"HTTP/1.1 200 OK\r\n"), 0);
     assert_eq!(probe(S, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc"), 0);
+    // A Kafka Metadata v0 request starts like a StartupMessage (00 03 00 00)
+    // but its body is no parameter list: not PostgreSQL.
+    let mut kafka = vec![0, 0, 0, 0x21, 0, 3, 0, 0, 0, 0, 0, 1, 0, 0x0d];
+    kafka.extend_from_slice(b"console-cli-1");
+    kafka.extend_from_slice(&[0, 0, 0, 1, 0, 4]);
+    kafka.extend_from_slice(b"logs");
+    assert_eq!(kafka.len(), 4 + 0x21);
+    assert_eq!(probe(S, &kafka), 0);
+    // Protocol 3.2 (PostgreSQL 18) is PostgreSQL; 3.9 is not.
+    let mut v32 = startup("u", "d");
+    v32[7] = 2;
+    assert_eq!(probe(S, &v32), 95);
+    v32[7] = 9;
+    assert_eq!(probe(S, &v32), 0);
 }
