@@ -459,8 +459,7 @@ fn startup_params_ok(p: &[u8]) -> bool {
     let mut strings = body.split(|&c| c == 0);
     let mut user = false;
     let mut pairs = 0;
-    loop {
-        let Some(name) = strings.next() else { break };
+    while let Some(name) = strings.next() {
         if name.is_empty() && pairs > 0 {
             // The terminator of the list (a value may be empty, a name not).
             return user && strings.next().is_none();
