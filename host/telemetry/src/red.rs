@@ -507,7 +507,14 @@ impl Telemetry {
                 r.status_code.clone(),
             ),
             (_, Some(r)) => {
-                let client = ctx.protocol == "http" && r.status_code.starts_with('4');
+                // The client's outcome, a success of the service: an HTTP 4xx,
+                // or a business refusal a decoder reports as `*.outcome = declined`
+                // (a card decline).
+                let client = (ctx.protocol == "http" && r.status_code.starts_with('4'))
+                    || r.attributes.iter().any(|kv| {
+                        kv.key.ends_with(".outcome")
+                            && matches!(&kv.value, AttrValue::Str(v) if v == "declined")
+                    });
                 let class = if client {
                     StatusClass::ClientError
                 } else {

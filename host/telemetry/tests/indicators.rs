@@ -652,3 +652,40 @@ fn a_key_set_by_both_sides_appears_once_with_the_response_value() {
     keys.dedup();
     assert_eq!(keys.len(), n, "unique keys");
 }
+
+#[test]
+fn a_declined_card_is_the_clients_outcome_not_a_service_error() {
+    let mut t = telemetry(TelemetryConfig::default());
+    let c = ctx("10.1.1.1:40000", "10.0.0.1:8583", "iso8583");
+    let mut declined = answered("0200 purchase", S, MS, true, "51");
+    if let Some(r) = declined.response.as_mut() {
+        r.attributes
+            .push(KeyValue::str("wasmtap.iso8583.outcome", "declined"));
+    }
+    t.record(declined, &c, false);
+    t.record(answered("0200 purchase", S, MS, false, "96"), &c, false);
+    let snap = t.snapshot(2 * S);
+    let op = ("wasmtap.operation", "0200 purchase");
+    assert_eq!(
+        value(
+            &snap,
+            "api",
+            "wasmtap.server.requests",
+            &[op, ("wasmtap.status_class", "client_error")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &snap,
+            "api",
+            "wasmtap.server.errors",
+            &[op, ("wasmtap.status_class", "error")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&snap, "api", "wasmtap.server.success_rate", &[op]),
+        0.5
+    );
+}
