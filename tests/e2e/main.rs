@@ -9,6 +9,7 @@ mod dns;
 mod filters;
 mod golden;
 mod hot_reload;
+mod iso8583;
 mod live;
 mod memcached;
 mod metrics;

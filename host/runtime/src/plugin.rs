@@ -24,6 +24,10 @@ pub struct RuntimeConfig {
     pub max_attribute_value_len: usize,
     /// Minimum `probe` confidence for a decoder to take a flow not matched by port.
     pub probe_threshold: u8,
+    /// A flow no decoder recognises yet is probed again as more bytes arrive,
+    /// up to this many per direction (a first message split over segments);
+    /// beyond it the flow has no decoder (counted).
+    pub probe_window_bytes: usize,
     /// CPU deadline of one plugin call, milliseconds (0: no deadline, and the
     /// engine is built without interruption checks).
     pub call_deadline_ms: u64,
@@ -43,6 +47,7 @@ impl Default for RuntimeConfig {
             max_attributes_per_message: 64,
             max_attribute_value_len: 4096,
             probe_threshold: 50,
+            probe_window_bytes: 1024,
             call_deadline_ms: 50,
             epoch_tick_ms: 5,
             cache_dir: None,

@@ -811,10 +811,32 @@ impl Worker {
             self.start(s, chosen, false);
         }
         if matches!(s.state, State::Undecided) {
-            match self.choose_by_probe(s, dir, data) {
+            let d = dir as usize;
+            // Bytes held back while no decoder recognised them are probed
+            // again with the new ones (bounded by `probe_window_bytes`).
+            let held = s.pending.get(d).is_some_and(|p| !p.is_empty());
+            let joined: Vec<u8>;
+            let probe_bytes: &[u8] = if held {
+                joined = [s.pending[d].as_slice(), data].concat();
+                &joined
+            } else {
+                data
+            };
+            match self.choose_by_probe(s, dir, probe_bytes) {
                 Some(idx) => self.start(s, idx, false),
+                None if s.l4 == L4::Tcp
+                    && probe_bytes.len() < self.host_config.probe_window_bytes =>
+                {
+                    if let Some(p) = s.pending.get_mut(d) {
+                        p.extend_from_slice(data);
+                    }
+                    return;
+                }
                 None => {
                     self.no_decoder += 1;
+                    if let Some(p) = s.pending.get_mut(d) {
+                        p.clear();
+                    }
                     self.set_state(s, State::Ended(SessionEnd::NoDecoder));
                 }
             }
@@ -871,6 +893,13 @@ impl Worker {
 
     /// Reports `len` bytes of `dir` that were never captured.
     pub fn gap(&mut self, s: &mut Session, dir: Dir, len: u64, out: &mut Vec<Message>) {
+        if matches!(s.state, State::Undecided) {
+            // Bytes held for probing cannot continue across a hole.
+            if let Some(p) = s.pending.get_mut(dir as usize) {
+                p.clear();
+            }
+            return;
+        }
         let Some((idx, resource)) = self.ready(s) else {
             return;
         };
@@ -910,6 +939,13 @@ impl Worker {
         out: &mut Vec<Message>,
     ) {
         self.now_ns = self.now_ns.max(ts_ns);
+        if matches!(s.state, State::Undecided) && s.pending.iter().any(|p| !p.is_empty()) {
+            // Bytes were held for probing and no decoder ever recognised them.
+            self.no_decoder += 1;
+            s.pending = [Vec::new(), Vec::new()];
+            self.set_state(s, State::Ended(SessionEnd::NoDecoder));
+            return;
+        }
         // A session whose instance was re-created has nothing to close.
         let State::Active {
             slot: idx,
