@@ -4,8 +4,9 @@
 //! of order, three framings and three encodings). Framing and encoding are
 //! detected; every exchange's MTI, STAN, processing code, amount, response
 //! code, masked PAN, terminal and acquirer must equal what the client
-//! logged. The captures made once are kept in `tests/pcaps/iso8583/` with
-//! their logs, so the same comparison runs without Python too. No full PAN
+//! logged. The captures made once are kept in `tests/pcaps/iso8583/`, their
+//! logs in `tests/golden/iso8583/`, so the same comparison runs without
+//! Python too. No full PAN
 //! or track data may reach any output.
 
 use std::collections::BTreeMap;
@@ -106,10 +107,11 @@ fn track2_like(b: &[u8]) -> bool {
 #[test]
 fn bundled_captures_match_the_client_logs() {
     let dir = root().join("tests/pcaps/iso8583");
+    let logs = root().join("tests/golden/iso8583");
     for sc in SCENARIOS {
         check(
             &dir.join(format!("{sc}.pcap")),
-            &dir.join(format!("{sc}.log.jsonl")),
+            &logs.join(format!("{sc}.log.jsonl")),
         );
     }
 }
@@ -256,7 +258,7 @@ fn tshark_counts_the_same_messages() {
             .flat_map(|l| l.split(','))
             .filter(|m| !m.trim().is_empty())
             .count();
-        let exchanges = log(&dir.join(format!("{sc}.log.jsonl"))).len();
+        let exchanges = log(&root().join(format!("tests/golden/iso8583/{sc}.log.jsonl"))).len();
         assert_eq!(mtis, 2 * exchanges, "{sc}: tshark's messages");
         assert_eq!(replay_spans(Path::new(f), &[]).len(), exchanges, "{sc}");
     }

@@ -485,6 +485,7 @@ fn test(
             batch: 1024,
             max_pending: 1024,
             response_timeout_ns: 30_000_000_000,
+            tunnels: Default::default(),
         },
         worker,
         telemetry,

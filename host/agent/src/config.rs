@@ -22,6 +22,34 @@ pub struct Config {
     pub telemetry: TelemetrySection,
     /// What to capture and report (the operators' subscription); changeable at runtime.
     pub filters: crate::filter::FilterSpec,
+    /// Tunnels taken off mirrored traffic (GRE, ERSPAN, VXLAN, Geneve).
+    pub tunnels: TunnelsSection,
+}
+
+/// Tunnels taken off mirrored traffic.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunnelsSection {
+    /// Take tunnels off (the inner packets are the flows).
+    pub enabled: bool,
+    /// Nested tunnels taken off one frame at most.
+    pub max_depth: u8,
+    /// UDP port of VXLAN.
+    pub vxlan_port: u16,
+    /// UDP port of Geneve.
+    pub geneve_port: u16,
+}
+
+impl Default for TunnelsSection {
+    fn default() -> Self {
+        let d = wasmtap_decode::TunnelConfig::default();
+        Self {
+            enabled: d.enabled,
+            max_depth: d.max_depth,
+            vxlan_port: d.vxlan_port,
+            geneve_port: d.geneve_port,
+        }
+    }
 }
 
 /// Flow table and reassembly bounds.

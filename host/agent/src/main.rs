@@ -280,6 +280,12 @@ impl Pipeline {
                 batch: cfg.telemetry.batch_spans,
                 max_pending: cfg.matching.max_pending_per_flow,
                 response_timeout_ns: cfg.matching.response_timeout_ms * 1_000_000,
+                tunnels: wasmtap_decode::TunnelConfig {
+                    enabled: cfg.tunnels.enabled,
+                    max_depth: cfg.tunnels.max_depth,
+                    vxlan_port: cfg.tunnels.vxlan_port,
+                    geneve_port: cfg.tunnels.geneve_port,
+                },
             },
             worker,
             telemetry,

@@ -246,6 +246,8 @@ pub struct ShardConfig {
     pub max_pending: usize,
     /// Response timeout, ns.
     pub response_timeout_ns: u64,
+    /// Tunnels taken off mirrored traffic.
+    pub tunnels: wasmtap_decode::TunnelConfig,
 }
 
 /// Drops a packet that was already seen on another interface a moment ago
@@ -334,7 +336,10 @@ impl Shard {
         flows.set_server_ports(&worker.server_ports());
         Self {
             dedup: Dedup::new(0, 1),
-            decoder: Decoder::new(wasmtap_decode::DecoderConfig::default()),
+            decoder: Decoder::new(wasmtap_decode::DecoderConfig {
+                tunnels: cfg.tunnels,
+                ..Default::default()
+            }),
             flows,
             handler: Handler {
                 worker,

@@ -52,6 +52,18 @@ impl Counters {
             v.push((name, vec![("error_type", e.as_str().to_string())], n));
         }
         v.push(("wasmtap.agent.decode.truncated_frames", vec![], d.truncated));
+        for t in wasmtap_decode::Tunnel::ALL {
+            v.push((
+                "wasmtap.agent.decode.tunnels",
+                vec![("kind", t.as_str().into())],
+                d.tunnels.get(t as usize).copied().unwrap_or(0),
+            ));
+        }
+        v.push((
+            "wasmtap.agent.decode.tunnel_too_deep",
+            vec![],
+            d.tunnel_too_deep,
+        ));
         v.push((
             "wasmtap.agent.decode.fragments_reassembled",
             vec![],

@@ -18,10 +18,12 @@
 mod defrag;
 mod ip;
 mod link;
+mod tunnel;
 
 use std::net::IpAddr;
 
 pub use defrag::FragStats;
+pub use tunnel::{Tunnel, TunnelConfig};
 
 /// Link-layer header type of a capture (a libpcap `DLT_`/`LINKTYPE_` value).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -206,6 +208,8 @@ pub struct DecoderConfig {
     /// Fragments accepted into one datagram; beyond it the datagram is
     /// discarded (`fragments_dropped`).
     pub max_fragments_per_set: usize,
+    /// Tunnels taken off mirrored traffic (GRE, ERSPAN, VXLAN, Geneve).
+    pub tunnels: TunnelConfig,
 }
 
 impl Default for DecoderConfig {
@@ -215,6 +219,7 @@ impl Default for DecoderConfig {
             fragment_timeout_ns: 30_000_000_000,
             max_fragment_bytes: 4 << 20,
             max_fragments_per_set: 128,
+            tunnels: TunnelConfig::default(),
         }
     }
 }
@@ -234,6 +239,10 @@ pub struct DecodeStats {
     pub vlan_tagged: u64,
     /// IP fragmentation counters.
     pub frag: FragStats,
+    /// Tunnels peeled, per kind (index with `Tunnel as usize`).
+    pub tunnels: [u64; Tunnel::COUNT],
+    /// Frames with more nested tunnels than `max_depth` (the rest left on).
+    pub tunnel_too_deep: u64,
 }
 
 impl DecodeStats {
@@ -255,6 +264,12 @@ impl DecodeStats {
             ("fragment_timeouts", self.frag.timeouts),
             ("fragment_pool_full", self.frag.pool_full),
             ("fragment_bytes_full", self.frag.bytes_full),
+            ("tunnel_gre", self.tunnels[Tunnel::Gre as usize]),
+            ("tunnel_erspan2", self.tunnels[Tunnel::Erspan2 as usize]),
+            ("tunnel_erspan3", self.tunnels[Tunnel::Erspan3 as usize]),
+            ("tunnel_vxlan", self.tunnels[Tunnel::Vxlan as usize]),
+            ("tunnel_geneve", self.tunnels[Tunnel::Geneve as usize]),
+            ("tunnel_too_deep", self.tunnel_too_deep),
         ];
         base.into_iter().chain(
             DecodeError::ALL
@@ -269,6 +284,7 @@ impl DecodeStats {
 pub struct Decoder {
     frags: defrag::Defrag,
     stats: DecodeStats,
+    tunnels: TunnelConfig,
 }
 
 impl Decoder {
@@ -277,6 +293,7 @@ impl Decoder {
         Self {
             frags: defrag::Defrag::new(&cfg),
             stats: DecodeStats::default(),
+            tunnels: cfg.tunnels,
         }
     }
 
@@ -294,6 +311,21 @@ impl Decoder {
         let stats = &mut self.stats;
         stats.packets += 1;
         self.frags.expire(ts_ns, &mut stats.frag);
+        // Mirrored traffic: the flow is inside the tunnel.
+        let (mut link, mut frame) = (link, frame);
+        if self.tunnels.enabled {
+            let mut depth = 0u8;
+            while let Some((inner_link, inner, kind)) = tunnel::peel(&self.tunnels, link, frame) {
+                if depth >= self.tunnels.max_depth {
+                    stats.tunnel_too_deep += 1;
+                    break;
+                }
+                if let Some(c) = stats.tunnels.get_mut(kind as usize) {
+                    *c += 1;
+                }
+                (link, frame, depth) = (inner_link, inner, depth + 1);
+            }
+        }
         let res = ip::decode(&mut self.frags, &mut stats.frag, link, ts_ns, frame);
         match &res {
             Ok(Some(p)) => {

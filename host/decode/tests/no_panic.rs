@@ -80,7 +80,7 @@ proptest! {
         ops in proptest::collection::vec((0usize..12, proptest::collection::vec((any::<u16>(), any::<u8>()), 0..6), any::<u16>(), 0u64..100_000), 1..40),
     ) {
         // One decoder through many frames, so fragment state carries over.
-        let cfg = DecoderConfig { max_fragment_sets: 4, max_fragment_bytes: 4096, max_fragments_per_set: 8, fragment_timeout_ns: 50_000 };
+        let cfg = DecoderConfig { max_fragment_sets: 4, max_fragment_bytes: 4096, max_fragments_per_set: 8, fragment_timeout_ns: 50_000, tunnels: Default::default() };
         let mut d = Decoder::new(cfg.clone());
         let seeds = seeds();
         let mut ts = 0u64;
