@@ -16,7 +16,8 @@
 #   OUT_DIR/<kind>.outer.pcap  (on u0: the tunnel packets)
 #   OUT_DIR/<kind>.inner.pcap  (on t0: the unwrapped packets)
 # and OUT_DIR/<kind>.expect.json holds {"server", "encap", "exchanges": {"GET /path
-# STATUS": count}}. IPv6 is off in the namespaces (no ND/MLD noise); ARP remains
+# STATUS": count}}. Transmit checksum offload is off on u0 and t0 (checksums in the
+# captures are final). IPv6 is off in the namespaces (no ND/MLD noise); ARP remains
 # in the inner captures of the Ethernet kinds.
 # Prints one line per kind: "<kind> <requests_total> <outer_packets> <inner_packets>",
 # or "<kind> unsupported <reason>" / "<kind> failed <reason>".
@@ -102,6 +103,18 @@ while True:
             inner = unwrap(pkt)
             if inner:
                 os.write(fd, inner)
+PY
+
+# Turns transmit checksum offload off on the given devices (ethtool -K DEV tx off,
+# without needing ethtool), so captures hold finished checksums rather than the
+# partial ones of an offloaded transmit.
+cat > "$dir/txcsum.py" <<'PY'
+import array, fcntl, socket, struct, sys
+SIOCETHTOOL, ETHTOOL_STXCSUM = 0x8946, 0x17
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for dev in sys.argv[1:]:
+    ev = array.array("I", [ETHTOOL_STXCSUM, 0])
+    fcntl.ioctl(s.fileno(), SIOCETHTOOL, struct.pack("16sP", dev.encode(), ev.buffer_info()[0]).ljust(40, b"\0"))
 PY
 
 pids=()          # processes started for the current kind (in its subshell)
@@ -201,15 +214,20 @@ run_kind() {
   ip -n "$a" link set t0 mtu 1400; ip -n "$a" addr add "$A_IN/$mask" dev t0; ip -n "$a" link set t0 up
   ip -n "$b" link set t0 mtu 1400; ip -n "$b" addr add "$B_IN/$mask" dev t0; ip -n "$b" link set t0 up
 
+  for ns in "$a" "$b"; do
+    ip netns exec "$ns" python3 "$dir/txcsum.py" u0 t0 2>/dev/null ||
+      echo "capture-tunnels: $kind: could not turn tx checksum offload off in $ns; captures may show partial checksums" >&2
+  done
+
   rm -rf "$dir/nginx"
   ip netns exec "$b" env LISTEN="$B_IN:$PORT" "$here/nginx-serve.sh" start "$dir/nginx" >/dev/null
   for _ in $(seq 100); do [[ -s $dir/nginx/nginx.pid ]] && break; sleep 0.05; done
 
   local outer="$out/$kind.outer.pcap" inner="$out/$kind.inner.pcap" op ip_
   rm -f "$outer" "$inner"
-  ip netns exec "$b" tcpdump -n -U -Z root -i u0 -w "$outer" 2> "$dir/outer.log" &
+  ip netns exec "$b" tcpdump -n -U --immediate-mode -Z root -i u0 -w "$outer" 2> "$dir/outer.log" &
   op=$!; pids+=("$op")
-  ip netns exec "$b" tcpdump -n -U -Z root -i t0 -w "$inner" 2> "$dir/inner.log" &
+  ip netns exec "$b" tcpdump -n -U --immediate-mode -Z root -i t0 -w "$inner" 2> "$dir/inner.log" &
   ip_=$!; pids+=("$ip_")
   if ! wait_listening "$dir/outer.log" "$op" || ! wait_listening "$dir/inner.log" "$ip_"; then
     echo "$kind failed tcpdump did not start: $(tr '\n' ' ' < "$dir/outer.log") $(tr '\n' ' ' < "$dir/inner.log")"
@@ -228,9 +246,14 @@ run_kind() {
     else case $want in 200) ok200=$((ok200 + 1));; 404) ok404=$((ok404 + 1));; 500) ok500=$((ok500 + 1));; esac
     fi
   done
-  sleep 0.5
+  sleep 1
   kill -INT "$op" "$ip_" 2>/dev/null || true
   wait "$op" 2>/dev/null || true; wait "$ip_" 2>/dev/null || true
+  local log drops
+  for log in outer inner; do
+    drops=$(sed -n 's/^\([0-9]*\) packets\{0,1\} dropped by kernel.*/\1/p' "$dir/$log.log")
+    [[ ${drops:-0} -eq 0 ]] || bad+="$log capture: $drops packets dropped by kernel; "
+  done
   ip netns exec "$b" "$here/nginx-serve.sh" stop "$dir/nginx"
   for _ in $(seq 50); do [[ -f $dir/nginx/nginx.pid ]] || break; sleep 0.05; done
   teardown
@@ -240,28 +263,42 @@ run_kind() {
 JSON
   local no ni
   no=$(count_packets "$outer"); ni=$(count_packets "$inner")
+  # Every request's connection must be in the inner capture, from its SYN on.
+  local syns
+  syns=$(tcpdump -nr "$inner" 'tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn' 2>/dev/null | wc -l)
+  [[ $syns -eq $total ]] || bad+="inner capture has $syns connection openings, want $total; "
   if [[ -n $bad ]]; then echo "$kind failed $bad"; return 1; fi
   echo "$kind $total $no $ni"
 }
 
 declare -A result
+stop=0; sub=
+# INT/TERM: stop the kind being run (its subshell tears its namespaces down) and skip the rest.
+on_signal() { stop=1; [[ -n $sub ]] && kill -TERM "$sub" 2>/dev/null || true; }
+trap on_signal INT TERM
 idx=0
 for kind in $kinds; do
+  ((stop == 0)) || break
   case $kind in gretap|gre|erspan|erspan3|vxlan|geneve) ;; *) echo "$kind unsupported unknown kind"; continue;; esac
   idx=$((idx + 1))
-  set +e
   (
     set -e
-    trap teardown EXIT; trap 'exit 130' INT TERM
+    trap teardown EXIT; trap 'exit 143' TERM
     run_kind "$kind" "$idx"
-  ) > "$dir/line"
-  rc=$?
-  set -e
+  ) > "$dir/line" &
+  sub=$!
+  rc=0; wait "$sub" || rc=$?
+  while kill -0 "$sub" 2>/dev/null; do rc=0; wait "$sub" || rc=$?; done
+  sub=
   line=$(cat "$dir/line")
-  if [[ -z $line ]]; then line="$kind failed setup error (exit $rc, see stderr)"; rc=1; fi
+  if [[ -z $line ]]; then
+    if ((stop)); then line="$kind failed interrupted"; else line="$kind failed setup error (exit $rc, see stderr)"; fi
+    rc=1
+  fi
   echo "$line"
   result[$kind]=$rc
 done
+((stop == 0)) || { echo "capture-tunnels: interrupted" >&2; exit 130; }
 status=0
 for k in gretap vxlan geneve; do
   [[ " $kinds " == *" $k "* ]] || continue

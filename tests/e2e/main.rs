@@ -23,9 +23,11 @@ mod plugins;
 mod prometheus;
 mod redis;
 mod robustness;
+mod rotation;
 mod sandbox;
 mod secrets;
 mod synth;
+mod tunnels;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

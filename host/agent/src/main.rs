@@ -100,8 +100,22 @@ pub struct CommonArgs {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// The capture file (pcap or pcapng).
-    file: PathBuf,
+    /// Capture files (pcap or pcapng) and directories of them: read in the
+    /// order of their first packet, as one continuous capture (a flow that
+    /// spans a file rotation stays one flow).
+    #[arg(required = true, num_args = 1..)]
+    files: Vec<PathBuf>,
+    /// Keep reading the one directory given as a capture tool rotates files
+    /// into it, until SIGINT/SIGTERM: a file is read once complete (a newer
+    /// one appeared, or it has not grown for `--follow-idle-ms`).
+    #[arg(long)]
+    follow: bool,
+    /// With --follow: a file that has not grown for this long is complete.
+    #[arg(long, default_value_t = 2000)]
+    follow_idle_ms: u64,
+    /// With --follow: `delete` or `move:DIR` each file once read.
+    #[arg(long, value_name = "ACTION")]
+    after_read: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
     /// Pace: `fast` (as fast as possible) or `realtime` (frames at their capture-time spacing).
@@ -379,63 +393,156 @@ impl Pipeline {
     }
 }
 
-fn replay(a: ReplayArgs) -> Result<()> {
-    let mut source = wasmtap_capture::FileSource::open(&a.file)?;
+/// A capture file and the time of its first packet.
+struct Part {
+    path: PathBuf,
+    first_ns: Option<u64>,
+}
+
+fn capture_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("read directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// The first packet's time of a capture file (`None`: empty or unreadable).
+fn first_ns(path: &Path) -> Option<u64> {
+    let mut s = wasmtap_capture::FileSource::open(path).ok()?;
+    s.next_frame().ok().flatten().map(|f| f.ts_ns)
+}
+
+/// Files and directories to one list ordered by first packet time (files
+/// with no packet keep their place at the end, by name).
+fn ordered_parts(args: &[PathBuf]) -> Result<Vec<Part>> {
+    let mut paths = Vec::new();
+    for a in args {
+        if a.is_dir() {
+            paths.extend(capture_files_in(a)?);
+        } else {
+            paths.push(a.clone());
+        }
+    }
+    let mut parts: Vec<Part> = paths
+        .into_iter()
+        .map(|path| Part {
+            first_ns: first_ns(&path),
+            path,
+        })
+        .collect();
+    parts.sort_by(|a, b| {
+        (a.first_ns.is_none(), a.first_ns, &a.path).cmp(&(
+            b.first_ns.is_none(),
+            b.first_ns,
+            &b.path,
+        ))
+    });
+    Ok(parts)
+}
+
+/// Reads one capture file into the pipeline; returns a read error that
+/// stopped it early (everything before it was decoded).
+#[allow(clippy::too_many_arguments)]
+fn replay_file(
+    path: &Path,
+    shard: &mut Shard,
+    out: &mut Outputs,
+    pace: Pace,
+    shift: u64,
+    started: Instant,
+    first_ts: &mut Option<u64>,
+    last_ts: &mut u64,
+    bytes_read: &mut u64,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<Option<wasmtap_capture::CaptureError>> {
+    let mut source = wasmtap_capture::FileSource::open(path)?;
     let dlt = source.datalink();
     let Some(link) = wasmtap_decode::LinkType::from_dlt(dlt) else {
-        bail!("{}: unsupported link type {dlt}", a.file.display());
+        bail!("{}: unsupported link type {dlt}", path.display());
     };
+    let mut last_flush = Instant::now();
+    loop {
+        match source.next_frame() {
+            Ok(Some(f)) => {
+                let ts = f.ts_ns.saturating_add(shift);
+                let t0 = *first_ts.get_or_insert(f.ts_ns);
+                if pace == Pace::Realtime {
+                    let due = Duration::from_nanos(ts.saturating_sub(t0));
+                    let now = started.elapsed();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                    if last_flush.elapsed() > Duration::from_millis(100) {
+                        shard.flush(out);
+                        last_flush = Instant::now();
+                    }
+                }
+                *last_ts = (*last_ts).max(ts);
+                *bytes_read += f.data.len() as u64 + 16;
+                shard.frame(link, ts, f.data, out);
+                if let Some(pb) = progress
+                    && shard.frames.is_multiple_of(4096)
+                {
+                    pb.set_position(*bytes_read);
+                }
+            }
+            Ok(None) => return Ok(None),
+            Err(e) => return Ok(Some(e)),
+        }
+    }
+}
+
+fn replay(a: ReplayArgs) -> Result<()> {
+    if a.follow {
+        return follow(a);
+    }
+    let parts = ordered_parts(&a.files)?;
+    anyhow::ensure!(!parts.is_empty(), "no capture file to read");
     let mut p = Pipeline::new(&a.common, false, Vec::new())?;
     let (shard, out) = (&mut p.shard, &mut p.out);
-
-    let progress = progress_bar(&a.file);
+    let progress = match parts.as_slice() {
+        [one] => progress_bar(&one.path),
+        _ => None,
+    };
     let started = Instant::now();
     let mut last_ts = 0u64;
-    let mut read_error = None;
+    let mut warnings = Vec::new();
     let mut bytes_read = 0u64;
     let mut first_ts: Option<u64> = None;
     let mut shift = 0u64;
-    let mut last_flush = Instant::now();
     for round in 0..a.loops {
         if round > 0 {
-            source = wasmtap_capture::FileSource::open(&a.file)?;
             // The next pass starts one second after the previous one ended.
             shift = (last_ts + 1_000_000_000).saturating_sub(first_ts.unwrap_or(0));
         }
-        loop {
-            match source.next_frame() {
-                Ok(Some(f)) => {
-                    let ts = f.ts_ns.saturating_add(shift);
-                    let t0 = *first_ts.get_or_insert(f.ts_ns);
-                    if a.pace == Pace::Realtime {
-                        let due = Duration::from_nanos(ts.saturating_sub(t0));
-                        let now = started.elapsed();
-                        if due > now {
-                            std::thread::sleep(due - now);
-                        }
-                        if last_flush.elapsed() > Duration::from_millis(100) {
-                            shard.flush(out);
-                            last_flush = Instant::now();
-                        }
-                    }
-                    last_ts = last_ts.max(ts);
-                    bytes_read += f.data.len() as u64 + 16;
-                    shard.frame(link, ts, f.data, out);
-                    if let Some(pb) = &progress
-                        && shard.frames.is_multiple_of(4096)
-                    {
-                        pb.set_position(bytes_read);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    read_error = Some(e);
-                    break;
-                }
+        for part in &parts {
+            match replay_file(
+                &part.path,
+                shard,
+                out,
+                a.pace,
+                shift,
+                started,
+                &mut first_ts,
+                &mut last_ts,
+                &mut bytes_read,
+                progress.as_ref(),
+            ) {
+                Ok(None) => {}
+                // Damage: what came before it was decoded; the next file goes on.
+                Ok(Some(e)) => warnings.push(e.to_string()),
+                Err(e) if parts.len() == 1 => return Err(e),
+                Err(e) => warnings.push(format!("{e:#}")),
             }
-        }
-        if read_error.is_some() {
-            break;
         }
     }
     if let Some(pb) = progress {
@@ -443,11 +550,132 @@ fn replay(a: ReplayArgs) -> Result<()> {
     }
     let elapsed = started.elapsed();
     p.finish(&a.common, last_ts, elapsed, Vec::new())?;
-    if let Some(e) = read_error {
-        // Everything before the damage was decoded and reported above.
-        eprintln!("wasmtap: warning: {e}");
+    for w in warnings {
+        eprintln!("wasmtap: warning: {w}");
     }
     Ok(())
+}
+
+/// `replay --follow DIR`: files are read as a capture tool rotates them in.
+fn follow(a: ReplayArgs) -> Result<()> {
+    let [dir] = a.files.as_slice() else {
+        bail!("--follow takes one directory");
+    };
+    anyhow::ensure!(dir.is_dir(), "--follow {}: not a directory", dir.display());
+    let after: Option<Option<PathBuf>> = match a.after_read.as_deref() {
+        None => None,
+        Some("delete") => Some(None),
+        Some(m) => match m.strip_prefix("move:") {
+            Some(d) if Path::new(d).is_dir() => Some(Some(PathBuf::from(d))),
+            _ => bail!("--after-read {m:?}: expected delete or move:DIR (an existing directory)"),
+        },
+    };
+    // Files wait on disk: export applies back-pressure, as in any replay.
+    let mut p = Pipeline::new(&a.common, false, Vec::new())?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        p.rt.spawn(async move {
+            if let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            } else {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+    let started = Instant::now();
+    let idle = Duration::from_millis(a.follow_idle_ms.max(1));
+    let (mut last_ts, mut bytes_read, mut first_ts) = (0u64, 0u64, None);
+    let mut done: std::collections::BTreeSet<PathBuf> = Default::default();
+    // Size and when it last changed, per file not yet read.
+    let mut seen: std::collections::BTreeMap<PathBuf, (u64, Instant)> = Default::default();
+    let mut newest_read: Option<u64> = None;
+    tracing::info!(dir = %dir.display(), "following");
+    loop {
+        let stopping = stop.load(std::sync::atomic::Ordering::SeqCst);
+        let mut waiting: Vec<Part> = Vec::new();
+        let listing = capture_files_in(dir)?;
+        // Bounded: only files still there are remembered.
+        done.retain(|d| listing.contains(d));
+        seen.retain(|s, _| listing.contains(s));
+        for path in listing {
+            if done.contains(&path) {
+                continue;
+            }
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let e = seen.entry(path.clone()).or_insert((size, Instant::now()));
+            if e.0 != size {
+                *e = (size, Instant::now());
+            }
+            let complete = stopping || e.1.elapsed() >= idle;
+            if complete {
+                waiting.push(Part {
+                    first_ns: first_ns(&path),
+                    path,
+                });
+            }
+        }
+        waiting.sort_by(|a, b| (a.first_ns, &a.path).cmp(&(b.first_ns, &b.path)));
+        for part in waiting {
+            done.insert(part.path.clone());
+            seen.remove(&part.path);
+            if let (Some(f), Some(n)) = (part.first_ns, newest_read)
+                && f < n
+            {
+                tracing::warn!(file = %part.path.display(), "file out of order (starts before one already read): skipped");
+                continue;
+            }
+            match replay_file(
+                &part.path,
+                &mut p.shard,
+                &mut p.out,
+                Pace::Fast,
+                0,
+                started,
+                &mut first_ts,
+                &mut last_ts,
+                &mut bytes_read,
+                None,
+            ) {
+                Ok(None) => {}
+                Ok(Some(e)) => tracing::warn!("{e}"),
+                Err(e) => {
+                    tracing::warn!("{e:#}: skipped");
+                    continue;
+                }
+            }
+            newest_read = newest_read.max(part.first_ns);
+            p.shard.flush(&mut p.out);
+            tracing::info!(file = %part.path.display(), "read");
+            match &after {
+                None => {}
+                Some(None) => {
+                    if let Err(e) = std::fs::remove_file(&part.path) {
+                        tracing::warn!(file = %part.path.display(), "cannot delete: {e}");
+                    }
+                }
+                Some(Some(to)) => {
+                    if let Some(name) = part.path.file_name()
+                        && let Err(e) = std::fs::rename(&part.path, to.join(name))
+                    {
+                        tracing::warn!(file = %part.path.display(), "cannot move: {e}");
+                    }
+                }
+            }
+        }
+        if stopping {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let elapsed = started.elapsed();
+    p.finish(&a.common, last_ts, elapsed, Vec::new())
 }
 
 fn progress_bar(file: &Path) -> Option<indicatif::ProgressBar> {
