@@ -22,7 +22,8 @@ fn overflow_attr() -> KeyValue {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct EdgeKey {
     client: Arc<str>,
-    server: Arc<str>,
+    /// The server's resource (its `service.name` names the edge's server).
+    server: u64,
     connection_type: &'static str,
     overflow: bool,
 }
@@ -84,7 +85,6 @@ impl Edges {
         &mut self,
         resource: &Arc<Resource>,
         client: Arc<str>,
-        server: Arc<str>,
         connection_type: &'static str,
         failed: bool,
         secs: f64,
@@ -92,7 +92,7 @@ impl Edges {
     ) {
         let mut key = EdgeKey {
             client,
-            server,
+            server: resource.id,
             connection_type,
             overflow: false,
         };
@@ -100,7 +100,7 @@ impl Edges {
             self.overflowed += 1;
             key = EdgeKey {
                 client: Arc::from(OVERFLOW),
-                server: Arc::from(OVERFLOW),
+                server: 0,
                 connection_type: "",
                 overflow: true,
             };
@@ -138,7 +138,11 @@ impl Edges {
                 };
                 EdgeRow {
                     client: k.client.to_string(),
-                    server: k.server.to_string(),
+                    server: if k.overflow {
+                        OVERFLOW.to_string()
+                    } else {
+                        e.resource.service_name().to_string()
+                    },
                     connection_type: k.connection_type.to_string(),
                     requests: e.requests,
                     failed: e.failed,
@@ -170,7 +174,7 @@ impl Edges {
             } else {
                 let mut a = vec![
                     KeyValue::str("client", k.client.to_string()),
-                    KeyValue::str("server", k.server.to_string()),
+                    KeyValue::str("server", e.resource.service_name()),
                 ];
                 if !k.connection_type.is_empty() {
                     a.push(KeyValue::str("connection_type", k.connection_type));

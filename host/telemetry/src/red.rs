@@ -560,12 +560,10 @@ impl Telemetry {
             answered,
             one_way,
         );
-        let server_name: Arc<str> = Arc::from(resource.service_name());
         let client_name = self.services.client_name(ctx.client.ip());
         self.edges.record(
             &resource,
             client_name,
-            server_name,
             connection_type(ctx.protocol),
             error,
             duration_ns as f64 / 1e9,
