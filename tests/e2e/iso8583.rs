@@ -177,6 +177,7 @@ fn real_pyiso8583_traffic_matches_the_client_log_and_leaks_no_card_data() {
     assert!(!full_pans(&wire).is_empty(), "the PANs are on the wire");
     assert!(track2_like(&wire), "track 2 is on the wire");
     let metrics = dir.join("m.jsonl");
+    let collector = crate::otlp::Collector::start("iso8583");
     let spans = Command::new(crate::bin())
         .args([
             "replay",
@@ -186,13 +187,33 @@ fn real_pyiso8583_traffic_matches_the_client_log_and_leaks_no_card_data() {
             "--stats",
         ])
         .args(["--metrics-out", metrics.to_str().unwrap()])
+        .args([
+            "--otlp-endpoint",
+            &format!("http://127.0.0.1:{}", collector.http),
+        ])
+        .args(["--otlp-protocol", "http"])
         .env("WASMTAP_LOG", "debug")
         .output()
         .unwrap();
     assert!(spans.status.success());
+    let ids: Vec<String> = String::from_utf8_lossy(&spans.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["span_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let received = collector.wait_for(|t| {
+        ids.iter().all(|id| t.contains(id.as_str())) && t.contains("wasmtap.iso8583.pan")
+    });
+    assert!(
+        ids.iter().all(|id| received.contains(id.as_str())),
+        "every span reached the collector"
+    );
     let table = run(&["replay", pcap.to_str().unwrap()]);
     assert!(table.status.success());
     for (what, bytes) in [
+        ("OTLP at the collector", received.into_bytes()),
         ("spans", spans.stdout.clone()),
         ("debug log and stats", spans.stderr.clone()),
         ("metrics file", std::fs::read(&metrics).unwrap()),

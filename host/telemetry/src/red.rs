@@ -541,7 +541,13 @@ impl Telemetry {
         };
         let operation: String = match (&route, ex.request.operation.is_empty()) {
             (Some(r), true) => r.clone(),
-            (Some(r), false) => format!("{} {r}", ex.request.operation),
+            (Some(r), false) => {
+                let mut op = String::with_capacity(ex.request.operation.len() + 1 + r.len());
+                op.push_str(&ex.request.operation);
+                op.push(' ');
+                op.push_str(r);
+                op
+            }
             (None, true) => ctx.protocol.to_string(),
             (None, false) => std::mem::take(&mut ex.request.operation),
         };
@@ -741,7 +747,12 @@ impl Telemetry {
             op_key = (resource.id, protocol, OVERFLOW_OPERATION, true);
             oh = self.hasher.hash_one(op_key);
         }
-        let threshold = self.threshold(service, op_key.2);
+        // Rules are looked up once per operation, when it is first seen.
+        let threshold = if known_op {
+            0
+        } else {
+            self.threshold(service, op_key.2)
+        };
         // Collisions are rare: a bucket starts with room for one.
         let bucket = self.ops.entry(oh).or_insert_with(|| Vec::with_capacity(1));
         let oi = match bucket.iter().position(|o| {
