@@ -26,6 +26,7 @@ if [[ "${1:-}" == "--test" ]]; then
   want dnsmasq-base
   # Prometheus (server and promtool): the alert rules and the scrape test.
   want prometheus
+  want curl
 fi
 if ((${#need_apt[@]})); then
   echo "setup: installing Debian packages: ${need_apt[*]}" >&2

@@ -175,3 +175,106 @@ fn spans_and_metrics_reach_a_real_collector_over_grpc() {
 fn spans_and_metrics_reach_a_real_collector_over_http() {
     check("http");
 }
+
+/// (metric name, sorted `key=value` attributes, value or count) of every
+/// Sum and Histogram point in rotel's detailed debug log.
+fn points_in_rotel_log(text: &str) -> Vec<(String, String, u64)> {
+    let mut out = Vec::new();
+    let mut name = String::new();
+    let mut attrs: Vec<String> = Vec::new();
+    let mut in_attrs = false;
+    let mut gauge = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(n) = t.strip_prefix("-> Name: ") {
+            name = n.to_string();
+            continue;
+        }
+        if let Some(d) = t.strip_prefix("-> DataType: ") {
+            gauge = d == "Gauge";
+            continue;
+        }
+        if t == "Data point attributes:" {
+            in_attrs = true;
+            attrs.clear();
+            continue;
+        }
+        if in_attrs {
+            if let Some(kv) = t.strip_prefix("-> ") {
+                let (k, v) = kv.split_once(": ").unwrap_or((kv, ""));
+                // Str(x), Int(1), Bool(true) -> x, 1, true
+                let v = v
+                    .split_once('(')
+                    .map_or(v, |(_, r)| r.strip_suffix(')').unwrap_or(r));
+                attrs.push(format!("{k}={v}"));
+                continue;
+            }
+            in_attrs = false;
+        }
+        let value = t
+            .strip_prefix("Value: ")
+            .or_else(|| t.strip_prefix("Count: "));
+        if let Some(v) = value.and_then(|v| v.parse::<u64>().ok())
+            && !gauge
+            && !name.starts_with("wasmtap.agent.")
+        {
+            let mut a = attrs.clone();
+            a.sort();
+            out.push((name.clone(), a.join(","), v));
+        }
+    }
+    out
+}
+
+/// The same from a `--metrics-out` file.
+fn points_in_metrics_file(text: &str) -> Vec<(String, String, u64)> {
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|m| m["type"] != "gauge")
+        .map(|m| {
+            let mut a: Vec<String> = m["attributes"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => format!("{k}={s}"),
+                    v => format!("{k}={v}"),
+                })
+                .collect();
+            a.sort();
+            let v = m["value"].as_u64().or(m["count"].as_u64()).unwrap();
+            (m["name"].as_str().unwrap().to_string(), a.join(","), v)
+        })
+        .collect()
+}
+
+/// Golden metrics as received by a real collector: every counter and
+/// histogram count at rotel equals the metrics file of the same replay
+/// (which the metrics tests check against the spans and a golden).
+#[test]
+fn metrics_at_the_collector_equal_the_metrics_file() {
+    let c = Collector::start("metrics");
+    let dir = std::env::temp_dir().join(format!("wasmtap-otlp-metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("m.jsonl");
+    let spans = replay_spans(
+        &root().join("tests/pcaps/mixed/sandbox-mix.pcap"),
+        &[
+            "--otlp-endpoint",
+            &format!("http://127.0.0.1:{}", c.http),
+            "--otlp-protocol",
+            "http",
+            "--metrics-out",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(!spans.is_empty());
+    let mut want = points_in_metrics_file(&std::fs::read_to_string(&file).unwrap());
+    want.sort();
+    let text = c.wait_for(|t| points_in_rotel_log(t).len() >= want.len());
+    let mut got = points_in_rotel_log(&text);
+    got.sort();
+    assert!(want.len() > 100, "{} points", want.len());
+    assert_eq!(got, want, "points at the collector vs the metrics file");
+    std::fs::remove_dir_all(&dir).ok();
+}
