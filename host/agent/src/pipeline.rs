@@ -51,6 +51,9 @@ pub struct Handler {
     pub(crate) packets_filtered: u64,
     /// Requests left waiting when their flow's decoder failed (not service errors).
     pub(crate) cut_by_decoder: u64,
+    /// Requests still within their response timeout when the capture ended
+    /// or their flow was evicted (not service errors).
+    pub(crate) cut_by_capture: u64,
 }
 
 fn packet_passes(
@@ -213,8 +216,26 @@ impl FlowHandler<FlowState> for Bound<'_> {
             .worker
             .close(&mut st.session, close(reason), ts_ns, &mut self.h.msgs);
         self.h.drain(flow, &mut st, self.sink);
-        st.matcher
-            .finish(&mut self.h.match_stats, &mut self.h.exchanges);
+        match reason {
+            // The capture ended (or the table had to make room) before an
+            // answer could be seen: only requests already past the response
+            // timeout are the service's; the others are cut (a span without
+            // error, `wasmtap.response_missing`, no metrics), counted, never
+            // blamed on the service.
+            CloseReason::EndOfCapture | CloseReason::Evicted => {
+                st.matcher.expire(
+                    ts_ns,
+                    self.h.response_timeout_ns,
+                    &mut self.h.match_stats,
+                    &mut self.h.exchanges,
+                );
+                self.h.cut_by_capture += st.matcher.cut_pending(&mut self.h.exchanges) as u64;
+            }
+            // The connection closed (or went idle) without an answer: the service's.
+            _ => st
+                .matcher
+                .finish(&mut self.h.match_stats, &mut self.h.exchanges),
+        }
         self.h.emit(flow, &st, self.sink);
         // L4 metrics: every flow, whether or not a decoder understood it.
         self.h
@@ -357,6 +378,7 @@ impl Shard {
                 packet_filter: false,
                 packets_filtered: 0,
                 cut_by_decoder: 0,
+                cut_by_capture: 0,
             },
             last_expiry_ns: 0,
             frames: 0,

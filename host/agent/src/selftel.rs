@@ -189,6 +189,11 @@ impl Counters {
             shard.handler.cut_by_decoder,
         ));
         v.push((
+            "wasmtap.agent.exchanges.cut_by_capture",
+            vec![],
+            shard.handler.cut_by_capture,
+        ));
+        v.push((
             "wasmtap.agent.exchanges.filtered",
             vec![],
             shard.handler.filtered,

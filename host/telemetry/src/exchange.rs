@@ -63,6 +63,10 @@ pub enum ExchangeKind {
     Unanswered,
     /// A one-way message.
     OneWay,
+    /// The capture ended (or the flow was evicted) before an answer could
+    /// be seen, within the response timeout: not the service's outcome. A
+    /// span for the record, no metrics.
+    Cut,
 }
 
 /// A request paired with its response (or not).
@@ -112,6 +116,21 @@ pub struct Matcher {
 }
 
 impl Matcher {
+    /// Hands out every waiting request as a [`ExchangeKind::Cut`] exchange
+    /// and returns how many there were (the capture ended before their
+    /// answers could be seen).
+    pub fn cut_pending(&mut self, out: &mut Vec<Exchange>) -> usize {
+        let n = self.fifo.len() + self.keyed.len();
+        for request in self.fifo.drain(..).chain(self.keyed.drain(..)) {
+            out.push(Exchange {
+                kind: ExchangeKind::Cut,
+                request,
+                response: None,
+            });
+        }
+        n
+    }
+
     /// Forgets every waiting request and returns how many there were: the
     /// flow's decoder failed, so their answers will never be seen, and that
     /// is not the service's doing.

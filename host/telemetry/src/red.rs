@@ -313,6 +313,7 @@ struct HostKeys {
     network_protocol_name: Key,
     http_route: Key,
     one_way: Key,
+    response_missing: Key,
     http_request_method: Key,
     http_response_status_code: Key,
     db_system_name: Key,
@@ -332,6 +333,7 @@ impl HostKeys {
             network_protocol_name: Key::from("network.protocol.name"),
             http_route: Key::from("http.route"),
             one_way: Key::from("wasmtap.one_way"),
+            response_missing: Key::from("wasmtap.response_missing"),
             http_request_method: Key::from("http.request.method"),
             http_response_status_code: Key::from("http.response.status_code"),
             db_system_name: Key::from("db.system.name"),
@@ -495,6 +497,7 @@ impl Telemetry {
         let end = ex.end_ns().max(start);
         self.start_ns = Some(self.start_ns.map_or(start, |s| s.min(start)));
         self.last_ns = self.last_ns.max(end);
+        let cut = ex.kind == ExchangeKind::Cut;
         let (class, status_message, status_code) = match (&ex.kind, &ex.response) {
             (ExchangeKind::Unanswered, _) => (
                 StatusClass::NoResponse,
@@ -533,7 +536,6 @@ impl Telemetry {
                 ex.request.status_code.clone(),
             ),
         };
-        let error = class.is_error();
         // HTTP-like operations: the method plus the route template.
         let route = match attr_str(&ex.request.attributes, "url.path") {
             Some(p) if !ex.request.operation.contains(' ') => Some(self.cfg.router.route(p)),
@@ -554,30 +556,95 @@ impl Telemetry {
         let duration_ns = end - start;
         let answered = ex.kind == ExchangeKind::Complete;
         let one_way = ex.kind == ExchangeKind::OneWay;
-        self.observe(
-            &resource,
+        if cut {
+            // Not the service's outcome: no metrics; a span for the record.
+            if !want_span {
+                return None;
+            }
+        } else {
+            self.record_metrics(
+                &resource,
+                ctx,
+                &operation,
+                route.as_deref(),
+                &status_code,
+                class,
+                &ex,
+                duration_ns,
+                answered,
+                one_way,
+                end,
+            );
+        }
+        if !want_span {
+            return None;
+        }
+        self.span(
+            ex,
             ctx,
-            &operation,
-            route.as_deref(),
-            &status_code,
+            resource,
+            operation,
+            route,
             class,
-            &ex,
+            status_message,
+            start,
+            end,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_metrics(
+        &mut self,
+        resource: &Arc<Resource>,
+        ctx: &FlowCtx<'_>,
+        operation: &str,
+        route: Option<&str>,
+        status_code: &str,
+        class: StatusClass,
+        ex: &Exchange,
+        duration_ns: u64,
+        answered: bool,
+        one_way: bool,
+        end: u64,
+    ) {
+        let error = class.is_error();
+        self.observe(
+            resource,
+            ctx,
+            operation,
+            route,
+            status_code,
+            class,
+            ex,
             duration_ns,
             answered,
             one_way,
         );
         let client_name = self.services.client_name(ctx.client.ip());
         self.edges.record(
-            &resource,
+            resource,
             client_name,
             connection_type(ctx.protocol),
             error,
             duration_ns as f64 / 1e9,
             end,
         );
-        if !want_span {
-            return None;
-        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn span(
+        &mut self,
+        ex: Exchange,
+        ctx: &FlowCtx<'_>,
+        resource: Arc<Resource>,
+        operation: String,
+        route: Option<String>,
+        class: StatusClass,
+        status_message: String,
+        start: u64,
+        end: u64,
+    ) -> Option<SpanRecord> {
+        let error = class.is_error();
 
         let mut attributes = Vec::with_capacity(
             9 + ex.request.attributes.len()
@@ -616,6 +683,9 @@ impl Telemetry {
                 key: k.one_way.clone(),
                 value: AttrValue::Bool(true),
             }),
+            ExchangeKind::Cut => {
+                attributes.push(KeyValue::str(k.response_missing.clone(), "capture_end"))
+            }
             ExchangeKind::Complete => {}
         }
         if let Some(r) = route {

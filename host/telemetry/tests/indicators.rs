@@ -689,3 +689,25 @@ fn a_declined_card_is_the_clients_outcome_not_a_service_error() {
         0.5
     );
 }
+
+#[test]
+fn a_request_cut_by_the_capture_is_a_span_but_no_metric() {
+    let mut t = telemetry(TelemetryConfig::default());
+    let c = ctx("10.1.1.1:40000", "10.0.0.1:80", "http");
+    let ex = Exchange {
+        kind: ExchangeKind::Cut,
+        request: msg(MessageKind::Request, S, S + 1, "GET", Outcome::Unset, ""),
+        response: None,
+    };
+    let span = t.record(ex, &c, true).unwrap();
+    assert_eq!(span.status, wasmtap_telemetry::model::StatusCode::Unset);
+    assert!(has(
+        &span.attributes,
+        "wasmtap.response_missing",
+        "capture_end"
+    ));
+    let snap = t.snapshot(2 * S);
+    assert_eq!(sum_all(&snap, "wasmtap.server.requests"), 0);
+    assert_eq!(sum_all(&snap, "wasmtap.server.errors"), 0);
+    assert!(t.edge_summary().is_empty());
+}
