@@ -72,6 +72,39 @@ pub trait StreamParser {
     fn close(&mut self, timestamp_ns: u64, out: &mut Vec<Self::Message>);
 }
 
+/// Implements [`StreamParser`] for a parser whose inherent `feed`, `gap`
+/// and `close` already have the host's shape, with `$dir as usize` as the
+/// direction index:
+/// `wasmtap_sdk::stream_parser!(Parser, Dir, Message, ParseError);`
+#[macro_export]
+macro_rules! stream_parser {
+    ($parser:ty, $dir:ty, $msg:ty, $err:ty) => {
+        impl $crate::testing::StreamParser for $parser {
+            type Dir = $dir;
+            type Message = $msg;
+            type Error = $err;
+            fn index(dir: $dir) -> usize {
+                dir as usize
+            }
+            fn feed(
+                &mut self,
+                dir: $dir,
+                ts: u64,
+                data: &[u8],
+                out: &mut Vec<$msg>,
+            ) -> Result<usize, $err> {
+                <$parser>::feed(self, dir, ts, data, out)
+            }
+            fn gap(&mut self, dir: $dir, len: u64, out: &mut Vec<$msg>) -> Result<(), $err> {
+                <$parser>::gap(self, dir, len, out)
+            }
+            fn close(&mut self, ts: u64, out: &mut Vec<$msg>) {
+                <$parser>::close(self, ts, out)
+            }
+        }
+    };
+}
+
 /// One host call of a script.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a, D> {

@@ -399,23 +399,10 @@ impl SpanSink for Collect {
     }
 }
 
-fn attr_value(v: &wasmtap_telemetry::model::AttrValue) -> Value {
-    use wasmtap_telemetry::model::AttrValue;
-    match v {
-        AttrValue::Str(s) => Value::from(s.as_str()),
-        AttrValue::Int(i) => Value::from(*i),
-        AttrValue::Float(f) => Value::from(*f),
-        AttrValue::Bool(b) => Value::from(*b),
-    }
-}
-
 /// One exchange as a golden line: keys sorted, ids left out.
 fn golden_line(s: &wasmtap_telemetry::model::SpanRecord) -> String {
-    let attrs: Map<String, Value> = s
-        .attributes
-        .iter()
-        .map(|kv| (kv.key.to_string(), attr_value(&kv.value)))
-        .collect();
+    let attrs = serde_json::to_value(wasmtap_telemetry::model::AttrsJson(&s.attributes))
+        .unwrap_or_default();
     let mut m = Map::new();
     m.insert("operation".into(), Value::from(s.name.as_str()));
     m.insert("start_unix_nano".into(), Value::from(s.start_unix_nano));
@@ -437,7 +424,7 @@ fn golden_line(s: &wasmtap_telemetry::model::SpanRecord) -> String {
         );
     }
     m.insert("service".into(), Value::from(s.resource.service_name()));
-    m.insert("attributes".into(), Value::Object(attrs));
+    m.insert("attributes".into(), attrs);
     // serde_json's Map keeps keys sorted (no preserve_order feature).
     Value::Object(m).to_string()
 }

@@ -3,9 +3,8 @@
 use std::io::Write;
 
 use serde::Serialize;
-use serde::ser::SerializeMap;
 use wasmtap_telemetry::graph::EdgeRow;
-use wasmtap_telemetry::model::{KeyValue, SpanKind, SpanRecord, StatusCode};
+use wasmtap_telemetry::model::{AttrsJson, SpanKind, SpanRecord, StatusCode};
 use wasmtap_telemetry::red::SummaryRow;
 
 use crate::pipeline::SpanSink;
@@ -16,18 +15,6 @@ fn hex(bytes: &[u8]) -> String {
         s.push_str(&format!("{b:02x}"));
     }
     s
-}
-
-struct Attrs<'a>(&'a [KeyValue]);
-
-impl Serialize for Attrs<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for kv in self.0 {
-            m.serialize_entry(&*kv.key, &kv.value)?;
-        }
-        m.end()
-    }
 }
 
 #[derive(Serialize)]
@@ -46,8 +33,8 @@ struct JsonSpan<'a> {
     start_unix_nano: u64,
     end_unix_nano: u64,
     status: Status<'a>,
-    resource: Attrs<'a>,
-    attributes: Attrs<'a>,
+    resource: AttrsJson<'a>,
+    attributes: AttrsJson<'a>,
 }
 
 /// Writes one JSON object per span, one per line.
@@ -64,8 +51,8 @@ pub fn write_jsonl(w: &mut dyn Write, spans: &[SpanRecord]) -> std::io::Result<(
                 code: s.status,
                 message: &s.status_message,
             },
-            resource: Attrs(&s.resource.attributes),
-            attributes: Attrs(&s.attributes),
+            resource: AttrsJson(&s.resource.attributes),
+            attributes: AttrsJson(&s.attributes),
         };
         serde_json::to_writer(&mut *w, &j)?;
         w.write_all(b"\n")?;

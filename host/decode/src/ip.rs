@@ -11,8 +11,8 @@ use etherparse::{
 };
 
 use crate::defrag::{Defrag, FragKey, FragStats};
-use crate::link::{self, IpHint};
-use crate::{DecodeError, LinkType, Packet, TcpInfo, Transport};
+use crate::link::{IpHint, L3};
+use crate::{DecodeError, Packet, TcpInfo, Transport};
 
 const IPV6_HEADER_LEN: usize = 40;
 const PROTO_TCP: u8 = 6;
@@ -29,15 +29,14 @@ struct Net {
     vlan: Option<u16>,
 }
 
-/// Decodes a frame down to TCP/UDP, passing fragments through `frags`.
+/// Decodes the network layer of a frame (its link layer already stripped)
+/// down to TCP/UDP, passing fragments through `frags`.
 pub(crate) fn decode<'a>(
     frags: &'a mut Defrag,
     fs: &mut FragStats,
-    link: LinkType,
     ts_ns: u64,
-    frame: &'a [u8],
+    l3: L3<'a>,
 ) -> Result<Option<Packet<'a>>, DecodeError> {
-    let l3 = link::strip(link, frame)?;
     let first = *l3.data.first().ok_or(DecodeError::TruncatedL3)?;
     match (l3.hint, first >> 4) {
         (IpHint::V4 | IpHint::Any, 4) => ipv4(frags, fs, ts_ns, l3.data, l3.vlan),

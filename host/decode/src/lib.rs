@@ -311,22 +311,38 @@ impl Decoder {
         let stats = &mut self.stats;
         stats.packets += 1;
         self.frags.expire(ts_ns, &mut stats.frag);
-        // Mirrored traffic: the flow is inside the tunnel.
-        let (mut link, mut frame) = (link, frame);
-        if self.tunnels.enabled {
-            let mut depth = 0u8;
-            while let Some((inner_link, inner, kind)) = tunnel::peel(&self.tunnels, link, frame) {
-                if depth >= self.tunnels.max_depth {
-                    stats.tunnel_too_deep += 1;
-                    break;
+        // The link layer is stripped once; mirrored traffic is peeled on
+        // the network layer it exposes (the flow is inside the tunnel).
+        let res = match link::strip(link, frame) {
+            Err(e) => Err(e),
+            Ok(mut l3) => {
+                let mut depth = 0u8;
+                let mut inner_err = None;
+                while self.tunnels.enabled
+                    && let Some((inner_link, inner, kind)) = tunnel::peel(&self.tunnels, &l3)
+                {
+                    if depth >= self.tunnels.max_depth {
+                        stats.tunnel_too_deep += 1;
+                        break;
+                    }
+                    if let Some(c) = stats.tunnels.get_mut(kind as usize) {
+                        *c += 1;
+                    }
+                    depth += 1;
+                    match link::strip(inner_link, inner) {
+                        Ok(next) => l3 = next,
+                        Err(e) => {
+                            inner_err = Some(e);
+                            break;
+                        }
+                    }
                 }
-                if let Some(c) = stats.tunnels.get_mut(kind as usize) {
-                    *c += 1;
+                match inner_err {
+                    Some(e) => Err(e),
+                    None => ip::decode(&mut self.frags, &mut stats.frag, ts_ns, l3),
                 }
-                (link, frame, depth) = (inner_link, inner, depth + 1);
             }
-        }
-        let res = ip::decode(&mut self.frags, &mut stats.frag, link, ts_ns, frame);
+        };
         match &res {
             Ok(Some(p)) => {
                 stats.decoded += 1;

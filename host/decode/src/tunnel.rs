@@ -11,7 +11,7 @@
 //! options skipped). A fragmented outer packet is not peeled.
 
 use crate::LinkType;
-use crate::link::{self, IpHint};
+use crate::link::{IpHint, L3};
 
 /// Kinds of encapsulation, for counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,14 +87,9 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
-/// The inner frame of `frame` if it is a tunnel packet: its link type,
-/// bytes, and the kind of tunnel.
-pub(crate) fn peel<'a>(
-    cfg: &TunnelConfig,
-    link: LinkType,
-    frame: &'a [u8],
-) -> Option<(LinkType, &'a [u8], Tunnel)> {
-    let l3 = link::strip(link, frame).ok()?;
+/// The inner frame of `l3` (a frame's network layer) if it is a tunnel
+/// packet: its link type, bytes, and the kind of tunnel.
+pub(crate) fn peel<'a>(cfg: &TunnelConfig, l3: &L3<'a>) -> Option<(LinkType, &'a [u8], Tunnel)> {
     let d = l3.data;
     let (proto, payload) = match (l3.hint, d.first()? >> 4) {
         (IpHint::V4 | IpHint::Any, 4) => {

@@ -7,17 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::hist::{CONNECTION_DURATION_BUCKETS, Hist, RTT_BUCKETS, SERVICE_GRAPH_BUCKETS};
-use crate::model::{AttrValue, KeyValue, MetricData, MetricPoint, Resource};
+use crate::model::{KeyValue, MetricData, MetricPoint, Resource, overflow_attr};
 
 /// The name of the peer when a cap was reached.
 const OVERFLOW: &str = "_OTHER";
-
-fn overflow_attr() -> KeyValue {
-    KeyValue {
-        key: "otel.metric.overflow".into(),
-        value: AttrValue::Bool(true),
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct EdgeKey {

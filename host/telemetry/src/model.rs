@@ -49,6 +49,29 @@ impl KeyValue {
     }
 }
 
+/// Attributes written as one JSON object (`{"key": value, ...}`), for the
+/// outputs that write JSON (span lines, metric lines, golden files).
+pub struct AttrsJson<'a>(pub &'a [KeyValue]);
+
+impl serde::Serialize for AttrsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for kv in self.0 {
+            m.serialize_entry(&*kv.key, &kv.value)?;
+        }
+        m.end()
+    }
+}
+
+/// The attribute the OpenTelemetry SDKs put on an overflow series.
+pub fn overflow_attr() -> KeyValue {
+    KeyValue {
+        key: "otel.metric.overflow".into(),
+        value: AttrValue::Bool(true),
+    }
+}
+
 /// An observed service: the OTLP resource its spans and metrics are reported under.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resource {

@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use serde::ser::SerializeMap;
 
-use crate::model::{AttrValue, KeyValue, MetricData, MetricPoint, MetricsSnapshot, Temporality};
+use crate::model::{AttrValue, AttrsJson, MetricData, MetricPoint, MetricsSnapshot, Temporality};
 
 /// The Prometheus name of an OTLP metric: dots to underscores, the unit as a
 /// suffix (`_seconds`, `_bytes`, `_ratio` for gauges of unit `1`,
@@ -158,18 +157,6 @@ enum Num {
     Float(f64),
 }
 
-struct Attrs<'a>(&'a [KeyValue]);
-
-impl Serialize for Attrs<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for kv in self.0 {
-            m.serialize_entry(&*kv.key, &kv.value)?;
-        }
-        m.end()
-    }
-}
-
 #[derive(Serialize)]
 struct JsonPoint<'a> {
     name: &'a str,
@@ -179,8 +166,8 @@ struct JsonPoint<'a> {
     temporality: Temporality,
     start_unix_nano: u64,
     time_unix_nano: u64,
-    resource: Attrs<'a>,
-    attributes: Attrs<'a>,
+    resource: AttrsJson<'a>,
+    attributes: AttrsJson<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     value: Option<Num>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -214,8 +201,8 @@ pub fn write_jsonl(snap: &MetricsSnapshot, w: &mut dyn std::io::Write) -> std::i
                 p.start_unix_nano
             },
             time_unix_nano: snap.time_unix_nano,
-            resource: Attrs(&p.resource.attributes),
-            attributes: Attrs(&p.attributes),
+            resource: AttrsJson(&p.resource.attributes),
+            attributes: AttrsJson(&p.attributes),
             value: None,
             count: None,
             sum: None,

@@ -17,7 +17,7 @@ pub use crate::hist::DURATION_BUCKETS;
 use crate::hist::{BODY_SIZE_BUCKETS, Hist, Sketch};
 use crate::model::{
     AttrValue, Key, KeyValue, MetricData, MetricPoint, MetricsSnapshot, Resource, SpanKind,
-    SpanRecord, StatusCode, Temporality,
+    SpanRecord, StatusCode, Temporality, overflow_attr,
 };
 use crate::route::Router;
 use crate::services::ServiceMap;
@@ -397,14 +397,6 @@ fn attr_int(attrs: &[KeyValue], key: &str) -> Option<i64> {
         })
 }
 
-/// The overflow attribute of the OpenTelemetry SDKs.
-fn overflow_attr() -> KeyValue {
-    KeyValue {
-        key: "otel.metric.overflow".into(),
-        value: AttrValue::Bool(true),
-    }
-}
-
 /// The operation of overflowed series.
 pub const OVERFLOW_OPERATION: &str = "_OTHER";
 
@@ -740,6 +732,7 @@ impl Telemetry {
     /// Protocol-specific metric attributes of a new series.
     fn series_attrs(
         k: &HostKeys,
+        fam: Family,
         ctx: &FlowCtx<'_>,
         operation: &str,
         route: Option<&str>,
@@ -748,7 +741,7 @@ impl Telemetry {
     ) -> Vec<KeyValue> {
         // Keys are shared (no allocation); the vector is sized exactly.
         let mut attrs = Vec::new();
-        match family(ctx.protocol) {
+        match fam {
             Family::Http => {
                 let method =
                     attr_str(&ex.request.attributes, "http.request.method").unwrap_or("_OTHER");
@@ -803,7 +796,9 @@ impl Telemetry {
         let error = class.is_error();
         let secs = nanos as f64 / 1e9;
         let end = ex.end_ns().max(ex.start_ns());
-        let db = matches!(family(protocol), Family::Db(_));
+        // The protocol's instrument family, once per exchange.
+        let fam = family(protocol);
+        let db = matches!(fam, Family::Db(_));
 
         // The operation's indicators (their own cap: overflow operation).
         let service = resource.service_name();
@@ -929,7 +924,7 @@ impl Telemetry {
             };
             h = self.hasher.hash_one(&key);
         }
-        let http = family(protocol) == Family::Http;
+        let http = fam == Family::Http;
         let bucket = self
             .series
             .entry(h)
@@ -940,7 +935,7 @@ impl Telemetry {
                 let attrs = if key.overflow {
                     Vec::new()
                 } else {
-                    Self::series_attrs(&self.keys, ctx, operation, route, status_code, ex)
+                    Self::series_attrs(&self.keys, fam, ctx, operation, route, status_code, ex)
                 };
                 bucket.push(Series {
                     key: SeriesKey {

@@ -68,6 +68,21 @@ const fn f(len_digits: u8, max: u16, class: Class) -> Option<Field> {
 
 use Class::{Binary as B, Numeric as N, Text as T};
 
+/// `s` with fields `from..=to` all defined as `v`.
+const fn fill(
+    mut s: [Option<Field>; 129],
+    from: usize,
+    to: usize,
+    v: Option<Field>,
+) -> [Option<Field>; 129] {
+    let mut i = from;
+    while i <= to {
+        s[i] = v;
+        i += 1;
+    }
+    s
+}
+
 /// ISO 8583:1987 data elements 1..=128 (index = field number; 0 unused).
 pub const ISO_1987: [Option<Field>; 129] = {
     let mut s: [Option<Field>; 129] = [None; 129];
@@ -126,11 +141,7 @@ pub const ISO_1987: [Option<Field>; 129] = {
     s[53] = f(0, 16, N);
     s[54] = f(3, 120, T);
     s[55] = f(3, 999, B);
-    let mut i = 56;
-    while i <= 63 {
-        s[i] = f(3, 999, T);
-        i += 1;
-    }
+    s = fill(s, 56, 63, f(3, 999, T));
     s[64] = f(0, 8, B);
     s[65] = f(0, 8, B);
     s[66] = f(0, 1, N);
@@ -141,21 +152,9 @@ pub const ISO_1987: [Option<Field>; 129] = {
     s[71] = f(0, 4, N);
     s[72] = f(0, 4, N);
     s[73] = f(0, 6, N);
-    let mut i = 74;
-    while i <= 81 {
-        s[i] = f(0, 10, N);
-        i += 1;
-    }
-    let mut i = 82;
-    while i <= 85 {
-        s[i] = f(0, 12, N);
-        i += 1;
-    }
-    let mut i = 86;
-    while i <= 89 {
-        s[i] = f(0, 16, N);
-        i += 1;
-    }
+    s = fill(s, 74, 81, f(0, 10, N));
+    s = fill(s, 82, 85, f(0, 12, N));
+    s = fill(s, 86, 89, f(0, 16, N));
     s[90] = f(0, 42, N);
     s[91] = f(0, 1, T);
     s[92] = f(0, 2, T);
@@ -171,11 +170,7 @@ pub const ISO_1987: [Option<Field>; 129] = {
     s[102] = f(2, 28, T);
     s[103] = f(2, 28, T);
     s[104] = f(3, 100, T);
-    let mut i = 105;
-    while i <= 127 {
-        s[i] = f(3, 999, T);
-        i += 1;
-    }
+    s = fill(s, 105, 127, f(3, 999, T));
     s[128] = f(0, 8, B);
     s
 };

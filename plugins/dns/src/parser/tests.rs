@@ -7,7 +7,7 @@
 //! (`tests/pcaps/dns/`, see its README for sources and licenses).
 
 use super::*;
-use wasmtap_sdk::testing::{self, Event, Rng, StreamParser};
+use wasmtap_sdk::testing::{self, Event, Rng};
 
 const TS: u64 = 1_000;
 
@@ -16,29 +16,7 @@ const TS: u64 = 1_000;
 type Ev<'a> = Event<'a, Dir>;
 use Dir::{ToClient as C, ToServer as S};
 
-impl StreamParser for Parser {
-    type Dir = Dir;
-    type Message = Msg;
-    type Error = ParseError;
-    fn index(dir: Dir) -> usize {
-        dir as usize
-    }
-    fn feed(
-        &mut self,
-        dir: Dir,
-        ts: u64,
-        data: &[u8],
-        out: &mut Vec<Msg>,
-    ) -> Result<usize, ParseError> {
-        Parser::feed(self, dir, ts, data, out)
-    }
-    fn gap(&mut self, dir: Dir, len: u64, out: &mut Vec<Msg>) -> Result<(), ParseError> {
-        Parser::gap(self, dir, len, out)
-    }
-    fn close(&mut self, ts: u64, out: &mut Vec<Msg>) {
-        Parser::close(self, ts, out)
-    }
-}
+wasmtap_sdk::stream_parser!(Parser, Dir, Msg, ParseError);
 
 #[derive(Debug, PartialEq)]
 struct Outcome {

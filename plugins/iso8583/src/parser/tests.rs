@@ -2,28 +2,12 @@
 //! the SDK's simulated host (whole, byte by byte, random splits).
 
 use super::*;
-use wasmtap_sdk::testing::{self, Event, StreamParser};
+use wasmtap_sdk::testing::{self, Event};
 
 type Ev<'a> = Event<'a, Dir>;
 use Dir::{ToClient as C, ToServer as S};
 
-impl StreamParser for Parser {
-    type Dir = Dir;
-    type Message = Msg;
-    type Error = ParseError;
-    fn index(dir: Dir) -> usize {
-        dir as usize
-    }
-    fn feed(&mut self, d: Dir, ts: u64, b: &[u8], o: &mut Vec<Msg>) -> Result<usize, ParseError> {
-        Parser::feed(self, d, ts, b, o)
-    }
-    fn gap(&mut self, d: Dir, n: u64, o: &mut Vec<Msg>) -> Result<(), ParseError> {
-        Parser::gap(self, d, n, o)
-    }
-    fn close(&mut self, ts: u64, o: &mut Vec<Msg>) {
-        Parser::close(self, ts, o)
-    }
-}
+wasmtap_sdk::stream_parser!(Parser, Dir, Msg, ParseError);
 
 fn pack_bcd(digits: &str) -> Vec<u8> {
     let d = if digits.len() % 2 == 1 {

@@ -3,35 +3,13 @@
 //! the unconsumed remainder, and must give identical results.
 
 use super::*;
-use wasmtap_sdk::testing::{self, Event, Rng, StreamParser};
+use wasmtap_sdk::testing::{self, Event, Rng};
 
 /// One host call (the SDK's simulated host: `wasmtap_sdk::testing`).
 type Ev<'a> = Event<'a, Dir>;
 use Dir::{ToClient as C, ToServer as S};
 
-impl StreamParser for Parser {
-    type Dir = Dir;
-    type Message = Msg;
-    type Error = ParseError;
-    fn index(dir: Dir) -> usize {
-        dir as usize
-    }
-    fn feed(
-        &mut self,
-        dir: Dir,
-        ts: u64,
-        data: &[u8],
-        out: &mut Vec<Msg>,
-    ) -> Result<usize, ParseError> {
-        Parser::feed(self, dir, ts, data, out)
-    }
-    fn gap(&mut self, dir: Dir, len: u64, out: &mut Vec<Msg>) -> Result<(), ParseError> {
-        Parser::gap(self, dir, len, out)
-    }
-    fn close(&mut self, ts: u64, out: &mut Vec<Msg>) {
-        Parser::close(self, ts, out)
-    }
-}
+wasmtap_sdk::stream_parser!(Parser, Dir, Msg, ParseError);
 
 /// Most bytes the simulated host may be asked to keep.
 const MAX_KEPT: usize = 4096;

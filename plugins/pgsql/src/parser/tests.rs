@@ -3,7 +3,7 @@
 //! the unconsumed remainder, and must give identical results.
 
 use super::*;
-use wasmtap_sdk::testing::{self, Event, Rng, StreamParser};
+use wasmtap_sdk::testing::{self, Event, Rng};
 
 /// One host call, owning its bytes (scripts are built from message builders).
 #[derive(Clone)]
@@ -26,29 +26,7 @@ fn script(events: &[Ev]) -> Vec<Event<'_, Dir>> {
         .collect()
 }
 
-impl StreamParser for Parser {
-    type Dir = Dir;
-    type Message = Message;
-    type Error = ParseError;
-    fn index(dir: Dir) -> usize {
-        dir as usize
-    }
-    fn feed(
-        &mut self,
-        dir: Dir,
-        ts: u64,
-        data: &[u8],
-        out: &mut Vec<Message>,
-    ) -> Result<usize, ParseError> {
-        Parser::feed(self, dir, ts, data, out)
-    }
-    fn gap(&mut self, dir: Dir, len: u64, out: &mut Vec<Message>) -> Result<(), ParseError> {
-        Parser::gap(self, dir, len, out)
-    }
-    fn close(&mut self, ts: u64, out: &mut Vec<Message>) {
-        Parser::close(self, ts, out)
-    }
-}
+wasmtap_sdk::stream_parser!(Parser, Dir, Message, ParseError);
 
 /// What a script produced, with the parser's counters after it.
 #[derive(Debug, PartialEq)]
