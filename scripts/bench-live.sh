@@ -2,7 +2,8 @@
 # Live-mode cost: agent CPU per 10k exchanges while nginx on loopback serves
 # about RATE requests/s (wrk with a per-request delay), for SECONDS.
 # Usage: scripts/bench-live.sh [SECONDS=10] [CONNECTIONS=10]
-# WASMTAP_BENCH_ARGS adds agent options, e.g. "--immediate false".
+# WASMTAP_BENCH_ARGS adds agent options, e.g. "--otlp-endpoint http://127.0.0.1:4318";
+# WASMTAP_BENCH_FORMAT=jsonl writes every span (to /dev/null) instead of none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
@@ -11,7 +12,7 @@ secs=${1:-10}; conns=${2:-10}
 dir=$(mktemp -d /tmp/wasmtap-benchlive.XXXXXX)
 port=$(scripts/nginx-serve.sh start "$dir")
 trap 'kill $agent 2>/dev/null || true; scripts/nginx-serve.sh stop "$dir"; rm -rf "$dir"' EXIT
-target/release/wasmtap run --interface lo --bpf "tcp port $port" --format none --stats --admin-listen "" ${WASMTAP_BENCH_ARGS:-} 2>"$dir/stats" &
+target/release/wasmtap run --interface lo --bpf "tcp port $port" --format "${WASMTAP_BENCH_FORMAT:-none}" --stats --admin-listen "" ${WASMTAP_BENCH_ARGS:-} >/dev/null 2>"$dir/stats" &
 agent=$!
 sleep 1
 ticks() { awk '{print $14 + $15}' "/proc/$agent/stat"; }
