@@ -51,6 +51,10 @@ if [[ "${1:-}" == "--test" ]]; then
   if ! python3 -c 'import pymysql, pymemcache' 2>/dev/null; then
     python3 -m pip install -q "PyMySQL==1.1.1" "pymemcache==4.0.0" >/dev/null 2>&1 || echo "setup: warning: python clients could not be installed" >&2
   fi
+  # kafka-python: its client protocol and response structs make the Kafka traffic of scripts/kafka_peer.py.
+  if ! python3 -c 'import kafka' 2>/dev/null; then
+    python3 -m pip install -q "kafka-python==2.2.15" >/dev/null 2>&1 || echo "setup: warning: kafka-python could not be installed" >&2
+  fi
   # pyiso8583: encodes and decodes the ISO 8583 messages of scripts/iso8583_peer.py.
   if ! python3 -c 'import iso8583' 2>/dev/null; then
     python3 -m pip install -q "pyiso8583==4.0.1" >/dev/null 2>&1 || echo "setup: warning: pyiso8583 could not be installed" >&2

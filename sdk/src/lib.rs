@@ -101,6 +101,7 @@
 
 extern crate self as wasmtap_sdk;
 
+pub mod framing;
 pub mod mask;
 pub mod testing;
 

@@ -260,3 +260,41 @@ pub fn check<P: StreamParser>(
 ) -> Outcome<P::Message, P::Error> {
     check_rounds(make, events, bound, 50)
 }
+
+/// Drives any [`crate::Session`] (a [`crate::framing::Framed`] handler, or a
+/// hand-written session) through [`check`] and [`run`]:
+/// `check(|| Host(Framed::new(MyHandler::default())), &events, 256 << 10)`.
+#[derive(Debug)]
+pub struct Host<S>(pub S);
+
+impl<S: crate::Session> StreamParser for Host<S> {
+    type Dir = crate::Direction;
+    type Message = crate::Message;
+    type Error = crate::DecodeError;
+    fn index(dir: crate::Direction) -> usize {
+        match dir {
+            crate::Direction::ToServer => 0,
+            crate::Direction::ToClient => 1,
+        }
+    }
+    fn feed(
+        &mut self,
+        dir: crate::Direction,
+        ts: u64,
+        data: &[u8],
+        out: &mut Vec<crate::Message>,
+    ) -> Result<usize, crate::DecodeError> {
+        self.0.feed(dir, ts, data, out)
+    }
+    fn gap(
+        &mut self,
+        dir: crate::Direction,
+        len: u64,
+        out: &mut Vec<crate::Message>,
+    ) -> Result<(), crate::DecodeError> {
+        self.0.gap(dir, len, out)
+    }
+    fn close(&mut self, ts: u64, out: &mut Vec<crate::Message>) {
+        self.0.close(crate::CloseReason::Fin, ts, out);
+    }
+}

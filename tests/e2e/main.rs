@@ -10,6 +10,7 @@ mod filters;
 mod golden;
 mod hot_reload;
 mod iso8583;
+mod kafka;
 mod live;
 mod memcached;
 mod metrics;

@@ -93,9 +93,13 @@ const TEMPLATE_CARGO: &str = include_str!("../templates/rust/Cargo.toml");
 const TEMPLATE_LIB: &str = include_str!("../templates/rust/src/lib.rs");
 const TEMPLATE_README: &str = include_str!("../templates/rust/README.md");
 const SDK_CARGO: &str = include_str!("../templates/rust/sdk.Cargo.toml");
-const SDK_FILES: [(&str, &str); 3] = [
+const SDK_FILES: &[(&str, &str)] = &[
     ("src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
     ("src/mask.rs", include_str!("../../../sdk/src/mask.rs")),
+    (
+        "src/framing.rs",
+        include_str!("../../../sdk/src/framing.rs"),
+    ),
     (
         "src/testing.rs",
         include_str!("../../../sdk/src/testing.rs"),
@@ -674,6 +678,21 @@ fn inspect(plugin: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every SDK source file is vendored into new projects (a module added
+    /// to the SDK and not listed here would break every new project).
+    #[test]
+    fn every_sdk_file_is_vendored() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk/src");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| format!("src/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        files.sort();
+        let mut vendored: Vec<String> = SDK_FILES.iter().map(|(r, _)| r.to_string()).collect();
+        vendored.sort();
+        assert_eq!(files, vendored);
+    }
 
     #[test]
     fn names_are_checked() {

@@ -132,6 +132,11 @@ pub struct PluginsConfig {
     pub allow_sha256: Option<Vec<String>>,
     /// Per-plugin configuration, by plugin name; handed to the plugin as JSON.
     pub config: BTreeMap<String, toml::Value>,
+    /// Server ports per decoder name, replacing the decoder's defaults
+    /// (`kafka = [9092, 19092]`); a `plugin.toml` beside a file wins.
+    /// Flows on these ports go to that decoder first, and a flow whose
+    /// handshake was not captured takes its server side from them.
+    pub ports: BTreeMap<String, Vec<u16>>,
 }
 
 impl Default for PluginsConfig {
@@ -147,6 +152,7 @@ impl Default for PluginsConfig {
             cache_dir: None,
             allow_sha256: None,
             config: BTreeMap::new(),
+            ports: BTreeMap::new(),
         }
     }
 }

@@ -73,9 +73,12 @@ impl Loader {
     pub fn new(host: Arc<PluginHost>, cfg: Arc<Config>, dir: Option<&Path>) -> Result<Self> {
         let mut embedded_set = Vec::new();
         for (name, bytes) in embedded::EMBEDDED {
-            let p = host
+            let mut p = host
                 .load(name, bytes, PluginSource::Embedded, &cfg.plugin_json(name))
                 .with_context(|| format!("embedded decoder {name}"))?;
+            if let Some(ports) = cfg.plugins.ports.get(&p.info().name) {
+                p = p.with_ports(ports.clone());
+            }
             embedded_set.push(Arc::new(p));
         }
         if let Some(d) = dir {
@@ -113,15 +116,17 @@ impl Loader {
         }
         // A config section that names no decoder (nor a decoder file's stem)
         // is a typo that would silently do nothing: say so, once.
-        for key in self.cfg.plugins.config.keys() {
+        let config_keys = self.cfg.plugins.config.keys().map(|k| ("config", k));
+        let port_keys = self.cfg.plugins.ports.keys().map(|k| ("ports", k));
+        for (table, key) in config_keys.chain(port_keys) {
             let used = set.iter().any(|p| &p.info().name == key)
                 || self
                     .files
                     .keys()
                     .any(|f| f.file_stem().and_then(|s| s.to_str()) == Some(key.as_str()));
-            if !used && self.warned.insert(key.clone()) {
+            if !used && self.warned.insert(format!("{table}.{key}")) {
                 tracing::warn!(
-                    section = %format!("plugins.config.{key}"),
+                    section = %format!("plugins.{table}.{key}"),
                     "config section matches no loaded decoder (sections are keyed by the decoder's name)"
                 );
             }
@@ -239,7 +244,11 @@ impl Loader {
                 &self.cfg.plugin_json(&name),
             )?;
         }
-        Ok(match toml_cfg.ports {
+        // Ports: the file's own plugin.toml, else the agent config's table.
+        let ports = toml_cfg
+            .ports
+            .or_else(|| self.cfg.plugins.ports.get(&name).cloned());
+        Ok(match ports {
             Some(ports) => p.with_ports(ports),
             None => p,
         })

@@ -144,6 +144,7 @@ impl StatusClass {
 enum Family {
     Http,
     Db(&'static str),
+    Messaging(&'static str),
     Dns,
     Other,
 }
@@ -156,6 +157,8 @@ fn family(protocol: &str) -> Family {
         "pgsql" | "postgresql" => Family::Db("postgresql"),
         "mongodb" => Family::Db("mongodb"),
         "memcached" => Family::Db("memcached"),
+        "kafka" => Family::Messaging("kafka"),
+        "amqp" => Family::Messaging("rabbitmq"),
         "dns" => Family::Dns,
         _ => Family::Other,
     }
@@ -165,8 +168,9 @@ fn family(protocol: &str) -> Family {
 pub fn connection_type(protocol: &str) -> &'static str {
     match family(protocol) {
         Family::Db(_) => "database",
+        Family::Messaging(_) => "messaging_system",
         _ => match protocol {
-            "kafka" | "amqp" | "mqtt" | "nats" => "messaging_system",
+            "mqtt" | "nats" => "messaging_system",
             _ => "",
         },
     }
@@ -319,6 +323,8 @@ struct HostKeys {
     db_system_name: Key,
     db_operation_name: Key,
     db_response_status_code: Key,
+    messaging_system: Key,
+    messaging_operation_name: Key,
 }
 
 impl HostKeys {
@@ -339,6 +345,8 @@ impl HostKeys {
             db_system_name: Key::from("db.system.name"),
             db_operation_name: Key::from("db.operation.name"),
             db_response_status_code: Key::from("db.response.status_code"),
+            messaging_system: Key::from("messaging.system"),
+            messaging_operation_name: Key::from("messaging.operation.name"),
         }
     }
 }
@@ -773,6 +781,22 @@ impl Telemetry {
                     ));
                 }
             }
+            Family::Messaging(system) => {
+                attrs.reserve_exact(5);
+                attrs.push(KeyValue::str(k.messaging_system.clone(), system));
+                attrs.push(KeyValue::str(k.messaging_operation_name.clone(), operation));
+                attrs.push(KeyValue::str(
+                    k.server_address.clone(),
+                    ctx.server.ip().to_string(),
+                ));
+                attrs.push(KeyValue::int(
+                    k.server_port.clone(),
+                    i64::from(ctx.server.port()),
+                ));
+                if !status_code.is_empty() && status_code != "0" {
+                    attrs.push(KeyValue::str(k.error_type.clone(), status_code));
+                }
+            }
             Family::Dns | Family::Other => {}
         }
         attrs
@@ -798,7 +822,7 @@ impl Telemetry {
         let end = ex.end_ns().max(ex.start_ns());
         // The protocol's instrument family, once per exchange.
         let fam = family(protocol);
-        let db = matches!(fam, Family::Db(_));
+        let by_server = matches!(fam, Family::Db(_) | Family::Messaging(_));
 
         // The operation's indicators (their own cap: overflow operation).
         let service = resource.service_name();
@@ -898,7 +922,7 @@ impl Telemetry {
             operation,
             status_code,
             class,
-            endpoint: db.then_some(ctx.server),
+            endpoint: by_server.then_some(ctx.server),
             overflow: op_overflow,
         };
         let mut h = self.hasher.hash_one(&key);
@@ -1115,6 +1139,10 @@ impl Telemetry {
                 Family::Db(_) => (
                     "db.client.operation.duration",
                     "Duration of database client operations, observed on the wire.",
+                ),
+                Family::Messaging(_) => (
+                    "messaging.client.operation.duration",
+                    "Duration of messaging operations, observed on the wire.",
                 ),
                 Family::Dns => ("dns.lookup.duration", "Duration of DNS lookups."),
                 Family::Other => (
