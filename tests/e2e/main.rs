@@ -21,6 +21,7 @@ mod nginx;
 mod otlp;
 mod pgsql;
 mod plugins;
+mod probes;
 mod prometheus;
 mod redis;
 mod robustness;

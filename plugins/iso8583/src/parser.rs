@@ -326,6 +326,18 @@ pub fn detect_only(
     p: &Profile,
     only: Option<(Framing, bool)>,
 ) -> Detect {
+    detect_with(b, header_len, p, only, true)
+}
+
+/// [`detect_only`]; `weak`: whether a candidate that cannot be walked to
+/// its end may be taken.
+fn detect_with(
+    b: &[u8],
+    header_len: usize,
+    p: &Profile,
+    only: Option<(Framing, bool)>,
+    allow_weak: bool,
+) -> Detect {
     if b.len() < 4 {
         return Detect::NeedMore;
     }
@@ -369,7 +381,7 @@ pub fn detect_only(
                         let next = b.get(hl + len..).unwrap_or_default();
                         let next_ok = next.is_empty()
                             || next.get(skip..).is_some_and(|h| mti_at(h).is_some());
-                        if m.incomplete.is_some() && next_ok && weak.is_none() {
+                        if allow_weak && m.incomplete.is_some() && next_ok && weak.is_none() {
                             weak = Some((framing, tpdu));
                         }
                     }
@@ -387,8 +399,16 @@ pub fn detect_only(
 }
 
 /// Confidence that `b` (a flow's first bytes) is ISO 8583.
+///
+/// Only a message walked exactly to its frame's end counts (a private field
+/// the bundled spec does not know is taken on a configured port, not on a
+/// guess), and TLS records are declined outright: binary bitmaps and BCD
+/// fields make random bytes walk by chance more often than text protocols.
 pub fn probe(b: &[u8]) -> u8 {
-    match detect(b, 0, &Profile::default()) {
+    if b.len() >= 3 && (20..=23).contains(&b[0]) && b[1] == 3 && b[2] <= 4 {
+        return 0;
+    }
+    match detect_with(b, 0, &Profile::default(), None, false) {
         Detect::Found(..) => 80,
         _ => 0,
     }

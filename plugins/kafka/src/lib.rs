@@ -133,7 +133,9 @@ pub fn probe(data: &[u8]) -> u8 {
     let Ok((api_key, _, _, client, _)) = parser::request_header(frame) else {
         return 0;
     };
-    if !client.is_none_or(parser::printable) {
+    // Every client library sets a client id ("producer-1", "rdkafka",
+    // "sarama", "kafka-python-2.2"): on a guess, require one, printable.
+    if !client.is_some_and(|c| !c.is_empty() && parser::printable(c)) {
         return 0;
     }
     let whole = data.len() >= size + 4;

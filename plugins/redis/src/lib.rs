@@ -45,6 +45,11 @@ const SENSITIVE: [&str; 5] = ["AUTH", "HELLO", "MIGRATE", "ACL", "CONFIG"];
 const MAX_MASKED_ARGS: u64 = 16;
 
 /// Inline command words accepted by `probe`.
+/// Memcached text commands, as memcached spells them (always lowercase).
+const MEMCACHED_WORDS: [&[u8]; 9] = [
+    b"get", b"gets", b"set", b"add", b"delete", b"incr", b"decr", b"touch", b"quit",
+];
+
 const PROBE_WORDS: [&[u8]; 14] = [
     b"PING",
     b"AUTH",
@@ -96,7 +101,20 @@ impl Decoder for Redis {
                 let next = data.get(word_len).copied();
                 let known = PROBE_WORDS.contains(&word.as_slice());
                 let http = data.windows(5).take(8192).any(|w| w == b"HTTP/");
-                if known && !http && matches!(next, Some(b' ' | b'\r' | b'\n')) {
+                // Real clients speak RESP arrays; inline commands come from
+                // people at a terminal. Lines that read as well as another
+                // protocol are left to it: an HTTP/0.9 request (`GET /path`),
+                // and memcached's lowercase text commands (`get k`, `set k 0 0 3`).
+                let path = data.get(word_len + 1) == Some(&b'/');
+                let memcached = data
+                    .get(..word_len)
+                    .is_some_and(|w| MEMCACHED_WORDS.contains(&w));
+                if known
+                    && !http
+                    && !path
+                    && !memcached
+                    && matches!(next, Some(b' ' | b'\r' | b'\n'))
+                {
                     60
                 } else {
                     0
