@@ -26,6 +26,8 @@ if [[ "${1:-}" == "--test" ]]; then
   want dnsmasq-base
   # Prometheus (server and promtool): the alert rules and the scrape test.
   want prometheus
+  # RabbitMQ: the AMQP decoder's real-broker test (a node of its own, started by the test).
+  want rabbitmq-server
   want curl
 fi
 if ((${#need_apt[@]})); then
@@ -54,6 +56,10 @@ if [[ "${1:-}" == "--test" ]]; then
   # kafka-python: its client protocol and response structs make the Kafka traffic of scripts/kafka_peer.py.
   if ! python3 -c 'import kafka' 2>/dev/null; then
     python3 -m pip install -q "kafka-python==2.2.15" >/dev/null 2>&1 || echo "setup: warning: kafka-python could not be installed" >&2
+  fi
+  # pika: the AMQP client of scripts/amqp_peer.py.
+  if ! python3 -c 'import pika' 2>/dev/null; then
+    python3 -m pip install -q "pika==1.3.2" >/dev/null 2>&1 || echo "setup: warning: pika could not be installed" >&2
   fi
   # pyiso8583: encodes and decodes the ISO 8583 messages of scripts/iso8583_peer.py.
   if ! python3 -c 'import iso8583' 2>/dev/null; then

@@ -3,6 +3,7 @@
 #![allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 
 mod alerts;
+mod amqp;
 mod author;
 mod deploy;
 mod dns;

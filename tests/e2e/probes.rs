@@ -19,6 +19,7 @@ const THRESHOLD: u8 = 50;
 
 fn decoders() -> Vec<(&'static str, Probe)> {
     vec![
+        ("amqp", wasmtap_plugin_amqp::Amqp::probe),
         ("dns", wasmtap_plugin_dns::Dns::probe),
         ("http1", wasmtap_plugin_http1::Http1::probe),
         ("iso8583", wasmtap_plugin_iso8583::Iso8583::probe),
@@ -35,6 +36,7 @@ fn decoders() -> Vec<(&'static str, Probe)> {
 fn owner(dir: &str) -> Option<&'static str> {
     Some(match dir {
         "http" => "http1",
+        "amqp" => "amqp",
         "dns" => "dns",
         "iso8583" => "iso8583",
         "kafka" => "kafka",
