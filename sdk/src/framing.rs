@@ -372,16 +372,15 @@ impl<H: FrameHandler> Framed<H> {
         }
         let rest = &data[next as usize..];
         match framing.cut(rest, max) {
+            // The next frame only has to be believable as far as it is in
+            // view (its framing header at least): it confirms, it is not
+            // judged whole.
             Cut::Frame(n) => {
                 let want = self.handler.head_limit().min(n as usize);
-                let ok = self
-                    .handler
-                    .plausible(dir, &rest[..want.min(rest.len())], n);
-                if ok && rest.len() < want {
-                    None
-                } else {
-                    Some(ok)
-                }
+                Some(
+                    self.handler
+                        .plausible(dir, &rest[..want.min(rest.len())], n),
+                )
             }
             Cut::NeedMore => None,
             Cut::Invalid(_) => Some(false),

@@ -10,6 +10,8 @@ mod dns;
 mod filters;
 mod golden;
 mod hot_reload;
+mod http2;
+mod imperfect;
 mod iso8583;
 mod kafka;
 mod live;

@@ -22,6 +22,7 @@ fn decoders() -> Vec<(&'static str, Probe)> {
         ("amqp", wasmtap_plugin_amqp::Amqp::probe),
         ("dns", wasmtap_plugin_dns::Dns::probe),
         ("http1", wasmtap_plugin_http1::Http1::probe),
+        ("http2", wasmtap_plugin_http2::Http2::probe),
         ("iso8583", wasmtap_plugin_iso8583::Iso8583::probe),
         ("kafka", wasmtap_plugin_kafka::Kafka::probe),
         ("memcached", wasmtap_plugin_memcached::Memcached::probe),
@@ -37,6 +38,7 @@ fn owner(dir: &str) -> Option<&'static str> {
     Some(match dir {
         "http" => "http1",
         "amqp" => "amqp",
+        "http2" => "http2",
         "dns" => "dns",
         "iso8583" => "iso8583",
         "kafka" => "kafka",

@@ -54,6 +54,17 @@ pub struct Handler {
     /// Requests still within their response timeout when the capture ended
     /// or their flow was evicted (not service errors).
     pub(crate) cut_by_capture: u64,
+    /// TCP flows that ended with packets in one direction only (a mirror of
+    /// one way, asymmetric routing).
+    pub(crate) one_sided_flows: u64,
+}
+
+/// Whether the capture never showed the server's side of a TCP flow while
+/// it showed the client's: its requests' answers were never in view.
+fn server_unseen(flow: &FlowMeta) -> bool {
+    flow.l4 == L4::Tcp
+        && flow.packets[Direction::ToClient.index()] == 0
+        && flow.packets[Direction::ToServer.index()] > 0
 }
 
 fn packet_passes(
@@ -208,6 +219,11 @@ impl FlowHandler<FlowState> for Bound<'_> {
             .worker
             .gap(&mut st.session, dir(d), len, &mut self.h.msgs);
         self.h.drain(flow, st, self.sink);
+        if d == Direction::ToClient {
+            // Answers of the requests waiting now may have been in the lost
+            // bytes: if they never come, the capture is to blame.
+            st.matcher.response_bytes_lost();
+        }
     }
 
     fn on_close(&mut self, flow: &FlowMeta, mut st: FlowState, reason: CloseReason, ts_ns: u64) {
@@ -226,15 +242,29 @@ impl FlowHandler<FlowState> for Bound<'_> {
                 st.matcher.expire(
                     ts_ns,
                     self.h.response_timeout_ns,
+                    server_unseen(flow),
                     &mut self.h.match_stats,
                     &mut self.h.exchanges,
                 );
-                self.h.cut_by_capture += st.matcher.cut_pending(&mut self.h.exchanges) as u64;
+                self.h.cut_by_capture += st.matcher.cut_pending(
+                    server_unseen(flow),
+                    &mut self.h.match_stats,
+                    &mut self.h.exchanges,
+                ) as u64;
             }
-            // The connection closed (or went idle) without an answer: the service's.
-            _ => st
-                .matcher
-                .finish(&mut self.h.match_stats, &mut self.h.exchanges),
+            // The connection closed (or went idle) without an answer: the
+            // service's, unless the capture never showed the server's side.
+            _ => st.matcher.finish(
+                server_unseen(flow),
+                &mut self.h.match_stats,
+                &mut self.h.exchanges,
+            ),
+        }
+        if flow.l4 == L4::Tcp
+            && (flow.packets[0] == 0) != (flow.packets[1] == 0)
+            && flow.bytes.iter().sum::<u64>() > 0
+        {
+            self.h.one_sided_flows += 1;
         }
         self.h.emit(flow, &st, self.sink);
         // L4 metrics: every flow, whether or not a decoder understood it.
@@ -379,6 +409,7 @@ impl Shard {
                 packets_filtered: 0,
                 cut_by_decoder: 0,
                 cut_by_capture: 0,
+                one_sided_flows: 0,
             },
             last_expiry_ns: 0,
             frames: 0,
@@ -441,8 +472,13 @@ impl Shard {
         let timeout = h.response_timeout_ns;
         self.flows.for_each_mut(|flow, st| {
             if st.matcher.pending() > 0 {
-                st.matcher
-                    .expire(now_ns, timeout, &mut h.match_stats, &mut h.exchanges);
+                st.matcher.expire(
+                    now_ns,
+                    timeout,
+                    server_unseen(flow),
+                    &mut h.match_stats,
+                    &mut h.exchanges,
+                );
                 h.emit(flow, st, sink);
             }
         });

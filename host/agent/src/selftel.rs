@@ -89,6 +89,16 @@ impl Counters {
             vec![],
             f.ooo_cap_drops,
         ));
+        v.push((
+            "wasmtap.agent.reassembly.held_answers",
+            vec![],
+            f.held_answers,
+        ));
+        v.push((
+            "wasmtap.agent.reassembly.holds_given_up",
+            vec![],
+            f.holds_given_up,
+        ));
         use std::sync::atomic::Ordering::Relaxed;
         v.push((
             "wasmtap.agent.plugin_files.loaded",
@@ -192,6 +202,13 @@ impl Counters {
             "wasmtap.agent.exchanges.cut_by_capture",
             vec![],
             shard.handler.cut_by_capture,
+        ));
+        v.push(("wasmtap.agent.exchanges.incomplete", vec![], m.incomplete));
+        v.push(("wasmtap.agent.exchanges.cut_one_sided", vec![], m.one_sided));
+        v.push((
+            "wasmtap.agent.flows.one_sided",
+            vec![],
+            shard.handler.one_sided_flows,
         ));
         v.push((
             "wasmtap.agent.exchanges.filtered",

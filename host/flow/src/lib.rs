@@ -219,6 +219,11 @@ pub struct FlowStats {
     pub gaps: u64,
     /// Bytes reported as gaps.
     pub gap_bytes: u64,
+    /// Segments whose data acknowledged bytes of the other direction not
+    /// yet delivered: held back so an answer never overtakes its request.
+    pub held_answers: u64,
+    /// Holds given up because holding more would break a buffer bound.
+    pub holds_given_up: u64,
     /// Segments cut short by the capture (`missing > 0`).
     pub truncated_segments: u64,
     /// TCP flows created without seeing the handshake.
@@ -250,6 +255,8 @@ impl FlowStats {
             ("ooo_direction_flushes", self.ooo_direction_flushes),
             ("gaps", self.gaps),
             ("gap_bytes", self.gap_bytes),
+            ("held_answers", self.held_answers),
+            ("holds_given_up", self.holds_given_up),
             ("truncated_segments", self.truncated_segments),
             ("syn_less_flows", self.syn_less_flows),
             ("late_packets", self.late_packets),

@@ -10,6 +10,14 @@
 //! it waited `gap_timeout_ns` (a), the per-direction buffer is full (b), the
 //! peer acknowledged data beyond it while the capture shows data or a cut
 //! segment after it (c), or the flow closes (d).
+//!
+//! An answer never overtakes what it answers: when a segment carrying data
+//! acknowledges bytes of the other direction that were not delivered yet
+//! (lost in capture, or reordered by a mirror port), this direction is
+//! *held*: its data waits in the buffer until the other direction catches
+//! up (the bytes arrive, or their loss is reported as a gap by the rules
+//! above), so a request whose tail was lost is still decoded, and paired,
+//! before the response that follows it.
 
 use std::collections::BTreeMap;
 
@@ -48,6 +56,9 @@ struct Seg {
     data: Vec<u8>,
     /// Capture time it arrived.
     ts: u64,
+    /// Buffered in order while the direction was held: delivered with its
+    /// own capture time.
+    held: bool,
 }
 
 /// Reassembly state of one direction.
@@ -78,6 +89,10 @@ pub(crate) struct Stream {
     pub(crate) gaps: u64,
     /// Bytes reported as gaps in this direction.
     pub(crate) gap_bytes: u64,
+    /// Data waits: it answers bytes of the other direction not yet delivered.
+    held: bool,
+    /// Capture time of the latest delivery.
+    last_ts: u64,
 }
 
 fn sub(d: &[u8], a: u64, b: u64) -> &[u8] {
@@ -136,6 +151,30 @@ impl Stream {
         !self.segs.is_empty() || self.horizon() > self.next
     }
 
+    /// Whether the peer acknowledged bytes of this stream that were not
+    /// delivered yet (missing from the capture, or still to come).
+    pub(crate) fn lagging(&self) -> bool {
+        self.init && self.acked > self.next
+    }
+
+    /// Holds this direction's data back (see the module documentation).
+    pub(crate) fn hold(&mut self) {
+        self.held = true;
+    }
+
+    /// Whether this direction's data is held back.
+    pub(crate) fn is_held(&self) -> bool {
+        self.held
+    }
+
+    /// Ends a hold: delivers what waited.
+    pub(crate) fn unhold(&mut self, cx: &mut Cx<'_>, sink: &mut impl Sink, ts: u64) {
+        if self.held {
+            self.held = false;
+            self.drain(cx, sink, ts);
+        }
+    }
+
     /// Whether a FIN was seen.
     pub(crate) fn fin_seen(&self) -> bool {
         self.fin.is_some()
@@ -153,6 +192,7 @@ impl Stream {
             return;
         }
         sink.data(ts, data);
+        self.last_ts = ts;
         self.next = self.next.saturating_add(data.len() as u64);
         cx.stats.bytes_delivered += data.len() as u64;
     }
@@ -165,6 +205,9 @@ impl Stream {
 
     /// Delivers buffered segments that became contiguous.
     fn drain(&mut self, cx: &mut Cx<'_>, sink: &mut impl Sink, ts: u64) {
+        if self.held {
+            return;
+        }
         while let Some(e) = self.segs.first_entry() {
             let start = *e.key();
             if start > self.next {
@@ -175,7 +218,12 @@ impl Stream {
             let end = start.saturating_add(seg.data.len() as u64);
             if end > self.next {
                 let rest = sub(&seg.data, self.next - start, seg.data.len() as u64);
-                self.deliver(cx, sink, ts, rest);
+                let t = if seg.held {
+                    seg.ts.max(self.last_ts)
+                } else {
+                    ts
+                };
+                self.deliver(cx, sink, t, rest);
             }
         }
     }
@@ -255,7 +303,7 @@ impl Stream {
                 s += cut;
                 continue;
             }
-            if s == self.next {
+            if s == self.next && !self.held {
                 let take = match self.first_start() {
                     Some(f) => f.saturating_sub(s).min(d.len() as u64),
                     None => d.len() as u64,
@@ -280,8 +328,17 @@ impl Stream {
                 s += n;
                 continue;
             }
-            // Out of order.
+            // Out of order (or held).
             let c = charge(d.len());
+            if self.held
+                && (self.buffered.saturating_add(c) > cx.lim.per_direction
+                    || cx.ooo_total.saturating_add(c) > cx.lim.total)
+            {
+                // Holding more would break a bound: deliver in capture order.
+                cx.stats.holds_given_up += 1;
+                self.unhold(cx, sink, ts);
+                continue;
+            }
             if self.buffered.saturating_add(c) > cx.lim.per_direction {
                 // (b) Too much waits behind the hole: give up on it.
                 let target = self.first_start().map_or(s, |f| f.min(s));
@@ -362,11 +419,13 @@ impl Stream {
         }
         self.buffered = self.buffered.saturating_add(c);
         *cx.ooo_total = cx.ooo_total.saturating_add(c);
+        let held = self.held;
         self.segs.insert(
             at,
             Seg {
                 data: piece.to_vec(),
                 ts,
+                held,
             },
         );
         true
@@ -432,6 +491,7 @@ impl Stream {
 
     /// (d) Gives up on every hole: delivers everything buffered, with gaps.
     pub(crate) fn flush(&mut self, cx: &mut Cx<'_>, sink: &mut impl Sink, ts: u64) {
+        self.unhold(cx, sink, ts);
         while self.has_hole() {
             let hole_end = self.first_start().unwrap_or_else(|| self.horizon());
             if hole_end <= self.next {

@@ -102,6 +102,29 @@ impl<S, H: FlowHandler<S>> Sink for Out<'_, S, H> {
 }
 
 /// Splits the two streams into (this direction, the other).
+/// Ends the hold of a direction whose peer caught up (see `reassembly`).
+fn release_held<S>(
+    streams: &mut [Stream; 2],
+    cx: &mut Cx<'_>,
+    meta: &mut FlowMeta,
+    state: &mut Option<S>,
+    h: &mut impl FlowHandler<S>,
+    ts: u64,
+) {
+    for dir in [Direction::ToServer, Direction::ToClient] {
+        let (s, other) = pair(streams, dir);
+        if s.is_held() && !other.lagging() {
+            let mut out = Out {
+                meta,
+                state,
+                h: &mut *h,
+                dir,
+            };
+            s.unhold(cx, &mut out, ts);
+        }
+    }
+}
+
 fn pair(streams: &mut [Stream; 2], dir: Direction) -> (&mut Stream, &mut Stream) {
     let [to_server, to_client] = streams;
     match dir {
@@ -463,7 +486,13 @@ impl<S> FlowTable<S> {
             streams,
             ..
         } = flow;
-        for dir in [Direction::ToServer, Direction::ToClient] {
+        // A held direction last: what it answers comes first.
+        let order = if streams[Direction::ToServer.index()].is_held() {
+            [Direction::ToClient, Direction::ToServer]
+        } else {
+            [Direction::ToServer, Direction::ToClient]
+        };
+        for dir in order {
             let (s, _) = pair(streams, dir);
             let mut out = Out {
                 meta,
@@ -703,6 +732,11 @@ impl<S> FlowTable<S> {
                 dir: dir.reverse(),
             };
             theirs.ack(&mut cx, &mut out, ts, t.ack);
+            if seg_len > 0 && theirs.lagging() && !mine.is_held() {
+                // An answer to bytes not delivered yet: it waits for them.
+                cx.stats.held_answers += 1;
+                mine.hold();
+            }
         }
         if seg_len > 0 || t.fin {
             let mut out = Out {
@@ -725,6 +759,7 @@ impl<S> FlowTable<S> {
                 s.settle(&mut cx, &mut out, ts);
             }
         }
+        release_held(streams, &mut cx, meta, state, h, ts);
         let (mine, theirs) = pair(streams, dir);
         let both_fin = mine.fin_seen() && theirs.fin_seen();
         let deadline = match (
@@ -835,6 +870,7 @@ impl<S> FlowTable<S> {
                     earliest = earliest.min(d);
                 }
             }
+            release_held(streams, &mut cx, meta, state, &mut *h, now);
             *pending = hole;
             hole
         });

@@ -63,10 +63,34 @@ pub enum ExchangeKind {
     Unanswered,
     /// A one-way message.
     OneWay,
-    /// The capture ended (or the flow was evicted) before an answer could
-    /// be seen, within the response timeout: not the service's outcome. A
-    /// span for the record, no metrics.
-    Cut,
+    /// The answer could not be seen, for a reason of the capture's, not the
+    /// service's: a span for the record, no metrics.
+    Cut(Missing),
+}
+
+/// Why an answer was not seen, when the capture is to blame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// The capture ended (or the flow was evicted) within the response timeout.
+    CaptureEnd,
+    /// Bytes of the response direction were lost in capture after the
+    /// request: its answer may have been among them (the exchange is
+    /// incomplete, not unanswered).
+    CaptureGap,
+    /// The capture shows only one direction of the connection (a mirror of
+    /// one way, asymmetric routing): the answers were never in view.
+    OneSided,
+}
+
+impl Missing {
+    /// The value of `wasmtap.response_missing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Missing::CaptureEnd => "capture_end",
+            Missing::CaptureGap => "capture_gap",
+            Missing::OneSided => "one_sided",
+        }
+    }
 }
 
 /// A request paired with its response (or not).
@@ -106,29 +130,96 @@ pub struct MatchStats {
     pub pending_overflow: u64,
     /// One-way messages.
     pub one_way: u64,
+    /// Requests whose answer may have been lost in capture (a gap in the
+    /// response direction after them), left unanswered: incomplete, not
+    /// unanswered.
+    pub incomplete: u64,
+    /// Requests left unanswered on flows whose other direction the capture
+    /// never showed.
+    pub one_sided: u64,
+}
+
+/// A request waiting for its answer.
+#[derive(Debug)]
+struct Waiting {
+    msg: Message,
+    /// Bytes of the response direction were lost after it.
+    suspect: bool,
+    /// Response-direction losses seen before it arrived.
+    epoch: u32,
 }
 
 /// Per-flow matcher. Bounded: at most `max_pending` requests wait per flow.
 #[derive(Debug, Default)]
 pub struct Matcher {
-    fifo: VecDeque<Message>,
-    keyed: Vec<Message>,
+    fifo: VecDeque<Waiting>,
+    keyed: Vec<Waiting>,
+    /// Response-direction losses so far.
+    epoch: u32,
+}
+
+/// How an unanswered request is reported: the service's (unanswered), or
+/// the capture's (cut, counted).
+fn unanswered(w: Waiting, one_sided: bool, stats: &mut MatchStats) -> Exchange {
+    let kind = if one_sided {
+        stats.one_sided += 1;
+        ExchangeKind::Cut(Missing::OneSided)
+    } else if w.suspect {
+        stats.incomplete += 1;
+        ExchangeKind::Cut(Missing::CaptureGap)
+    } else {
+        stats.unanswered += 1;
+        ExchangeKind::Unanswered
+    };
+    Exchange {
+        kind,
+        request: w.msg,
+        response: None,
+    }
 }
 
 impl Matcher {
     /// Hands out every waiting request as a [`ExchangeKind::Cut`] exchange
     /// and returns how many there were (the capture ended before their
-    /// answers could be seen).
-    pub fn cut_pending(&mut self, out: &mut Vec<Exchange>) -> usize {
-        let n = self.fifo.len() + self.keyed.len();
-        for request in self.fifo.drain(..).chain(self.keyed.drain(..)) {
+    /// answers could be seen; a request already suspect of a lost answer,
+    /// or on a flow whose server side the capture never showed, is reported
+    /// as such and counted in `stats.incomplete` / `stats.one_sided`).
+    pub fn cut_pending(
+        &mut self,
+        one_sided: bool,
+        stats: &mut MatchStats,
+        out: &mut Vec<Exchange>,
+    ) -> usize {
+        let mut n = 0;
+        for w in self.fifo.drain(..).chain(self.keyed.drain(..)) {
+            let why = if one_sided {
+                stats.one_sided += 1;
+                Missing::OneSided
+            } else if w.suspect {
+                stats.incomplete += 1;
+                Missing::CaptureGap
+            } else {
+                n += 1;
+                Missing::CaptureEnd
+            };
             out.push(Exchange {
-                kind: ExchangeKind::Cut,
-                request,
+                kind: ExchangeKind::Cut(why),
+                request: w.msg,
                 response: None,
             });
         }
         n
+    }
+
+    /// Bytes of the response direction were lost in capture: every request
+    /// waiting now may have lost its answer with them. Answers that still
+    /// come pair as usual; requests left unanswered are then incomplete
+    /// (the capture's doing), not unanswered.
+    pub fn response_bytes_lost(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        for w in self.fifo.iter_mut().chain(self.keyed.iter_mut()) {
+            w.suspect = true;
+        }
     }
 
     /// Forgets every waiting request and returns how many there were: the
@@ -173,15 +264,20 @@ impl Matcher {
                         stats.unanswered += 1;
                         out.push(Exchange {
                             kind: ExchangeKind::Unanswered,
-                            request: old,
+                            request: old.msg,
                             response: None,
                         });
                     }
                 }
-                if msg.correlation.is_some() {
-                    self.keyed.push(msg);
+                let w = Waiting {
+                    msg,
+                    suspect: false,
+                    epoch: self.epoch,
+                };
+                if w.msg.correlation.is_some() {
+                    self.keyed.push(w);
                 } else {
-                    self.fifo.push_back(msg);
+                    self.fifo.push_back(w);
                 }
             }
             MessageKind::Response => {
@@ -189,16 +285,31 @@ impl Matcher {
                     Some(k) => self
                         .keyed
                         .iter()
-                        .position(|r| r.correlation == Some(k))
+                        .position(|r| r.msg.correlation == Some(k))
                         .map(|i| self.keyed.remove(i)),
-                    None => self.fifo.pop_front(),
+                    // By order; but after a loss in the response direction,
+                    // a request sent since then is answered first: the
+                    // older ones' answers may have been lost (a client
+                    // that waits for each answer sent the new request only
+                    // after the lost one arrived).
+                    None => {
+                        let i = if self.fifo.front().is_some_and(|w| w.epoch != self.epoch) {
+                            self.fifo
+                                .iter()
+                                .position(|w| w.epoch == self.epoch)
+                                .unwrap_or(0)
+                        } else {
+                            0
+                        };
+                        self.fifo.remove(i)
+                    }
                 };
                 match req {
                     Some(request) => {
                         stats.complete += 1;
                         out.push(Exchange {
                             kind: ExchangeKind::Complete,
-                            request,
+                            request: request.msg,
                             response: Some(msg),
                         });
                     }
@@ -213,51 +324,40 @@ impl Matcher {
         self.fifo.len() + self.keyed.len()
     }
 
-    /// Turns requests older than `timeout_ns` at `now_ns` into unanswered exchanges.
+    /// Turns requests older than `timeout_ns` at `now_ns` into unanswered
+    /// exchanges (or cut ones: `one_sided` when the capture never showed the
+    /// other direction of the flow; suspect requests as incomplete).
     pub fn expire(
         &mut self,
         now_ns: u64,
         timeout_ns: u64,
+        one_sided: bool,
         stats: &mut MatchStats,
         out: &mut Vec<Exchange>,
     ) {
-        let old = |m: &Message| now_ns.saturating_sub(m.end_ns) >= timeout_ns;
+        let old = |w: &Waiting| now_ns.saturating_sub(w.msg.end_ns) >= timeout_ns;
         // Pairing by order: a timed-out head is dropped; later ones may still be answered.
         while self.fifo.front().is_some_and(old) {
-            if let Some(r) = self.fifo.pop_front() {
-                stats.unanswered += 1;
-                out.push(Exchange {
-                    kind: ExchangeKind::Unanswered,
-                    request: r,
-                    response: None,
-                });
+            if let Some(w) = self.fifo.pop_front() {
+                out.push(unanswered(w, one_sided, stats));
             }
         }
         let mut i = 0;
         while i < self.keyed.len() {
             if old(&self.keyed[i]) {
-                let r = self.keyed.remove(i);
-                stats.unanswered += 1;
-                out.push(Exchange {
-                    kind: ExchangeKind::Unanswered,
-                    request: r,
-                    response: None,
-                });
+                let w = self.keyed.remove(i);
+                out.push(unanswered(w, one_sided, stats));
             } else {
                 i += 1;
             }
         }
     }
 
-    /// The flow ended: every waiting request is unanswered.
-    pub fn finish(&mut self, stats: &mut MatchStats, out: &mut Vec<Exchange>) {
-        for r in self.fifo.drain(..).chain(self.keyed.drain(..)) {
-            stats.unanswered += 1;
-            out.push(Exchange {
-                kind: ExchangeKind::Unanswered,
-                request: r,
-                response: None,
-            });
+    /// The flow ended: every waiting request is unanswered (or cut, as in
+    /// [`Matcher::expire`]).
+    pub fn finish(&mut self, one_sided: bool, stats: &mut MatchStats, out: &mut Vec<Exchange>) {
+        for w in self.fifo.drain(..).chain(self.keyed.drain(..)) {
+            out.push(unanswered(w, one_sided, stats));
         }
     }
 }
@@ -335,7 +435,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].request.operation, "two");
         assert_eq!(st.unmatched_responses, 1);
-        mt.finish(&mut st, &mut out);
+        mt.finish(false, &mut st, &mut out);
         assert_eq!(out[1].kind, ExchangeKind::Unanswered);
         assert_eq!(out[1].request.operation, "one");
     }
@@ -355,9 +455,61 @@ mod tests {
         assert_eq!(mt.pending(), 3);
         // Left: requests ending at 201, 301, 401. At 350 only the first is
         // 100 ns old.
-        mt.expire(350, 100, &mut st, &mut out);
+        mt.expire(350, 100, false, &mut st, &mut out);
         assert_eq!(mt.pending(), 2);
         assert_eq!(st.unanswered, 3);
         assert_eq!(out.last().map(|e| e.request.start_ns), Some(200));
+    }
+
+    #[test]
+    fn lost_answers_and_one_sided_flows_are_the_captures() {
+        let mut mt = Matcher::default();
+        let mut st = MatchStats::default();
+        let mut out = Vec::new();
+        mt.push(
+            m(MessageKind::Request, Some(1), 10, "A"),
+            8,
+            &mut st,
+            &mut out,
+        );
+        mt.push(
+            m(MessageKind::Request, Some(2), 20, "B"),
+            8,
+            &mut st,
+            &mut out,
+        );
+        mt.response_bytes_lost();
+        // B's answer still comes after the loss: complete.
+        mt.push(
+            m(MessageKind::Response, Some(2), 30, ""),
+            8,
+            &mut st,
+            &mut out,
+        );
+        mt.push(
+            m(MessageKind::Request, Some(3), 40, "C"),
+            8,
+            &mut st,
+            &mut out,
+        );
+        mt.expire(1_000, 100, false, &mut st, &mut out);
+        let kinds: Vec<_> = out
+            .iter()
+            .map(|e| (e.kind, e.request.operation.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (ExchangeKind::Complete, "B"),
+                (ExchangeKind::Cut(Missing::CaptureGap), "A"),
+                (ExchangeKind::Unanswered, "C"),
+            ]
+        );
+        assert_eq!((st.incomplete, st.unanswered), (1, 1));
+        out.clear();
+        mt.push(m(MessageKind::Request, None, 50, "D"), 8, &mut st, &mut out);
+        mt.finish(true, &mut st, &mut out);
+        assert_eq!(out[0].kind, ExchangeKind::Cut(Missing::OneSided));
+        assert_eq!((st.one_sided, st.unanswered), (1, 1));
     }
 }

@@ -11,7 +11,7 @@ use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::exchange::{Exchange, ExchangeKind, Outcome};
+use crate::exchange::{Exchange, ExchangeKind, Missing, Outcome};
 use crate::graph::{Edges, L4Pairs};
 pub use crate::hist::DURATION_BUCKETS;
 use crate::hist::{BODY_SIZE_BUCKETS, Hist, Sketch};
@@ -145,6 +145,7 @@ enum Family {
     Http,
     Db(&'static str),
     Messaging(&'static str),
+    Rpc,
     Dns,
     Other,
 }
@@ -158,6 +159,7 @@ fn family(protocol: &str) -> Family {
         "mongodb" => Family::Db("mongodb"),
         "memcached" => Family::Db("memcached"),
         "kafka" => Family::Messaging("kafka"),
+        "grpc" => Family::Rpc,
         "amqp" => Family::Messaging("rabbitmq"),
         "dns" => Family::Dns,
         _ => Family::Other,
@@ -325,6 +327,12 @@ struct HostKeys {
     db_response_status_code: Key,
     messaging_system: Key,
     messaging_operation_name: Key,
+    capture_incomplete: Key,
+    capture_one_sided: Key,
+    rpc_system: Key,
+    rpc_service: Key,
+    rpc_method: Key,
+    rpc_grpc_status_code: Key,
 }
 
 impl HostKeys {
@@ -347,6 +355,12 @@ impl HostKeys {
             db_response_status_code: Key::from("db.response.status_code"),
             messaging_system: Key::from("messaging.system"),
             messaging_operation_name: Key::from("messaging.operation.name"),
+            capture_incomplete: Key::from("wasmtap.capture.incomplete"),
+            capture_one_sided: Key::from("wasmtap.capture.one_sided"),
+            rpc_system: Key::from("rpc.system"),
+            rpc_service: Key::from("rpc.service"),
+            rpc_method: Key::from("rpc.method"),
+            rpc_grpc_status_code: Key::from("rpc.grpc.status_code"),
         }
     }
 }
@@ -497,7 +511,7 @@ impl Telemetry {
         let end = ex.end_ns().max(start);
         self.start_ns = Some(self.start_ns.map_or(start, |s| s.min(start)));
         self.last_ns = self.last_ns.max(end);
-        let cut = ex.kind == ExchangeKind::Cut;
+        let cut = matches!(ex.kind, ExchangeKind::Cut(_));
         let (class, status_message, status_code) = match (&ex.kind, &ex.response) {
             (ExchangeKind::Unanswered, _) => (
                 StatusClass::NoResponse,
@@ -683,8 +697,19 @@ impl Telemetry {
                 key: k.one_way.clone(),
                 value: AttrValue::Bool(true),
             }),
-            ExchangeKind::Cut => {
-                attributes.push(KeyValue::str(k.response_missing.clone(), "capture_end"))
+            ExchangeKind::Cut(why) => {
+                attributes.push(KeyValue::str(k.response_missing.clone(), why.as_str()));
+                match why {
+                    Missing::CaptureGap => attributes.push(KeyValue {
+                        key: k.capture_incomplete.clone(),
+                        value: AttrValue::Bool(true),
+                    }),
+                    Missing::OneSided => attributes.push(KeyValue {
+                        key: k.capture_one_sided.clone(),
+                        value: AttrValue::Bool(true),
+                    }),
+                    Missing::CaptureEnd => {}
+                }
             }
             ExchangeKind::Complete => {}
         }
@@ -797,6 +822,18 @@ impl Telemetry {
                     attrs.push(KeyValue::str(k.error_type.clone(), status_code));
                 }
             }
+            Family::Rpc => {
+                attrs.reserve_exact(4);
+                attrs.push(KeyValue::str(k.rpc_system.clone(), "grpc"));
+                for key in [&k.rpc_service, &k.rpc_method] {
+                    if let Some(v) = attr_str(&ex.request.attributes, key) {
+                        attrs.push(KeyValue::str(key.clone(), v));
+                    }
+                }
+                if let Ok(code) = status_code.parse::<i64>() {
+                    attrs.push(KeyValue::int(k.rpc_grpc_status_code.clone(), code));
+                }
+            }
             Family::Dns | Family::Other => {}
         }
         attrs
@@ -816,7 +853,12 @@ impl Telemetry {
         answered: bool,
         one_way: bool,
     ) {
-        let protocol = ctx.protocol;
+        // gRPC rides on HTTP/2: its calls get the RPC instrument and series.
+        let protocol = if attr_str(&ex.request.attributes, "rpc.system") == Some("grpc") {
+            "grpc"
+        } else {
+            ctx.protocol
+        };
         let error = class.is_error();
         let secs = nanos as f64 / 1e9;
         let end = ex.end_ns().max(ex.start_ns());
@@ -1140,6 +1182,7 @@ impl Telemetry {
                     "db.client.operation.duration",
                     "Duration of database client operations, observed on the wire.",
                 ),
+                Family::Rpc => ("rpc.server.call.duration", "Duration of RPC calls served."),
                 Family::Messaging(_) => (
                     "messaging.client.operation.duration",
                     "Duration of messaging operations, observed on the wire.",

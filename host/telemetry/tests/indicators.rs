@@ -695,7 +695,7 @@ fn a_request_cut_by_the_capture_is_a_span_but_no_metric() {
     let mut t = telemetry(TelemetryConfig::default());
     let c = ctx("10.1.1.1:40000", "10.0.0.1:80", "http");
     let ex = Exchange {
-        kind: ExchangeKind::Cut,
+        kind: ExchangeKind::Cut(wasmtap_telemetry::exchange::Missing::CaptureEnd),
         request: msg(MessageKind::Request, S, S + 1, "GET", Outcome::Unset, ""),
         response: None,
     };
