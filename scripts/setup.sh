@@ -57,6 +57,10 @@ if [[ "${1:-}" == "--test" ]]; then
   if ! python3 -c 'import kafka' 2>/dev/null; then
     python3 -m pip install -q "kafka-python==2.2.15" >/dev/null 2>&1 || echo "setup: warning: kafka-python could not be installed" >&2
   fi
+  # grpcio: the gRPC server and client of scripts/grpc_peer.py.
+  if ! python3 -c 'import grpc' 2>/dev/null; then
+    python3 -m pip install -q "grpcio==1.68.1" >/dev/null 2>&1 || echo "setup: warning: grpcio could not be installed" >&2
+  fi
   # pika: the AMQP client of scripts/amqp_peer.py.
   if ! python3 -c 'import pika' 2>/dev/null; then
     python3 -m pip install -q "pika==1.3.2" >/dev/null 2>&1 || echo "setup: warning: pika could not be installed" >&2

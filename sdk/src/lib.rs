@@ -104,6 +104,7 @@ extern crate self as wasmtap_sdk;
 pub mod framing;
 pub mod mask;
 pub mod testing;
+pub mod trace;
 
 use std::cell::RefCell;
 use std::sync::{Once, OnceLock};

@@ -9,6 +9,7 @@ mod deploy;
 mod dns;
 mod filters;
 mod golden;
+mod grpc;
 mod hot_reload;
 mod http2;
 mod imperfect;
@@ -32,6 +33,7 @@ mod rotation;
 mod sandbox;
 mod secrets;
 mod synth;
+mod tracecontext;
 mod tunnels;
 
 use std::path::{Path, PathBuf};

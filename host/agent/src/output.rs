@@ -28,6 +28,10 @@ struct Status<'a> {
 struct JsonSpan<'a> {
     trace_id: String,
     span_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_span_id: Option<String>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    trace_state: &'a str,
     name: &'a str,
     kind: SpanKind,
     start_unix_nano: u64,
@@ -43,6 +47,8 @@ pub fn write_jsonl(w: &mut dyn Write, spans: &[SpanRecord]) -> std::io::Result<(
         let j = JsonSpan {
             trace_id: hex(&s.trace_id),
             span_id: hex(&s.span_id),
+            parent_span_id: s.parent_span_id.map(|p| hex(&p)),
+            trace_state: &s.trace_state,
             name: &s.name,
             kind: s.kind,
             start_unix_nano: s.start_unix_nano,

@@ -78,8 +78,8 @@ fn span(s: &SpanRecord) -> Span {
     Span {
         trace_id: s.trace_id.to_vec(),
         span_id: s.span_id.to_vec(),
-        trace_state: String::new(),
-        parent_span_id: Vec::new(),
+        trace_state: s.trace_state.clone(),
+        parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
         flags: 0,
         name: s.name.clone(),
         kind: kind as i32,
@@ -283,6 +283,8 @@ mod tests {
         SpanRecord {
             trace_id: [n; 16],
             span_id: [n; 8],
+            parent_span_id: None,
+            trace_state: String::new(),
             name: format!("GET /{n}"),
             kind: if n.is_multiple_of(2) {
                 SpanKind::Server

@@ -309,6 +309,8 @@ fn span(res: &[Arc<Resource>], n: u64) -> SpanRecord {
     SpanRecord {
         trace_id,
         span_id: n.to_be_bytes(),
+        parent_span_id: None,
+        trace_state: String::new(),
         name: "GET /items".into(),
         kind: SpanKind::Server,
         start_unix_nano: 1_700_000_000_000_000_000 + n,

@@ -124,6 +124,11 @@ pub struct SpanRecord {
     pub trace_id: [u8; 16],
     /// Span id.
     pub span_id: [u8; 8],
+    /// The caller's span, when the request carried trace context
+    /// (`traceparent`, B3): the span then joins the caller's trace.
+    pub parent_span_id: Option<[u8; 8]>,
+    /// The W3C `tracestate` that came with it (empty if none).
+    pub trace_state: String,
     /// Span name (the operation, low cardinality).
     pub name: String,
     /// Span kind.

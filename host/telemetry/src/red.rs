@@ -399,6 +399,30 @@ fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// The attribute a decoder reports the caller's trace context in (W3C form).
+const TRACE_PARENT: &str = "wasmtap.trace.parent";
+/// The attribute of the `tracestate` that came with it.
+const TRACE_STATE: &str = "wasmtap.trace.state";
+
+/// `00-<trace id>-<span id>-<flags>` into its trace and span ids.
+fn parse_traceparent(tp: &str) -> Option<([u8; 16], [u8; 8])> {
+    let mut parts = tp.split('-');
+    let (_version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, out: &mut [u8]| -> Option<()> {
+        if s.len() != out.len() * 2 {
+            return None;
+        }
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(())
+    };
+    let (mut t, mut p) = ([0u8; 16], [0u8; 8]);
+    hex(trace, &mut t)?;
+    hex(span, &mut p)?;
+    (t != [0; 16] && p != [0; 8]).then_some((t, p))
+}
+
 fn attr_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     attrs
         .iter()
@@ -744,9 +768,29 @@ impl Telemetry {
         trace_id[..8].copy_from_slice(&a.to_be_bytes());
         trace_id[8..].copy_from_slice(&b.to_be_bytes());
         let span_id = splitmix(b).to_be_bytes();
+        // The caller's trace context (a decoder reports it in the W3C
+        // form): the span joins that trace, as the caller's child.
+        let mut parent_span_id = None;
+        let mut trace_state = String::new();
+        if attributes
+            .iter()
+            .any(|kv| &*kv.key == TRACE_PARENT || &*kv.key == TRACE_STATE)
+        {
+            let parent = attr_str(&attributes, TRACE_PARENT).and_then(parse_traceparent);
+            if let Some((t, p)) = parent {
+                trace_id = t;
+                parent_span_id = Some(p);
+                trace_state = attr_str(&attributes, TRACE_STATE)
+                    .unwrap_or_default()
+                    .to_string();
+            }
+            attributes.retain(|kv| &*kv.key != TRACE_PARENT && &*kv.key != TRACE_STATE);
+        }
         Some(SpanRecord {
             trace_id,
             span_id,
+            parent_span_id,
+            trace_state,
             name: operation,
             kind: SpanKind::Server,
             start_unix_nano: start,

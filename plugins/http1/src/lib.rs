@@ -21,7 +21,7 @@ const KNOWN_METHODS: [&str; 9] = [
 ];
 
 /// Every attribute this decoder sets (semantic-convention names).
-const ATTRIBUTE_KEYS: [&str; 11] = [
+const ATTRIBUTE_KEYS: [&str; 13] = [
     "http.request.method",
     "http.request.method_original",
     "url.path",
@@ -33,6 +33,8 @@ const ATTRIBUTE_KEYS: [&str; 11] = [
     "http.response.status_code",
     "http.response.body.size",
     "wasmtap.truncated",
+    wasmtap_sdk::trace::PARENT,
+    wasmtap_sdk::trace::STATE,
 ];
 
 impl Decoder for Http1 {
@@ -143,6 +145,12 @@ pub fn to_message(m: parser::Message) -> Message {
             }
             if !m.version.is_empty() {
                 msg = msg.attribute(Attribute::str("network.protocol.version", m.version));
+            }
+            if let Some((parent, state)) = m.trace {
+                msg = msg.attribute(Attribute::str(wasmtap_sdk::trace::PARENT, parent));
+                if let Some(st) = state {
+                    msg = msg.attribute(Attribute::str(wasmtap_sdk::trace::STATE, st));
+                }
             }
             msg.attribute(Attribute::int("http.request.body.size", m.body_size as i64))
         }

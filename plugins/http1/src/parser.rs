@@ -160,6 +160,8 @@ pub struct Message {
     pub host: Option<String>,
     /// Requests: the first `User-Agent` header.
     pub user_agent: Option<String>,
+    /// The caller's trace context (W3C `traceparent` form) and `tracestate`.
+    pub trace: Option<(String, Option<String>)>,
     /// Part of the body was never captured (a gap), or the flow closed before
     /// the body's framing completed.
     pub truncated: bool,
@@ -799,6 +801,7 @@ impl Parser {
             host: None,
             user_agent: None,
             upgrade: false,
+            trace: None,
             lines: 0,
             lenient: false,
         };
@@ -860,6 +863,7 @@ impl Parser {
             status_code: None,
             host: None,
             user_agent: None,
+            trace: None,
             truncated: false,
         });
         side.interim = None;
@@ -1517,6 +1521,8 @@ struct Head<'a> {
     host: Option<String>,
     user_agent: Option<String>,
     upgrade: bool,
+    /// The caller's trace context (W3C form) and its `tracestate`.
+    trace: Option<(String, Option<String>)>,
     /// Header lines (obs-fold continuations excluded).
     lines: usize,
     /// A request line accepted by [`lenient_request`].
@@ -1625,15 +1631,23 @@ enum Field {
     Host,
     UserAgent,
     Upgrade,
+    /// A trace-context header (`traceparent`, `tracestate`, B3), by name.
+    Trace(&'static str),
 }
 
 fn field(name: &[u8]) -> Option<Field> {
-    const FIELDS: [(&[u8], Field); 5] = [
+    const FIELDS: [(&[u8], Field); 11] = [
         (b"content-length", Field::ContentLength),
         (b"transfer-encoding", Field::TransferEncoding),
         (b"host", Field::Host),
         (b"user-agent", Field::UserAgent),
         (b"upgrade", Field::Upgrade),
+        (b"traceparent", Field::Trace("traceparent")),
+        (b"tracestate", Field::Trace("tracestate")),
+        (b"b3", Field::Trace("b3")),
+        (b"x-b3-traceid", Field::Trace("x-b3-traceid")),
+        (b"x-b3-spanid", Field::Trace("x-b3-spanid")),
+        (b"x-b3-sampled", Field::Trace("x-b3-sampled")),
     ];
     FIELDS
         .iter()
@@ -1802,6 +1816,23 @@ fn parse_fields<'a>(
         host: first_value(Field::Host).filter(|h| !h.is_empty()),
         user_agent: first_value(Field::UserAgent),
         upgrade: values(Field::Upgrade).next().is_some(),
+        trace: {
+            let trace_values: Vec<(&str, String)> = fields
+                .iter()
+                .filter_map(|(f, v)| match f {
+                    Field::Trace(n) => Some((*n, lossy(trim_ows(v)))),
+                    _ => None,
+                })
+                .collect();
+            let get = |n: &str| {
+                trace_values
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.as_str())
+            };
+            wasmtap_sdk::trace::traceparent(get)
+                .map(|tp| (tp, get("tracestate").map(str::to_string)))
+        },
         lines: count,
         lenient: false,
     })
@@ -1936,6 +1967,7 @@ fn head_message(
         status_code: None,
         host: None,
         user_agent: None,
+        trace: None,
         truncated: false,
     };
     match head.line {
@@ -1959,6 +1991,7 @@ fn head_message(
             msg.query = t.query;
             msg.host = t.authority.or(head.host);
             msg.user_agent = head.user_agent;
+            msg.trace = head.trace;
             (msg, Some(info))
         }
         StartLine::Status(code) => {

@@ -87,7 +87,9 @@ pub mod keys {
     /// The `grpc-message` of a failed call.
     pub const GRPC_MESSAGE: &str = "wasmtap.grpc.message";
     /// Every key.
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 26] = [
+        wasmtap_sdk::trace::PARENT,
+        wasmtap_sdk::trace::STATE,
         METHOD,
         METHOD_ORIGINAL,
         PATH,
@@ -377,7 +379,28 @@ fn strip_port(host: &str) -> &str {
 }
 
 fn is_grpc(fields: &[Field]) -> bool {
-    field(fields, "content-type").is_some_and(|c| c.starts_with("application/grpc"))
+    if let Some(c) = field(fields, "content-type") {
+        return c.starts_with("application/grpc");
+    }
+    // The content type unknown (an entry older than the capture): a POST to
+    // `/package.Service/Method` is a gRPC call.
+    let unknown = fields.iter().any(|f| f.name.is_none());
+    unknown
+        && field(fields, ":method") == Some("POST")
+        && field(fields, ":path").is_some_and(grpc_path)
+}
+
+/// Whether a path has gRPC's shape: `/package.Service/Method`.
+fn grpc_path(p: &str) -> bool {
+    let word = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    };
+    match p.strip_prefix('/').and_then(|r| r.split_once('/')) {
+        Some((svc, m)) => svc.contains('.') && word(svc) && word(m) && !m.contains('.'),
+        None => false,
+    }
 }
 
 impl Half {
@@ -504,6 +527,12 @@ impl Http2Handler {
         }
         if let Some(ua) = field(f, "user-agent") {
             m = m.attribute(Attribute::str(keys::USER_AGENT, ua));
+        }
+        if let Some(tp) = wasmtap_sdk::trace::traceparent(|n| field(f, n)) {
+            m = m.attribute(Attribute::str(wasmtap_sdk::trace::PARENT, tp));
+            if let Some(st) = field(f, "tracestate") {
+                m = m.attribute(Attribute::str(wasmtap_sdk::trace::STATE, st));
+            }
         }
         m = m.attribute(Attribute::int(keys::REQUEST_BODY, s.req.body as i64));
         if s.pushed {
