@@ -38,7 +38,7 @@ fn owner(dir: &str) -> Option<&'static str> {
     Some(match dir {
         "http" => "http1",
         "amqp" => "amqp",
-        "http2" => "http2",
+        "http2" | "grpc" => "http2",
         "dns" => "dns",
         "iso8583" => "iso8583",
         "kafka" => "kafka",

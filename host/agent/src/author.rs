@@ -100,6 +100,7 @@ const SDK_FILES: &[(&str, &str)] = &[
         "src/framing.rs",
         include_str!("../../../sdk/src/framing.rs"),
     ),
+    ("src/trace.rs", include_str!("../../../sdk/src/trace.rs")),
     (
         "src/testing.rs",
         include_str!("../../../sdk/src/testing.rs"),
