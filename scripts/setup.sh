@@ -29,6 +29,8 @@ if [[ "${1:-}" == "--test" ]]; then
   # RabbitMQ: the AMQP decoder's real-broker test (a node of its own, started by the test).
   want rabbitmq-server
   want curl
+  # openssl: s_server and s_client for the TLS handshake test.
+  want openssl
 fi
 if ((${#need_apt[@]})); then
   echo "setup: installing Debian packages: ${need_apt[*]}" >&2

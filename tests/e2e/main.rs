@@ -33,6 +33,7 @@ mod rotation;
 mod sandbox;
 mod secrets;
 mod synth;
+mod tls;
 mod tracecontext;
 mod tunnels;
 

@@ -30,6 +30,7 @@ fn decoders() -> Vec<(&'static str, Probe)> {
         ("mysql", wasmtap_plugin_mysql::Mysql::probe),
         ("pgsql", wasmtap_plugin_pgsql::Pgsql::probe),
         ("redis", wasmtap_plugin_redis::Redis::probe),
+        ("tls", wasmtap_plugin_tls::Tls::probe),
     ]
 }
 
@@ -39,6 +40,7 @@ fn owner(dir: &str) -> Option<&'static str> {
         "http" => "http1",
         "amqp" => "amqp",
         "http2" | "grpc" => "http2",
+        "tls" => "tls",
         "dns" => "dns",
         "iso8583" => "iso8583",
         "kafka" => "kafka",
