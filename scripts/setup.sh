@@ -31,6 +31,8 @@ if [[ "${1:-}" == "--test" ]]; then
   want curl
   # openssl: s_server and s_client for the TLS handshake test.
   want openssl
+  # h2load: many concurrent HTTP/2 streams against nginx.
+  want nghttp2-client
 fi
 if ((${#need_apt[@]})); then
   echo "setup: installing Debian packages: ${need_apt[*]}" >&2

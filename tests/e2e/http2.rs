@@ -125,3 +125,57 @@ fn shared_captures_match_the_peers() {
     assert_eq!(attr(&spans[0], "rpc.method"), "ServerStreamQuery");
     assert_eq!(attr(&spans[0], "rpc.system"), "grpc");
 }
+
+/// Statuses per span against nginx's own access log.
+fn check_nginx(pcap: &std::path::Path, access_log: &std::path::Path) {
+    let mut want: std::collections::BTreeMap<String, usize> = Default::default();
+    for line in std::fs::read_to_string(access_log).unwrap().lines() {
+        let mut f = line.split(' ');
+        let (status, proto) = (f.next().unwrap(), f.next().unwrap());
+        assert_eq!(proto, "HTTP/2.0");
+        *want.entry(status.to_string()).or_insert(0) += 1;
+    }
+    assert!(want.values().sum::<usize>() > 300);
+    let spans = replay_spans(pcap, &[]);
+    let mut got: std::collections::BTreeMap<String, usize> = Default::default();
+    for s in &spans {
+        assert_eq!(attr(s, "network.protocol.version"), "2");
+        *got.entry(attr(s, "http.response.status_code")).or_insert(0) += 1;
+    }
+    assert_eq!(got, want, "{}", pcap.display());
+    // The query is masked; a 500 is an error, a 404 is the client's.
+    assert!(spans.iter().any(|s| attr(s, "url.query") == "token=?"));
+    for s in &spans {
+        let err = s["status"]["code"] == "error";
+        assert_eq!(err, attr(s, "http.response.status_code") == "500", "{s}");
+    }
+}
+
+#[test]
+fn bundled_nginx_h2load_capture_matches_the_access_log() {
+    check_nginx(
+        &root().join("tests/pcaps/http2/nginx-h2load.pcap"),
+        &root().join("tests/golden/http2/nginx-h2load.access.log"),
+    );
+}
+
+/// Real HTTP/2: nginx (`http2` on a cleartext listener) driven by curl
+/// `--http2-prior-knowledge` and h2load with up to 40 concurrent streams per
+/// connection (`scripts/capture-h2.sh`): statuses equal nginx's access log.
+#[test]
+fn real_nginx_http2_matches_its_access_log() {
+    let dir = std::env::temp_dir().join(format!("wasmtap-h2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = std::process::Command::new(root().join("scripts/capture-h2.sh"))
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "capture-h2.sh: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    check_nginx(&dir.join("h2.pcap"), &dir.join("access.log"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
