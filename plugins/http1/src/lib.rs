@@ -6,6 +6,7 @@
 
 pub mod parser;
 
+use wasmtap_sdk::framing::Framed;
 use wasmtap_sdk::{
     Attribute, CloseReason, DecodeError, Decoder, Descriptor, Direction, Message, Session,
     Transport,
@@ -51,6 +52,13 @@ impl Decoder for Http1 {
             .port(8081)
             .port(8888)
             .attribute_keys(&ATTRIBUTE_KEYS)
+            // After an `Upgrade: h2c`, the HTTP/2 decoder's keys too.
+            .attribute_keys(
+                &wasmtap_plugin_http2::keys::ALL
+                    .into_iter()
+                    .filter(|k| !ATTRIBUTE_KEYS.contains(k))
+                    .collect::<Vec<_>>(),
+            )
     }
 
     fn probe(transport: Transport, _dir: Direction, data: &[u8]) -> u8 {
@@ -91,6 +99,7 @@ impl Decoder for Http1 {
         Http1Session {
             parser: parser::Parser::new(parser::Limits::default()),
             buf: Vec::new(),
+            h2: None,
         }
     }
 }
@@ -99,6 +108,8 @@ impl Decoder for Http1 {
 pub struct Http1Session {
     parser: parser::Parser,
     buf: Vec<parser::Message>,
+    /// HTTP/2 after an `Upgrade: h2c`.
+    h2: Option<wasmtap_plugin_http2::Http2Session>,
 }
 
 fn pdir(d: Direction) -> parser::Dir {
@@ -212,20 +223,38 @@ impl Session for Http1Session {
         data: &[u8],
         out: &mut Vec<Message>,
     ) -> Result<usize, DecodeError> {
+        if let Some(h2) = self.h2.as_mut() {
+            return h2.feed(dir, timestamp_ns, data, out);
+        }
         let r = self
             .parser
             .feed(pdir(dir), timestamp_ns, data, &mut self.buf);
         out.extend(self.buf.drain(..).map(to_message));
-        r.map_err(derr)
+        let used = r.map_err(derr)?;
+        if self.parser.h2c() {
+            // Upgraded: the rest of the stream is HTTP/2's.
+            let mut h2 = Framed::new(wasmtap_plugin_http2::Http2Handler::upgraded());
+            let rest = data.get(used..).unwrap_or_default();
+            let n = h2.feed(dir, timestamp_ns, rest, out)?;
+            self.h2 = Some(h2);
+            return Ok(used + n);
+        }
+        Ok(used)
     }
 
     fn gap(&mut self, dir: Direction, len: u64, out: &mut Vec<Message>) -> Result<(), DecodeError> {
+        if let Some(h2) = self.h2.as_mut() {
+            return h2.gap(dir, len, out);
+        }
         let r = self.parser.gap(pdir(dir), len, &mut self.buf);
         out.extend(self.buf.drain(..).map(to_message));
         r.map_err(derr)
     }
 
-    fn close(&mut self, _reason: CloseReason, timestamp_ns: u64, out: &mut Vec<Message>) {
+    fn close(&mut self, reason: CloseReason, timestamp_ns: u64, out: &mut Vec<Message>) {
+        if let Some(h2) = self.h2.as_mut() {
+            h2.close(reason, timestamp_ns, out);
+        }
         self.parser.close(timestamp_ns, &mut self.buf);
         out.extend(self.buf.drain(..).map(to_message));
     }

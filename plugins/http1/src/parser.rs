@@ -210,6 +210,8 @@ struct ReqInfo {
     head: bool,
     connect: bool,
     upgrade: bool,
+    /// The upgrade asked for is HTTP/2 (`Upgrade: h2c`).
+    h2c: bool,
     /// An HTTP/0.9 simple request: the response is all body, until close.
     simple: bool,
 }
@@ -418,6 +420,8 @@ pub struct Parser {
     resp: Side,
     pending: VecDeque<ReqInfo>,
     tunnel: bool,
+    /// The tunnel is HTTP/2 after an `Upgrade: h2c` (see [`Parser::h2c`]).
+    h2c: bool,
     closed: bool,
 }
 
@@ -430,6 +434,7 @@ impl Parser {
             resp: Side::new(),
             pending: VecDeque::new(),
             tunnel: false,
+            h2c: false,
             closed: false,
         }
     }
@@ -507,7 +512,8 @@ impl Parser {
     ) -> Result<usize, Fail> {
         loop {
             if self.tunnel || self.closed {
-                return Ok(data.len());
+                // After an h2c upgrade the rest is HTTP/2's: left unconsumed.
+                return Ok(if self.h2c { *pos } else { data.len() });
             }
             let rest = data.get(*pos..).unwrap_or_default();
             if dir == Dir::ToClient
@@ -753,7 +759,13 @@ impl Parser {
             }
         }
         if matches!(framing, Framing::Tunnel) {
-            out.push(msg);
+            if dir == Dir::ToClient && req.h2c && msg.status_code == Some(101) {
+                // HTTP/2 takes over: the 101 only switches protocols, the
+                // upgrade request's answer comes on stream 1.
+                self.h2c = true;
+            } else {
+                out.push(msg);
+            }
             self.start_tunnel(out);
             return Ok(Step::Advance(end));
         }
@@ -801,6 +813,7 @@ impl Parser {
             host: None,
             user_agent: None,
             upgrade: false,
+            h2c: false,
             trace: None,
             lines: 0,
             lenient: false,
@@ -931,6 +944,13 @@ impl Parser {
             }
         }
         out.push(msg);
+    }
+
+    /// Whether the connection was upgraded to HTTP/2 (`Upgrade: h2c`, then
+    /// `101`): `feed` then leaves every byte after the switch unconsumed,
+    /// for an HTTP/2 decoder to take.
+    pub fn h2c(&self) -> bool {
+        self.h2c
     }
 
     /// 101 or a 2xx to CONNECT: the connection stops being HTTP/1.x.
@@ -1521,6 +1541,8 @@ struct Head<'a> {
     host: Option<String>,
     user_agent: Option<String>,
     upgrade: bool,
+    /// `Upgrade: h2c`.
+    h2c: bool,
     /// The caller's trace context (W3C form) and its `tracestate`.
     trace: Option<(String, Option<String>)>,
     /// Header lines (obs-fold continuations excluded).
@@ -1816,6 +1838,10 @@ fn parse_fields<'a>(
         host: first_value(Field::Host).filter(|h| !h.is_empty()),
         user_agent: first_value(Field::UserAgent),
         upgrade: values(Field::Upgrade).next().is_some(),
+        h2c: values(Field::Upgrade).any(|v| {
+            v.split(|&b| b == b',')
+                .any(|t| trim_ows(t).eq_ignore_ascii_case(b"h2c"))
+        }),
         trace: {
             let trace_values: Vec<(&str, String)> = fields
                 .iter()
@@ -1976,6 +2002,7 @@ fn head_message(
                 head: method == b"HEAD",
                 connect: method == b"CONNECT",
                 upgrade: head.upgrade,
+                h2c: head.h2c,
                 simple: false,
             };
             let t = if !head.lenient {

@@ -240,6 +240,9 @@ pub struct Http2Handler {
     block: [Option<Block>; 2],
     /// Whether the client's preface was seen (HPACK exact from the start).
     saw_start: bool,
+    /// The connection was upgraded from HTTP/1.1 (`Upgrade: h2c`): stream
+    /// 1 answers the upgrade request, which the HTTP/1 decoder reported.
+    upgraded: bool,
 }
 
 /// The session type.
@@ -252,6 +255,19 @@ impl Default for Http2Handler {
             streams: BTreeMap::new(),
             block: [None, None],
             saw_start: false,
+            upgraded: false,
+        }
+    }
+}
+
+impl Http2Handler {
+    /// A handler for a connection upgraded from HTTP/1.1 (`Upgrade: h2c`,
+    /// then `101`): the answer on stream 1 is the upgrade request's, paired
+    /// by order with the request the HTTP/1 decoder reported.
+    pub fn upgraded() -> Self {
+        Self {
+            upgraded: true,
+            ..Self::default()
         }
     }
 }
@@ -557,7 +573,10 @@ impl Http2Handler {
         } else {
             (s.req.end_ns, s.req.end_ns)
         };
-        let mut m = Message::response(start, end, r.size).correlate(u64::from(id));
+        let mut m = Message::response(start, end, r.size);
+        if !(self.upgraded && id == 1) {
+            m = m.correlate(u64::from(id));
+        }
         let status = field(&r.fields, ":status").and_then(|v| v.parse::<i64>().ok());
         let grpc_status = last(&r.fields, "grpc-status").and_then(|v| v.parse::<i64>().ok());
         if let Some(st) = status {
@@ -870,6 +889,7 @@ impl FrameHandler for Http2Handler {
     }
 }
 
+#[cfg(feature = "export")]
 wasmtap_sdk::export_decoder!(Http2);
 
 #[cfg(test)]
