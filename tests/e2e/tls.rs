@@ -91,10 +91,44 @@ fn check(pcap: &Path, log: &Path) {
 
 #[test]
 fn bundled_openssl_capture_matches_the_clients() {
-    check(
-        &root().join("tests/pcaps/tls/openssl.pcap"),
-        &root().join("tests/golden/tls/openssl.log.jsonl"),
-    );
+    let pcap = root().join("tests/pcaps/tls/openssl.pcap");
+    check(&pcap, &root().join("tests/golden/tls/openssl.log.jsonl"));
+    // Metrics per server: handshakes by version and cipher, failures by alert.
+    let metrics = std::env::temp_dir().join(format!("wasmtap-tls-m-{}.jsonl", std::process::id()));
+    let out = crate::run(&[
+        "replay",
+        pcap.to_str().unwrap(),
+        "--format",
+        "none",
+        "--metrics-out",
+        metrics.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    for line in std::fs::read_to_string(&metrics).unwrap().lines() {
+        let m: Value = serde_json::from_str(line).unwrap();
+        if m["name"] == "wasmtap.tls.handshake.duration" {
+            let a = &m["attributes"];
+            let k = format!(
+                "{} {} {}",
+                a["tls.protocol.version"].as_str().unwrap_or(""),
+                a["wasmtap.status_class"].as_str().unwrap_or(""),
+                a["error.type"].as_str().unwrap_or("")
+            );
+            *by.entry(k).or_insert(0) += m["count"].as_u64().unwrap();
+        }
+    }
+    let want: std::collections::BTreeMap<String, u64> = [
+        ("1.2 ok ", 2),
+        ("1.3 ok ", 3),
+        ("1.2 error unknown_ca", 1),
+        ("1.3 error unknown_ca", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(by, want);
+    let _ = std::fs::remove_file(&metrics);
 }
 
 #[test]

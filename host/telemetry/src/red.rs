@@ -146,6 +146,7 @@ enum Family {
     Db(&'static str),
     Messaging(&'static str),
     Rpc,
+    Tls,
     Dns,
     Other,
 }
@@ -160,6 +161,7 @@ fn family(protocol: &str) -> Family {
         "memcached" => Family::Db("memcached"),
         "kafka" => Family::Messaging("kafka"),
         "grpc" => Family::Rpc,
+        "tls" => Family::Tls,
         "amqp" => Family::Messaging("rabbitmq"),
         "dns" => Family::Dns,
         _ => Family::Other,
@@ -187,6 +189,8 @@ struct SeriesKey {
     class: StatusClass,
     /// The server endpoint, for database metrics (`server.address`/`server.port`).
     endpoint: Option<SocketAddr>,
+    /// A protocol's own series dimension (TLS: version and cipher).
+    detail: String,
     overflow: bool,
 }
 
@@ -199,6 +203,7 @@ impl SeriesKey {
             && *self.protocol == *k.protocol
             && *self.operation == *k.operation
             && self.status_code == k.status_code
+            && self.detail == k.detail
     }
 }
 
@@ -210,6 +215,7 @@ struct LookupKey<'a> {
     status_code: &'a str,
     class: StatusClass,
     endpoint: Option<SocketAddr>,
+    detail: &'a str,
     overflow: bool,
 }
 
@@ -333,6 +339,8 @@ struct HostKeys {
     rpc_service: Key,
     rpc_method: Key,
     rpc_grpc_status_code: Key,
+    tls_version: Key,
+    tls_cipher: Key,
 }
 
 impl HostKeys {
@@ -361,6 +369,8 @@ impl HostKeys {
             rpc_service: Key::from("rpc.service"),
             rpc_method: Key::from("rpc.method"),
             rpc_grpc_status_code: Key::from("rpc.grpc.status_code"),
+            tls_version: Key::from("tls.protocol.version"),
+            tls_cipher: Key::from("tls.cipher"),
         }
     }
 }
@@ -878,6 +888,22 @@ impl Telemetry {
                     attrs.push(KeyValue::int(k.rpc_grpc_status_code.clone(), code));
                 }
             }
+            Family::Tls => {
+                let r = ex
+                    .response
+                    .as_ref()
+                    .map(|r| r.attributes.as_slice())
+                    .unwrap_or_default();
+                attrs.reserve_exact(3);
+                for key in [&k.tls_version, &k.tls_cipher] {
+                    if let Some(v) = attr_str(r, key) {
+                        attrs.push(KeyValue::str(key.clone(), v));
+                    }
+                }
+                if let Some(v) = attr_str(r, "error.type") {
+                    attrs.push(KeyValue::str(k.error_type.clone(), v));
+                }
+            }
             Family::Dns | Family::Other => {}
         }
         attrs
@@ -1002,6 +1028,23 @@ impl Telemetry {
         svc.last_call_ns = svc.last_call_ns.max(ex.start_ns());
 
         // RED series.
+        // TLS handshakes are counted per negotiated version and cipher.
+        let detail_buf;
+        let detail = if fam == Family::Tls {
+            let r = ex
+                .response
+                .as_ref()
+                .map(|r| r.attributes.as_slice())
+                .unwrap_or_default();
+            detail_buf = format!(
+                "{}|{}",
+                attr_str(r, "tls.protocol.version").unwrap_or_default(),
+                attr_str(r, "tls.cipher").unwrap_or_default()
+            );
+            detail_buf.as_str()
+        } else {
+            ""
+        };
         let mut key = LookupKey {
             resource: resource.id,
             protocol,
@@ -1009,6 +1052,7 @@ impl Telemetry {
             status_code,
             class,
             endpoint: by_server.then_some(ctx.server),
+            detail,
             overflow: op_overflow,
         };
         let mut h = self.hasher.hash_one(&key);
@@ -1030,6 +1074,7 @@ impl Telemetry {
                     StatusClass::Ok
                 },
                 endpoint: None,
+                detail: "",
                 overflow: true,
             };
             h = self.hasher.hash_one(&key);
@@ -1059,6 +1104,7 @@ impl Telemetry {
                         status_code: key.status_code.to_string(),
                         class: key.class,
                         endpoint: key.endpoint,
+                        detail: key.detail.to_string(),
                         overflow: key.overflow,
                     },
                     resource: resource.clone(),
@@ -1227,6 +1273,10 @@ impl Telemetry {
                     "Duration of database client operations, observed on the wire.",
                 ),
                 Family::Rpc => ("rpc.server.call.duration", "Duration of RPC calls served."),
+                Family::Tls => (
+                    "wasmtap.tls.handshake.duration",
+                    "Duration of TLS handshakes: ClientHello to the outcome.",
+                ),
                 Family::Messaging(_) => (
                     "messaging.client.operation.duration",
                     "Duration of messaging operations, observed on the wire.",

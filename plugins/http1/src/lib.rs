@@ -287,6 +287,52 @@ mod tests {
         );
     }
 
+    /// `Upgrade: h2c`, `101`, then HTTP/2: the upgrade request pairs (by
+    /// order) with its answer on stream 1; the 101 is not an exchange.
+    #[test]
+    fn h2c_upgrade_hands_over_to_http2() {
+        use wasmtap_sdk::testing::{Event, Host, check, declare};
+        let frame = |kind: u8, flags: u8, stream: u32, p: &[u8]| {
+            let mut v = (p.len() as u32).to_be_bytes()[1..].to_vec();
+            v.extend([kind, flags]);
+            v.extend(stream.to_be_bytes());
+            v.extend_from_slice(p);
+            v
+        };
+        let req = b"GET /r HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
+        let mut c = req.to_vec();
+        c.extend(wasmtap_plugin_http2::PREFACE);
+        c.extend(frame(4, 0, 0, &[]));
+        let mut s =
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+                .to_vec();
+        s.extend(frame(4, 0, 0, &[]));
+        s.extend(frame(1, 0x5, 1, &[0x8a])); // :status 206, end of stream
+        declare(&Http1::describe());
+        let o = check(
+            || Host(Http1::new_session(Transport::Tcp, 80)),
+            &[
+                Event::Data(Direction::ToServer, req),
+                Event::Data(Direction::ToClient, &s),
+                Event::Data(Direction::ToServer, &c[req.len()..]),
+            ],
+            256 << 10,
+        );
+        assert_eq!(o.error, None);
+        let got: Vec<_> = o
+            .messages
+            .iter()
+            .map(|m| (m.kind, m.correlation, m.status_code.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (wasmtap_sdk::MessageKind::Request, None, ""),
+                (wasmtap_sdk::MessageKind::Response, None, "206"),
+            ]
+        );
+    }
+
     #[test]
     fn status_codes_print_as_three_digits() {
         for code in [100, 200, 204, 404, 500, 599, 999] {

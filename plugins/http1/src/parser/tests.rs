@@ -280,7 +280,7 @@ fn client_speaking_new_protocol_before_101_is_ignored() {
     let ms = ok(&[
         Ev::Data(
             S,
-            b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n\x00\x00\x12\x04\x00binary",
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\x00\x00\x12\x04\x00binary",
         ),
         Ev::Data(C, b"HTTP/1.1 101 Switching Protocols\r\n\r\n\x00\x00"),
     ]);
