@@ -75,6 +75,13 @@ fn requests_with_trace_context_join_the_callers_trace() {
         "/bad",
         "traceparent: nonsense\r\n",
     );
+    http1(
+        &mut c,
+        &mut p,
+        T0 + 90 * MS,
+        "/unsampled",
+        "traceparent: 00-11111111111111111111111111111111-2222222222222222-00\r\n",
+    );
     c.close(&mut p, T0 + 100 * MS);
     // HTTP/2 with prior knowledge.
     let mut h2 = Conn::open(
@@ -150,5 +157,15 @@ fn requests_with_trace_context_join_the_callers_trace() {
     for s in &spans {
         assert_eq!(attr(s, "wasmtap.trace.parent"), "");
     }
+    assert_eq!(ids("/unsampled").0, "11111111111111111111111111111111");
+    // With `respect_sampled`, the caller's "not sampled" keeps that span out
+    // of the export (and only that one); its metrics still count.
+    let cfg =
+        std::env::temp_dir().join(format!("wasmtap-tracecontext-{}.toml", std::process::id()));
+    std::fs::write(&cfg, "[telemetry]\nrespect_sampled = true\n").unwrap();
+    let kept = replay_spans(&file, &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(kept.len(), spans.len() - 1);
+    assert!(kept.iter().all(|s| attr(s, "url.path") != "/unsampled"));
+    let _ = std::fs::remove_file(&cfg);
     let _ = std::fs::remove_file(&file);
 }

@@ -195,6 +195,9 @@ pub struct TelemetrySection {
     /// Extra header names whose attributes never leave the agent (besides
     /// Authorization, Proxy-Authorization, Cookie, Set-Cookie, X-Api-Key).
     pub redact_headers: Vec<String>,
+    /// Do not export spans whose caller's trace context (`traceparent`
+    /// flags, B3 sampled) says the trace is not sampled; metrics still count them.
+    pub respect_sampled: bool,
     /// Response-time objectives.
     pub sla: SlaSection,
 }
@@ -214,6 +217,7 @@ impl Default for TelemetrySection {
             temporality: d.temporality,
             routes: Vec::new(),
             redact_headers: Vec::new(),
+            respect_sampled: d.respect_sampled,
             sla: SlaSection::default(),
         }
     }
@@ -385,6 +389,7 @@ impl Config {
             ),
             temporality: t.temporality,
             redact_keys: redact,
+            respect_sampled: t.respect_sampled,
         }
     }
 

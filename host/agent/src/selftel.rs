@@ -242,6 +242,7 @@ impl Counters {
             vec![],
             t.redacted,
         ));
+        v.push(("wasmtap.agent.spans.unsampled", vec![], t.unsampled));
         if let Some(e) = export {
             v.push((
                 "wasmtap.agent.export.spans",

@@ -76,6 +76,9 @@ pub struct TelemetryConfig {
     pub temporality: Temporality,
     /// Span attribute keys never reported (credentials); compared in lowercase.
     pub redact_keys: Vec<String>,
+    /// Spans whose caller's trace context says "not sampled" (W3C flags, B3
+    /// sampled 0) are not exported; their metrics are counted as always.
+    pub respect_sampled: bool,
 }
 
 impl Default for TelemetryConfig {
@@ -92,6 +95,7 @@ impl Default for TelemetryConfig {
             router: Router::default(),
             temporality: Temporality::Cumulative,
             redact_keys: default_redactions(),
+            respect_sampled: false,
         }
     }
 }
@@ -310,6 +314,9 @@ pub struct TelemetryStats {
     pub stale_dropped: u64,
     /// Span attributes removed by redaction.
     pub redacted: u64,
+    /// Spans not exported because the caller did not sample its trace
+    /// (`respect_sampled`).
+    pub unsampled: u64,
     /// Series held now (RED, operations, services, edges, L4 pairs).
     pub series_held: u64,
 }
@@ -786,7 +793,12 @@ impl Telemetry {
             .iter()
             .any(|kv| &*kv.key == TRACE_PARENT || &*kv.key == TRACE_STATE)
         {
-            let parent = attr_str(&attributes, TRACE_PARENT).and_then(parse_traceparent);
+            let tp = attr_str(&attributes, TRACE_PARENT);
+            if self.cfg.respect_sampled && tp.is_some_and(|t| t.ends_with("-00")) {
+                self.stats.unsampled += 1;
+                return None;
+            }
+            let parent = tp.and_then(parse_traceparent);
             if let Some((t, p)) = parent {
                 trace_id = t;
                 parent_span_id = Some(p);

@@ -100,6 +100,7 @@ impl Decoder for Http1 {
             parser: parser::Parser::new(parser::Limits::default()),
             buf: Vec::new(),
             h2: None,
+            opaque: false,
         }
     }
 }
@@ -108,9 +109,15 @@ impl Decoder for Http1 {
 pub struct Http1Session {
     parser: parser::Parser,
     buf: Vec<parser::Message>,
-    /// HTTP/2 after an `Upgrade: h2c`.
+    /// HTTP/2 after an `Upgrade: h2c`, or inside a `CONNECT` tunnel.
     h2: Option<wasmtap_plugin_http2::Http2Session>,
+    /// A `CONNECT` tunnel that does not carry HTTP/2: consumed unread.
+    opaque: bool,
 }
+
+/// Bytes of a `CONNECT` tunnel's response side held while its client side
+/// has not told whether it speaks HTTP/2.
+const TUNNEL_UNDECIDED_MAX: usize = 16 << 10;
 
 fn pdir(d: Direction) -> parser::Dir {
     match d {
@@ -226,6 +233,9 @@ impl Session for Http1Session {
         if let Some(h2) = self.h2.as_mut() {
             return h2.feed(dir, timestamp_ns, data, out);
         }
+        if self.opaque {
+            return Ok(data.len());
+        }
         let r = self
             .parser
             .feed(pdir(dir), timestamp_ns, data, &mut self.buf);
@@ -238,6 +248,25 @@ impl Session for Http1Session {
             let n = h2.feed(dir, timestamp_ns, rest, out)?;
             self.h2 = Some(h2);
             return Ok(used + n);
+        }
+        if self.parser.connect_tunnel() {
+            // HTTP/2 with prior knowledge inside the tunnel, or opaque (TLS).
+            let rest = data.get(used..).unwrap_or_default();
+            let preface = wasmtap_plugin_http2::PREFACE;
+            match dir {
+                Direction::ToServer if rest.starts_with(preface) => {
+                    let mut h2 = Framed::new(wasmtap_plugin_http2::Http2Handler::default());
+                    let n = h2.feed(dir, timestamp_ns, rest, out)?;
+                    self.h2 = Some(h2);
+                    return Ok(used + n);
+                }
+                Direction::ToServer if preface.starts_with(rest) => return Ok(used),
+                Direction::ToClient if rest.len() <= TUNNEL_UNDECIDED_MAX => return Ok(used),
+                _ => {
+                    self.opaque = true;
+                    return Ok(data.len());
+                }
+            }
         }
         Ok(used)
     }
@@ -331,6 +360,56 @@ mod tests {
                 (wasmtap_sdk::MessageKind::Response, None, "206"),
             ]
         );
+    }
+
+    /// A CONNECT tunnel carrying HTTP/2 with prior knowledge is decoded;
+    /// one carrying TLS is consumed unread.
+    #[test]
+    fn connect_tunnels_carry_http2_or_stay_opaque() {
+        use wasmtap_sdk::testing::{Event, Host, check, declare};
+        let frame = |kind: u8, flags: u8, stream: u32, p: &[u8]| {
+            let mut v = (p.len() as u32).to_be_bytes()[1..].to_vec();
+            v.extend([kind, flags]);
+            v.extend(stream.to_be_bytes());
+            v.extend_from_slice(p);
+            v
+        };
+        let connect = b"CONNECT api:80 HTTP/1.1\r\nHost: api:80\r\n\r\n";
+        let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
+        let mut c = wasmtap_plugin_http2::PREFACE.to_vec();
+        c.extend(frame(4, 0, 0, &[]));
+        c.extend(frame(1, 0x5, 1, &[0x82, 0x86, 0x84])); // GET http /
+        let mut s = frame(4, 0, 0, &[]);
+        s.extend(frame(1, 0x5, 1, &[0x8d])); // :status 404
+        declare(&Http1::describe());
+        let run = |inner_c: &[u8], inner_s: &[u8]| {
+            let o = check(
+                || Host(Http1::new_session(Transport::Tcp, 3128)),
+                &[
+                    Event::Data(Direction::ToServer, connect),
+                    Event::Data(Direction::ToClient, ok),
+                    Event::Data(Direction::ToServer, inner_c),
+                    Event::Data(Direction::ToClient, inner_s),
+                ],
+                256 << 10,
+            );
+            assert_eq!(o.error, None);
+            o.messages
+                .iter()
+                .map(|m| (m.operation.clone(), m.status_code.clone(), m.correlation))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            run(&c, &s),
+            [
+                ("CONNECT".to_string(), String::new(), None),
+                (String::new(), "200".to_string(), None),
+                ("GET".to_string(), String::new(), Some(1)),
+                (String::new(), "404".to_string(), Some(1)),
+            ]
+        );
+        let tls = b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00";
+        assert_eq!(run(tls, b"\x16\x03\x03\x00\x02\x02\x00").len(), 2);
     }
 
     #[test]

@@ -422,6 +422,8 @@ pub struct Parser {
     tunnel: bool,
     /// The tunnel is HTTP/2 after an `Upgrade: h2c` (see [`Parser::h2c`]).
     h2c: bool,
+    /// The tunnel is a `CONNECT`'s (see [`Parser::connect_tunnel`]).
+    connect: bool,
     closed: bool,
 }
 
@@ -435,6 +437,7 @@ impl Parser {
             pending: VecDeque::new(),
             tunnel: false,
             h2c: false,
+            connect: false,
             closed: false,
         }
     }
@@ -512,8 +515,13 @@ impl Parser {
     ) -> Result<usize, Fail> {
         loop {
             if self.tunnel || self.closed {
-                // After an h2c upgrade the rest is HTTP/2's: left unconsumed.
-                return Ok(if self.h2c { *pos } else { data.len() });
+                // After an h2c upgrade, or into a CONNECT tunnel, the rest
+                // is left unconsumed for the decoder to look at.
+                return Ok(if self.h2c || self.connect {
+                    *pos
+                } else {
+                    data.len()
+                });
             }
             let rest = data.get(*pos..).unwrap_or_default();
             if dir == Dir::ToClient
@@ -764,6 +772,9 @@ impl Parser {
                 // upgrade request's answer comes on stream 1.
                 self.h2c = true;
             } else {
+                // A CONNECT tunnel may carry HTTP/2 (the decoder looks at
+                // its first bytes); anything else in it is opaque.
+                self.connect = req.connect;
                 out.push(msg);
             }
             self.start_tunnel(out);
@@ -951,6 +962,12 @@ impl Parser {
     /// for an HTTP/2 decoder to take.
     pub fn h2c(&self) -> bool {
         self.h2c
+    }
+
+    /// Whether a `CONNECT` tunnel was opened: `feed` then leaves every byte
+    /// inside it unconsumed (HTTP/2 with prior knowledge, or opaque).
+    pub fn connect_tunnel(&self) -> bool {
+        self.tunnel && self.connect
     }
 
     /// 101 or a 2xx to CONNECT: the connection stops being HTTP/1.x.
