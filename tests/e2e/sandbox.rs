@@ -224,6 +224,15 @@ fn trap_on_third_call_is_contained() {
         "{}",
         r.stderr
     );
+    // The failure names the call, the flow and the stream offset.
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("plugin call failed"))
+        .unwrap_or_else(|| panic!("{}", r.stderr));
+    assert!(line.contains("call=\"feed\""), "{line}");
+    assert!(line.contains(":5000") && line.contains(" -> "), "{line}");
+    assert!(line.contains("offset="), "{line}");
 }
 
 #[test]

@@ -194,8 +194,10 @@ impl FlowHandler<FlowState> for Bound<'_> {
         self.h
             .telemetry
             .flow_opened(flow.client, flow.server, transport(flow.l4), ts_ns);
+        let mut session = self.h.worker.open(l4, flow.server.port());
+        session.set_flow(flow.client, flow.server);
         FlowState {
-            session: self.h.worker.open(l4, flow.server.port()),
+            session,
             matcher: Matcher::default(),
         }
     }

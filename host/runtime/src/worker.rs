@@ -228,9 +228,25 @@ pub struct Session {
     state: State,
     pending: [Vec<u8>; 2],
     protocol: Option<Arc<str>>,
+    /// The flow's endpoints (client, server), for failure reports.
+    flow: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// Bytes offered so far per direction (the stream offset of the next offer).
+    offset: [u64; 2],
 }
 
 impl Session {
+    /// Names the flow (client, server) in failure reports.
+    pub fn set_flow(&mut self, client: std::net::SocketAddr, server: std::net::SocketAddr) {
+        self.flow = Some((client, server));
+    }
+
+    fn flow_text(&self) -> String {
+        match self.flow {
+            Some((c, s)) => format!("{c} -> {s}"),
+            None => format!("port {}", self.server_port),
+        }
+    }
+
     /// The protocol of the decoder handling this flow, once chosen.
     pub fn protocol(&self) -> Option<&Arc<str>> {
         self.protocol.as_ref()
@@ -337,6 +353,8 @@ pub struct Worker {
     deadline_ticks: Option<u64>,
     /// Epoch ticks an instantiation may run.
     load_deadline_ticks: Option<u64>,
+    /// (decoder, reason) of decode errors already logged at warn.
+    warned: std::collections::HashSet<(String, String)>,
 }
 
 fn dir_wit(d: Dir) -> wit::Direction {
@@ -354,6 +372,38 @@ fn l4_wit(l: L4) -> wit::Transport {
 }
 
 /// The cause of a failed call on one line (wasm backtraces stay out of the log).
+/// Where a failing call was: for the log.
+struct Call {
+    name: &'static str,
+    dir: Option<Dir>,
+    offset: u64,
+    flow: String,
+}
+
+impl Call {
+    fn new(name: &'static str, s: &Session, dir: Dir) -> Self {
+        Self {
+            name,
+            dir: (name != "close").then_some(dir),
+            offset: s.offset[dir as usize],
+            flow: s.flow_text(),
+        }
+    }
+
+    /// A call outside a flow's stream (probe, resource drop).
+    fn bare(name: &'static str) -> Self {
+        Self {
+            name,
+            dir: None,
+            offset: 0,
+            flow: String::new(),
+        }
+    }
+}
+
+/// (decoder, reason) pairs logged at warn at most (then debug only).
+const MAX_WARNED: usize = 256;
+
 fn one_line(e: &wasmtime::Error) -> String {
     if let Some(t) = e.downcast_ref::<wasmtime::Trap>() {
         return t.to_string();
@@ -383,6 +433,7 @@ impl Worker {
             now_ns: 0,
             deadline_ticks: host.deadline_ticks(),
             load_deadline_ticks: host.load_deadline_ticks(),
+            warned: Default::default(),
         };
         for p in plugins {
             w.add_slot(p)?;
@@ -563,6 +614,8 @@ impl Worker {
             state: State::Undecided,
             pending: [Vec::new(), Vec::new()],
             protocol: None,
+            flow: None,
+            offset: [0, 0],
         };
         let by_port = self.slots.iter().position(|slot| {
             let i = &slot.plugin.info;
@@ -615,7 +668,7 @@ impl Worker {
                 );
             }
             Err(e) => {
-                let f = self.fail(idx, &e);
+                let f = self.fail(idx, &e, Call::new("new", s, Dir::ToServer));
                 self.set_state(s, State::Ended(SessionEnd::Failed(f)));
             }
         }
@@ -647,7 +700,7 @@ impl Worker {
 
     /// Classifies a failed call, poisons the instance, counts, and quarantines
     /// a plugin that keeps failing.
-    fn fail(&mut self, idx: usize, e: &wasmtime::Error) -> Failure {
+    fn fail(&mut self, idx: usize, e: &wasmtime::Error, call: Call) -> Failure {
         let now = self.now_ns;
         let slot = &mut self.slots[idx];
         let failure = if slot.store.data().limiter.hit {
@@ -663,9 +716,20 @@ impl Worker {
             Failure::Trap => slot.stats.traps += 1,
         }
         slot.poisoned = true;
+        // The guest's backtrace (function names when the component keeps
+        // its name section), when wasmtime captured one.
+        let backtrace = e
+            .downcast_ref::<wasmtime::WasmBacktrace>()
+            .map(|b| format!("{b}").replace('\n', " | "))
+            .unwrap_or_default();
         tracing::warn!(
             plugin = %slot.plugin.info.name,
             failure = failure.as_str(),
+            call = call.name,
+            dir = ?call.dir,
+            offset = call.offset,
+            flow = %call.flow,
+            backtrace = %backtrace,
             "plugin call failed; the flow's session ends and the instance is re-created: {}",
             one_line(e)
         );
@@ -713,7 +777,7 @@ impl Worker {
         ) {
             Ok(c) => c,
             Err(e) => {
-                self.fail(idx, &e);
+                self.fail(idx, &e, Call::bare("probe"));
                 0
             }
         }
@@ -754,7 +818,7 @@ impl Worker {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    self.fail(idx, &e);
+                    self.fail(idx, &e, Call::bare("probe"));
                 }
             }
         }
@@ -858,6 +922,7 @@ impl Worker {
         };
         slot.stats.calls += 1;
         slot.stats.bytes_in += offered.len() as u64;
+        s.offset[d] = s.offset[d].saturating_add(data.len() as u64);
         let t0 = std::time::Instant::now();
         let res = session.call_feed(&mut slot.store, resource, dir_wit(dir), ts_ns, offered);
         slot.stats.nanos += t0.elapsed().as_nanos() as u64;
@@ -880,14 +945,42 @@ impl Worker {
             }
             Ok(Err(e)) => {
                 self.slots[idx].stats.decode_errors += 1;
-                tracing::debug!(reason = %e.reason, offset = e.offset, "decoder ended session");
+                self.report_decode_error(idx, s, "feed", dir, &e);
                 self.end(s, SessionEnd::DecodeError(e.reason));
             }
             Err(e) => {
-                let f = self.fail(idx, &e);
+                let f = self.fail(idx, &e, Call::new("feed", s, dir));
                 self.set_state(s, State::Ended(SessionEnd::Failed(f)));
                 s.pending = [Vec::new(), Vec::new()];
             }
+        }
+    }
+
+    /// A decoder's own error: logged at warn once per decoder and reason
+    /// (the first flow and offset named), at debug afterwards; always counted.
+    fn report_decode_error(
+        &mut self,
+        idx: usize,
+        s: &Session,
+        call: &str,
+        dir: Dir,
+        e: &wit::DecodeError,
+    ) {
+        let plugin = self.slots[idx].plugin.info.name.clone();
+        let first = self.warned.len() < MAX_WARNED
+            && self.warned.insert((plugin.clone(), e.reason.clone()));
+        if first {
+            tracing::warn!(
+                plugin = %plugin,
+                reason = %e.reason,
+                call,
+                dir = ?dir,
+                offset = e.offset,
+                flow = %s.flow_text(),
+                "decoder ended a session (logged once per decoder and reason; counted in decode_errors)"
+            );
+        } else {
+            tracing::debug!(plugin = %plugin, reason = %e.reason, offset = e.offset, flow = %s.flow_text(), "decoder ended session");
         }
     }
 
@@ -921,10 +1014,11 @@ impl Worker {
             Ok(Ok(fr)) => self.accept(idx, fr.messages, out),
             Ok(Err(e)) => {
                 self.slots[idx].stats.decode_errors += 1;
+                self.report_decode_error(idx, s, "gap", dir, &e);
                 self.end(s, SessionEnd::DecodeError(e.reason));
             }
             Err(e) => {
-                let f = self.fail(idx, &e);
+                let f = self.fail(idx, &e, Call::new("gap", s, dir));
                 self.set_state(s, State::Ended(SessionEnd::Failed(f)));
             }
         }
@@ -978,7 +1072,7 @@ impl Worker {
                 self.set_state(s, State::Ended(SessionEnd::Closed));
             }
             Err(e) => {
-                let f = self.fail(idx, &e);
+                let f = self.fail(idx, &e, Call::new("close", s, Dir::ToServer));
                 self.set_state(s, State::Ended(SessionEnd::Failed(f)));
             }
         }
@@ -1013,7 +1107,7 @@ impl Worker {
         let slot = &mut self.slots[idx];
         arm(slot, deadline);
         if let Err(e) = resource.resource_drop(&mut slot.store) {
-            self.fail(idx, &e);
+            self.fail(idx, &e, Call::bare("drop"));
         }
     }
 }
