@@ -61,7 +61,9 @@ type Case = (&'static str, &'static [(&'static str, usize)], &'static str);
 #[test]
 fn shared_captures_match_the_peer() {
     // The join-group capture has no handshake and a client port below the
-    // ephemeral range: its server side comes from the configured port.
+    // ephemeral range: the ports guess the roles backwards, and the Kafka
+    // probe, recognising a request in the "to client" direction, reverses
+    // them (no configuration needed; `[plugins.ports]` gives the same).
     let cfg = config("9092, 36333");
     let cases: &[Case] = &[
         (
@@ -92,7 +94,9 @@ fn shared_captures_match_the_peer() {
     ];
     for (file, want, topic) in cases {
         let path = root().join("tests/pcaps/kafka").join(file);
-        let spans = replay_spans(&path, &["--config", cfg.to_str().unwrap()]);
+        let spans = replay_spans(&path, &[]);
+        let configured = replay_spans(&path, &["--config", cfg.to_str().unwrap()]);
+        assert_eq!(outcomes(&spans), outcomes(&configured), "{file}");
         let want: BTreeMap<String, usize> = want.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         assert_eq!(outcomes(&spans), want, "{file}: {spans:#?}");
         for s in &spans {
@@ -114,6 +118,12 @@ fn shared_captures_match_the_peer() {
     );
     assert_eq!(attr(&spans[0], "messaging.consumer.group.name"), "zzzz12");
     assert_eq!(attr(&spans[0], "error.type"), "UNKNOWN_SERVER_ERROR");
+    let unconfigured = replay_spans(
+        &root().join("tests/pcaps/kafka/deepflow__11-join-group-v7.pcap"),
+        &[],
+    );
+    assert_eq!(attr(&unconfigured[0], "server.port"), "36333");
+    assert_eq!(attr(&unconfigured[0], "client.port"), "30120");
 }
 
 /// Compares the spans of `pcap` with the stub's log.

@@ -61,10 +61,14 @@ pub struct Handler {
 
 /// Whether the capture never showed the server's side of a TCP flow while
 /// it showed the client's: its requests' answers were never in view.
-fn server_unseen(flow: &FlowMeta) -> bool {
-    flow.l4 == L4::Tcp
-        && flow.packets[Direction::ToClient.index()] == 0
-        && flow.packets[Direction::ToServer.index()] > 0
+/// `swapped`: the decoder found the table's roles backwards.
+fn server_unseen(flow: &FlowMeta, swapped: bool) -> bool {
+    let (client, server) = if swapped {
+        (Direction::ToClient, Direction::ToServer)
+    } else {
+        (Direction::ToServer, Direction::ToClient)
+    };
+    flow.l4 == L4::Tcp && flow.packets[server.index()] == 0 && flow.packets[client.index()] > 0
 }
 
 fn packet_passes(
@@ -145,9 +149,15 @@ impl Handler {
             .protocol()
             .cloned()
             .unwrap_or_else(|| Arc::from("unknown"));
+        // A decoder may have found the guessed roles backwards.
+        let (client, server) = if st.session.swapped() {
+            (flow.server, flow.client)
+        } else {
+            (flow.client, flow.server)
+        };
         let ctx = FlowCtx {
-            client: flow.client,
-            server: flow.server,
+            client,
+            server,
             protocol: &protocol,
             transport: transport(flow.l4),
             flow_id: flow.id,
@@ -195,7 +205,7 @@ impl FlowHandler<FlowState> for Bound<'_> {
             .telemetry
             .flow_opened(flow.client, flow.server, transport(flow.l4), ts_ns);
         let mut session = self.h.worker.open(l4, flow.server.port());
-        session.set_flow(flow.client, flow.server);
+        session.set_flow(flow.client, flow.server, !flow.saw_syn);
         FlowState {
             session,
             matcher: Matcher::default(),
@@ -221,7 +231,12 @@ impl FlowHandler<FlowState> for Bound<'_> {
             .worker
             .gap(&mut st.session, dir(d), len, &mut self.h.msgs);
         self.h.drain(flow, st, self.sink);
-        if d == Direction::ToClient {
+        let to_client = if st.session.swapped() {
+            Direction::ToServer
+        } else {
+            Direction::ToClient
+        };
+        if d == to_client {
             // Answers of the requests waiting now may have been in the lost
             // bytes: if they never come, the capture is to blame.
             st.matcher.response_bytes_lost();
@@ -244,12 +259,12 @@ impl FlowHandler<FlowState> for Bound<'_> {
                 st.matcher.expire(
                     ts_ns,
                     self.h.response_timeout_ns,
-                    server_unseen(flow),
+                    server_unseen(flow, st.session.swapped()),
                     &mut self.h.match_stats,
                     &mut self.h.exchanges,
                 );
                 self.h.cut_by_capture += st.matcher.cut_pending(
-                    server_unseen(flow),
+                    server_unseen(flow, st.session.swapped()),
                     &mut self.h.match_stats,
                     &mut self.h.exchanges,
                 ) as u64;
@@ -257,7 +272,7 @@ impl FlowHandler<FlowState> for Bound<'_> {
             // The connection closed (or went idle) without an answer: the
             // service's, unless the capture never showed the server's side.
             _ => st.matcher.finish(
-                server_unseen(flow),
+                server_unseen(flow, st.session.swapped()),
                 &mut self.h.match_stats,
                 &mut self.h.exchanges,
             ),
@@ -477,7 +492,7 @@ impl Shard {
                 st.matcher.expire(
                     now_ns,
                     timeout,
-                    server_unseen(flow),
+                    server_unseen(flow, st.session.swapped()),
                     &mut h.match_stats,
                     &mut h.exchanges,
                 );

@@ -128,6 +128,7 @@ impl Counters {
         }
         let w = shard.worker_stats();
         v.push(("wasmtap.agent.flows.no_decoder", vec![], w.no_decoder));
+        v.push(("wasmtap.agent.flows.roles_swapped", vec![], w.roles_swapped));
         for (name, p) in &w.plugins {
             let per = |metric: &'static str, n: u64| (metric, vec![("plugin", name.clone())], n);
             v.push(per("wasmtap.agent.plugin.sessions", p.sessions));

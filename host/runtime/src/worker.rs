@@ -147,6 +147,15 @@ pub enum Dir {
     ToClient,
 }
 
+impl Dir {
+    fn flip(self) -> Self {
+        match self {
+            Dir::ToServer => Dir::ToClient,
+            Dir::ToClient => Dir::ToServer,
+        }
+    }
+}
+
 /// Transport of a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum L4 {
@@ -232,12 +241,31 @@ pub struct Session {
     flow: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
     /// Bytes offered so far per direction (the stream offset of the next offer).
     offset: [u64; 2],
+    /// The flow's roles were guessed (no handshake seen): a decoder's probe
+    /// may reverse them.
+    roles_guessed: bool,
+    /// The guess was wrong: directions are reversed for the decoder.
+    swapped: bool,
 }
 
 impl Session {
-    /// Names the flow (client, server) in failure reports.
-    pub fn set_flow(&mut self, client: std::net::SocketAddr, server: std::net::SocketAddr) {
+    /// Names the flow (client, server) in failure reports; `guessed`: the
+    /// roles come from ports, not from a handshake (a decoder that
+    /// recognises requests only in the other direction then reverses them).
+    pub fn set_flow(
+        &mut self,
+        client: std::net::SocketAddr,
+        server: std::net::SocketAddr,
+        guessed: bool,
+    ) {
         self.flow = Some((client, server));
+        self.roles_guessed = guessed;
+    }
+
+    /// Whether the flow's guessed roles were reversed (the table's client is
+    /// the server).
+    pub fn swapped(&self) -> bool {
+        self.swapped
     }
 
     fn flow_text(&self) -> String {
@@ -302,6 +330,8 @@ pub struct PluginStats {
 pub struct WorkerStats {
     /// Flows no decoder claimed.
     pub no_decoder: u64,
+    /// Flows whose guessed roles (no handshake) a decoder's probe reversed.
+    pub roles_swapped: u64,
     /// Per plugin, by name.
     pub plugins: Vec<(String, PluginStats)>,
 }
@@ -355,6 +385,8 @@ pub struct Worker {
     load_deadline_ticks: Option<u64>,
     /// (decoder, reason) of decode errors already logged at warn.
     warned: std::collections::HashSet<(String, String)>,
+    /// Flows whose guessed roles a decoder's probe reversed.
+    roles_swapped: u64,
 }
 
 fn dir_wit(d: Dir) -> wit::Direction {
@@ -434,6 +466,7 @@ impl Worker {
             deadline_ticks: host.deadline_ticks(),
             load_deadline_ticks: host.load_deadline_ticks(),
             warned: Default::default(),
+            roles_swapped: 0,
         };
         for p in plugins {
             w.add_slot(p)?;
@@ -584,6 +617,7 @@ impl Worker {
     pub fn stats(&self) -> WorkerStats {
         WorkerStats {
             no_decoder: self.no_decoder,
+            roles_swapped: self.roles_swapped,
             plugins: self
                 .slots
                 .iter()
@@ -616,6 +650,8 @@ impl Worker {
             protocol: None,
             flow: None,
             offset: [0, 0],
+            roles_guessed: false,
+            swapped: false,
         };
         let by_port = self.slots.iter().position(|slot| {
             let i = &slot.plugin.info;
@@ -861,6 +897,7 @@ impl Worker {
         if data.is_empty() {
             return;
         }
+        let mut dir = if s.swapped { dir.flip() } else { dir };
         self.now_ns = self.now_ns.max(ts_ns);
         if let State::ByPort(idx) = s.state {
             // A port is a hint, not a contract (PostgreSQL on 8000, TLS on 80):
@@ -886,7 +923,19 @@ impl Worker {
             } else {
                 data
             };
-            match self.choose_by_probe(s, dir, probe_bytes) {
+            let mut found = self.choose_by_probe(s, dir, probe_bytes);
+            if found.is_none() && s.roles_guessed && s.l4 == L4::Tcp {
+                // Roles guessed from ports may be backwards: a decoder that
+                // recognises these bytes as the other direction's says so.
+                found = self.choose_by_probe(s, dir.flip(), probe_bytes);
+                if found.is_some() {
+                    s.swapped = true;
+                    s.pending.swap(0, 1);
+                    dir = dir.flip();
+                    self.roles_swapped += 1;
+                }
+            }
+            match found {
                 Some(idx) => self.start(s, idx, false),
                 None if s.l4 == L4::Tcp
                     && probe_bytes.len() < self.host_config.probe_window_bytes =>
@@ -986,6 +1035,7 @@ impl Worker {
 
     /// Reports `len` bytes of `dir` that were never captured.
     pub fn gap(&mut self, s: &mut Session, dir: Dir, len: u64, out: &mut Vec<Message>) {
+        let dir = if s.swapped { dir.flip() } else { dir };
         if matches!(s.state, State::Undecided) {
             // Bytes held for probing cannot continue across a hole.
             if let Some(p) = s.pending.get_mut(dir as usize) {
