@@ -63,6 +63,10 @@ pub struct ClientHello {
     pub resumption: bool,
     /// The legacy session id.
     pub session_id: Vec<u8>,
+    /// Supported groups (elliptic curves), in order.
+    pub groups: Vec<u16>,
+    /// EC point formats, in order.
+    pub point_formats: Vec<u8>,
 }
 
 /// What a ServerHello chose.
@@ -78,6 +82,10 @@ pub struct ServerHello {
     pub session_id: Vec<u8>,
     /// A HelloRetryRequest (its random is a fixed value).
     pub retry: bool,
+    /// `legacy_version` (what JA3S uses).
+    pub legacy_version: u16,
+    /// Extension types, in order.
+    pub extensions: Vec<u16>,
 }
 
 /// The random of a HelloRetryRequest (RFC 8446 §4.1.3).
@@ -146,6 +154,14 @@ pub fn client_hello(b: &[u8]) -> Result<ClientHello, Short> {
                     .filter(|v| !grease(*v))
                     .max();
             }
+            10 => {
+                let list = x.vec16()?;
+                h.groups = list
+                    .chunks_exact(2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .collect();
+            }
+            11 => h.point_formats = x.vec8()?.to_vec(),
             35 | 41 if !body.is_empty() => h.resumption = true,
             _ => {}
         }
@@ -160,6 +176,7 @@ pub fn server_hello(b: &[u8]) -> Result<ServerHello, Short> {
         version: r.u16()?,
         ..ServerHello::default()
     };
+    h.legacy_version = h.version;
     h.retry = r.take(32)? == HRR_RANDOM;
     h.session_id = r.vec8()?.to_vec();
     h.cipher = r.u16()?;
@@ -172,6 +189,7 @@ pub fn server_hello(b: &[u8]) -> Result<ServerHello, Short> {
     while e.pos < ext.len() {
         let t = e.u16()?;
         let body = e.vec16()?;
+        h.extensions.push(t);
         let mut x = R { b: body, pos: 0 };
         match t {
             43 => h.version = x.u16()?,
@@ -270,6 +288,43 @@ pub fn ja4(h: &ClientHello) -> String {
     format!("{a}_{b}_{c}")
 }
 
+fn dec_list<T: std::fmt::Display>(v: impl Iterator<Item = T>) -> String {
+    v.map(|x| x.to_string()).collect::<Vec<_>>().join("-")
+}
+
+fn md5_hex(s: &str) -> String {
+    use md5::{Digest as _, Md5};
+    Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The JA3 fingerprint of a ClientHello (Salesforce's JA3: MD5 of
+/// `version,ciphers,extensions,groups,point formats`, GREASE removed).
+pub fn ja3(h: &ClientHello) -> String {
+    let s = format!(
+        "{},{},{},{},{}",
+        h.version,
+        dec_list(h.ciphers.iter().filter(|c| !grease(**c))),
+        dec_list(h.extensions.iter().filter(|c| !grease(**c))),
+        dec_list(h.groups.iter().filter(|c| !grease(**c))),
+        dec_list(h.point_formats.iter()),
+    );
+    md5_hex(&s)
+}
+
+/// The JA3S fingerprint of a ServerHello (MD5 of `version,cipher,extensions`).
+pub fn ja3s(h: &ServerHello) -> String {
+    let s = format!(
+        "{},{},{}",
+        h.legacy_version,
+        h.cipher,
+        dec_list(h.extensions.iter())
+    );
+    md5_hex(&s)
+}
+
 /// IANA names of the cipher suites in use today (and of some old ones
 /// still met in audits); others are reported by number.
 pub fn cipher_name(c: u16) -> String {
@@ -366,6 +421,8 @@ mod tests {
             sig_algs: vec![0x0403],
             resumption: false,
             session_id: Vec::new(),
+            groups: Vec::new(),
+            point_formats: Vec::new(),
         };
         let j = ja4(&h);
         assert!(j.starts_with("t13d0204h2_"), "{j}");

@@ -32,6 +32,10 @@ pub mod keys {
     pub const SERVER_NAME: &str = "tls.client.server_name";
     /// JA4 fingerprint of the ClientHello.
     pub const JA4: &str = "tls.client.ja4";
+    /// JA3 fingerprint of the ClientHello.
+    pub const JA3: &str = "tls.client.ja3";
+    /// JA3S fingerprint of the ServerHello.
+    pub const JA3S: &str = "tls.server.ja3s";
     /// ALPN protocols offered, comma-separated.
     pub const ALPN_OFFERED: &str = "wasmtap.tls.alpn_offered";
     /// `tls`.
@@ -55,10 +59,12 @@ pub mod keys {
     /// Which side sent it: `client` or `server`.
     pub const ALERT_BY: &str = "wasmtap.tls.alert_by";
     /// Every key.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 16] = [
         SERVER,
         SERVER_NAME,
         JA4,
+        JA3,
+        JA3S,
         ALPN_OFFERED,
         PROTOCOL,
         VERSION,
@@ -153,7 +159,8 @@ impl TlsHandler {
         self.requested = true;
         self.hello_start = f.start_ns;
         let mut m = Message::request(f.start_ns, f.end_ns, f.len, "handshake")
-            .attribute(Attribute::str(keys::JA4, hello::ja4(c)));
+            .attribute(Attribute::str(keys::JA4, hello::ja4(c)))
+            .attribute(Attribute::str(keys::JA3, hello::ja3(c)));
         if let Some(sni) = &c.sni {
             m = m
                 .attribute(Attribute::str(keys::SERVER, sni.clone()))
@@ -185,7 +192,8 @@ impl TlsHandler {
                     hello::version_name(s.version),
                 ))
                 .attribute(Attribute::str(keys::CIPHER, hello::cipher_name(s.cipher)))
-                .attribute(Attribute::boolean(keys::RESUMED, resumed));
+                .attribute(Attribute::boolean(keys::RESUMED, resumed))
+                .attribute(Attribute::str(keys::JA3S, hello::ja3s(s)));
             if let Some(a) = &s.alpn {
                 m = m.attribute(Attribute::str(keys::NEXT_PROTOCOL, a.clone()));
             }
