@@ -306,13 +306,6 @@ pub struct Framed<H> {
     dirs: [DirState; 2],
 }
 
-fn idx(dir: Direction) -> usize {
-    match dir {
-        Direction::ToServer => 0,
-        Direction::ToClient => 1,
-    }
-}
-
 impl<H: FrameHandler> Framed<H> {
     /// Wraps a handler.
     pub fn new(handler: H) -> Self {
@@ -335,7 +328,7 @@ impl<H: FrameHandler> Framed<H> {
     /// Bytes of `dir` discarded while looking for a frame boundary (a
     /// mid-stream start, or after bytes lost in capture).
     pub fn discarded(&self, dir: Direction) -> u64 {
-        self.dirs[idx(dir)].discarded
+        self.dirs[dir.index()].discarded
     }
 
     /// Whether a frame of the protocol starts at `data[at..]` and, when the
@@ -415,7 +408,7 @@ impl<H: FrameHandler> Session for Framed<H> {
         data: &[u8],
         out: &mut Vec<Message>,
     ) -> Result<usize, DecodeError> {
-        let i = idx(dir);
+        let i = dir.index();
         let mut used = 0usize;
         // Finish a frame being skipped.
         if let Some(sk) = self.dirs[i].skipping.as_mut() {
@@ -522,7 +515,7 @@ impl<H: FrameHandler> Session for Framed<H> {
     }
 
     fn gap(&mut self, dir: Direction, len: u64, out: &mut Vec<Message>) -> Result<(), DecodeError> {
-        let i = idx(dir);
+        let i = dir.index();
         let d = &mut self.dirs[i];
         d.offset += len;
         d.pending_since = None;

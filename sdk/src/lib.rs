@@ -184,6 +184,17 @@ pub trait Session: 'static {
     }
 }
 
+impl Direction {
+    /// 0 for [`Direction::ToServer`], 1 for [`Direction::ToClient`]: an
+    /// index into per-direction state.
+    pub fn index(self) -> usize {
+        match self {
+            Direction::ToServer => 0,
+            Direction::ToClient => 1,
+        }
+    }
+}
+
 impl DecodeError {
     /// Builds an error with a short, stable, low-cardinality reason.
     pub fn new(reason: &str, offset: u64) -> Self {

@@ -272,10 +272,7 @@ impl<S: crate::Session> StreamParser for Host<S> {
     type Message = crate::Message;
     type Error = crate::DecodeError;
     fn index(dir: crate::Direction) -> usize {
-        match dir {
-            crate::Direction::ToServer => 0,
-            crate::Direction::ToClient => 1,
-        }
+        dir.index()
     }
     fn feed(
         &mut self,
@@ -297,4 +294,30 @@ impl<S: crate::Session> StreamParser for Host<S> {
     fn close(&mut self, ts: u64, out: &mut Vec<crate::Message>) {
         self.0.close(crate::CloseReason::Fin, ts, out);
     }
+}
+
+/// An attribute of `m` printed as the tests compare it (`Str("orders")`,
+/// `Int(3)`, `Boolean(true)`), or `None` when `m` does not carry `key`.
+pub fn attr(m: &crate::Message, key: &str) -> Option<String> {
+    m.attributes
+        .iter()
+        .find(|a| a.key_name() == Some(key))
+        .map(|a| format!("{:?}", a.value).replace("AttributeValue::", ""))
+}
+
+/// Runs `events` through [`check`] on a fresh session of decoder `D` for a
+/// TCP flow to `port`, its attribute keys declared, with the host's default
+/// pending bound (256 KiB); panics if the session fails. Returns the messages.
+pub fn decode<D: crate::Decoder>(
+    port: u16,
+    events: &[Event<'_, crate::Direction>],
+) -> Vec<crate::Message> {
+    declare(&D::describe());
+    let o = check(
+        || Host(D::new_session(crate::Transport::Tcp, port)),
+        events,
+        256 << 10,
+    );
+    assert_eq!(o.error, None);
+    o.messages
 }

@@ -14,27 +14,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::{attr, replay_spans, root};
+use wasmtap_plugin_http2::GRPC_CODES as CODES;
 
-const CODES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
+use crate::{attr, replay_spans, root};
 
 fn log(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)

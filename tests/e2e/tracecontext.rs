@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 
 use crate::synth::{Conn, Pcap};
 use crate::{attr, replay_spans};
+use wasmtap_plugin_http2::frame;
 
 const T0: u64 = 1_700_000_000_000_000_000;
 const MS: u64 = 1_000_000;
@@ -21,15 +22,6 @@ fn http1(c: &mut Conn, p: &mut Pcap, ts: u64, path: &str, headers: &str) {
         false,
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
     );
-}
-
-/// An HTTP/2 frame.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut v = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-    v.extend([kind, flags]);
-    v.extend(stream.to_be_bytes());
-    v.extend_from_slice(payload);
-    v
 }
 
 /// A literal header field without indexing, new name.

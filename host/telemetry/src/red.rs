@@ -936,7 +936,9 @@ impl Telemetry {
         one_way: bool,
     ) {
         // gRPC rides on HTTP/2: its calls get the RPC instrument and series.
-        let protocol = if attr_str(&ex.request.attributes, "rpc.system") == Some("grpc") {
+        let protocol = if ctx.protocol == "http"
+            && attr_str(&ex.request.attributes, "rpc.system") == Some("grpc")
+        {
             "grpc"
         } else {
             ctx.protocol

@@ -181,13 +181,6 @@ pub fn probe(data: &[u8]) -> u8 {
     0
 }
 
-fn dir_index(d: Direction) -> usize {
-    match d {
-        Direction::ToServer => 0,
-        Direction::ToClient => 1,
-    }
-}
-
 fn with(m: Message, key: &str, v: &Option<String>) -> Message {
     match v {
         Some(s) => m.attribute(Attribute::str(key, s.clone())),
@@ -292,7 +285,7 @@ impl AmqpHandler {
         let name = method::name(cl, me).map_or_else(|| format!("method-{cl}.{me}"), str::to_string);
         let a = method::args(cl, me, &payload[4..]);
         let (start, end, size) = (f.start_ns, f.end_ns, f.len);
-        let d = dir_index(dir);
+        let d = dir.index();
         let chan = self.channel(ch);
         // A new method ends any content still expected in this direction.
         chan.content[d] = None;
@@ -515,7 +508,7 @@ impl FrameHandler for AmqpHandler {
                 .saturating_sub(1),
         );
         let payload = h.get(7..end.max(7)).unwrap_or_default();
-        let d = dir_index(dir);
+        let d = dir.index();
         match kind {
             FRAME_METHOD => self.method(dir, ch, payload, &f, out),
             FRAME_HEADER => {

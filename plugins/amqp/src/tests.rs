@@ -1,7 +1,7 @@
 //! The decoder natively, through the SDK's host simulation.
 
-use wasmtap_sdk::testing::{Event, Host, TS, check, declare};
-use wasmtap_sdk::{Decoder, Direction, Message, MessageKind, StatusClass, Transport};
+use wasmtap_sdk::testing::{Event, TS, attr, decode};
+use wasmtap_sdk::{Direction, Message, MessageKind, StatusClass};
 
 use crate::{Amqp, keys};
 
@@ -73,22 +73,8 @@ fn ack(ch: u16, tag: u64, nack: bool) -> Vec<u8> {
     method(ch, 60, if nack { 120 } else { 80 }, &a)
 }
 
-fn attr(m: &Message, key: &str) -> Option<String> {
-    m.attributes
-        .iter()
-        .find(|a| a.key_name() == Some(key))
-        .map(|a| format!("{:?}", a.value).replace("AttributeValue::", ""))
-}
-
 fn run(events: &[Event<'_, Direction>]) -> Vec<Message> {
-    declare(&Amqp::describe());
-    let o = check(
-        || Host(Amqp::new_session(Transport::Tcp, 5672)),
-        events,
-        256 << 10,
-    );
-    assert_eq!(o.error, None);
-    o.messages
+    decode::<Amqp>(5672, events)
 }
 
 #[test]

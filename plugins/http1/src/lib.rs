@@ -320,14 +320,8 @@ mod tests {
     /// order) with its answer on stream 1; the 101 is not an exchange.
     #[test]
     fn h2c_upgrade_hands_over_to_http2() {
-        use wasmtap_sdk::testing::{Event, Host, check, declare};
-        let frame = |kind: u8, flags: u8, stream: u32, p: &[u8]| {
-            let mut v = (p.len() as u32).to_be_bytes()[1..].to_vec();
-            v.extend([kind, flags]);
-            v.extend(stream.to_be_bytes());
-            v.extend_from_slice(p);
-            v
-        };
+        use wasmtap_plugin_http2::frame;
+        use wasmtap_sdk::testing::{Event, decode};
         let req = b"GET /r HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
         let mut c = req.to_vec();
         c.extend(wasmtap_plugin_http2::PREFACE);
@@ -337,19 +331,15 @@ mod tests {
                 .to_vec();
         s.extend(frame(4, 0, 0, &[]));
         s.extend(frame(1, 0x5, 1, &[0x8a])); // :status 206, end of stream
-        declare(&Http1::describe());
-        let o = check(
-            || Host(Http1::new_session(Transport::Tcp, 80)),
+        let messages = decode::<Http1>(
+            80,
             &[
                 Event::Data(Direction::ToServer, req),
                 Event::Data(Direction::ToClient, &s),
                 Event::Data(Direction::ToServer, &c[req.len()..]),
             ],
-            256 << 10,
         );
-        assert_eq!(o.error, None);
-        let got: Vec<_> = o
-            .messages
+        let got: Vec<_> = messages
             .iter()
             .map(|m| (m.kind, m.correlation, m.status_code.as_str()))
             .collect();
@@ -366,14 +356,8 @@ mod tests {
     /// one carrying TLS is consumed unread.
     #[test]
     fn connect_tunnels_carry_http2_or_stay_opaque() {
-        use wasmtap_sdk::testing::{Event, Host, check, declare};
-        let frame = |kind: u8, flags: u8, stream: u32, p: &[u8]| {
-            let mut v = (p.len() as u32).to_be_bytes()[1..].to_vec();
-            v.extend([kind, flags]);
-            v.extend(stream.to_be_bytes());
-            v.extend_from_slice(p);
-            v
-        };
+        use wasmtap_plugin_http2::frame;
+        use wasmtap_sdk::testing::{Event, decode};
         let connect = b"CONNECT api:80 HTTP/1.1\r\nHost: api:80\r\n\r\n";
         let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
         let mut c = wasmtap_plugin_http2::PREFACE.to_vec();
@@ -381,23 +365,19 @@ mod tests {
         c.extend(frame(1, 0x5, 1, &[0x82, 0x86, 0x84])); // GET http /
         let mut s = frame(4, 0, 0, &[]);
         s.extend(frame(1, 0x5, 1, &[0x8d])); // :status 404
-        declare(&Http1::describe());
         let run = |inner_c: &[u8], inner_s: &[u8]| {
-            let o = check(
-                || Host(Http1::new_session(Transport::Tcp, 3128)),
+            decode::<Http1>(
+                3128,
                 &[
                     Event::Data(Direction::ToServer, connect),
                     Event::Data(Direction::ToClient, ok),
                     Event::Data(Direction::ToServer, inner_c),
                     Event::Data(Direction::ToClient, inner_s),
                 ],
-                256 << 10,
-            );
-            assert_eq!(o.error, None);
-            o.messages
-                .iter()
-                .map(|m| (m.operation.clone(), m.status_code.clone(), m.correlation))
-                .collect::<Vec<_>>()
+            )
+            .iter()
+            .map(|m| (m.operation.clone(), m.status_code.clone(), m.correlation))
+            .collect::<Vec<_>>()
         };
         assert_eq!(
             run(&c, &s),

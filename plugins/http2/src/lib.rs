@@ -138,7 +138,7 @@ const METHODS: [&str; 9] = [
 ];
 
 /// gRPC status names, by code.
-const GRPC_CODES: [&str; 17] = [
+pub const GRPC_CODES: [&str; 17] = [
     "OK",
     "CANCELLED",
     "UNKNOWN",
@@ -295,6 +295,16 @@ impl Decoder for Http2 {
     }
 }
 
+/// One frame on the wire (9-byte header, then `payload`): for tests and
+/// tools that write HTTP/2.
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    v.extend([kind, flags]);
+    v.extend(stream.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
 /// Whether a 9-byte frame header (and its length) is believable.
 pub fn plausible_header(h: &[u8], len: u64) -> bool {
     let Some(h) = h.get(..9) else {
@@ -348,13 +358,6 @@ pub fn probe(data: &[u8]) -> u8 {
         }
         None if data.len() as u64 == len => 60,
         None => 0,
-    }
-}
-
-fn idx(d: Direction) -> usize {
-    match d {
-        Direction::ToServer => 0,
-        Direction::ToClient => 1,
     }
 }
 
@@ -638,7 +641,7 @@ impl Http2Handler {
             end,
             promised,
         } = b;
-        let d = idx(dir);
+        let d = dir.index();
         let mut fields = Vec::new();
         let before = self.hpack[d].unknown;
         if self.hpack[d].decode(&block, &mut fields).is_err() {
@@ -704,7 +707,7 @@ impl FrameHandler for Http2Handler {
         let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
         let whole = h.len() as u64 == f.len;
         let mut p = &h[9..];
-        let d = idx(dir);
+        let d = dir.index();
         if !self.saw_start
             && kind == SETTINGS
             && dir == Direction::ToServer
@@ -883,7 +886,7 @@ impl FrameHandler for Http2Handler {
     fn lost(&mut self, dir: Direction, _len: u64, _out: &mut Vec<Message>) {
         // Header blocks may have been lost with the bytes: what the table
         // held is no longer certain.
-        let d = idx(dir);
+        let d = dir.index();
         self.hpack[d] = hpack::Decoder::new(false);
         self.block[d] = None;
     }

@@ -1,21 +1,12 @@
 //! The decoder natively, through the SDK's host simulation.
 
-use wasmtap_sdk::testing::{Event, Host, check, declare};
-use wasmtap_sdk::{Decoder, Direction, Message, MessageKind, StatusClass, Transport};
+use wasmtap_sdk::testing::{Event, attr, decode};
+use wasmtap_sdk::{Direction, Message, MessageKind, StatusClass};
 
-use crate::{Http2, PREFACE, keys};
+use crate::{Http2, PREFACE, frame, keys};
 
 const TO_S: Direction = Direction::ToServer;
 const TO_C: Direction = Direction::ToClient;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut v = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-    v.push(kind);
-    v.push(flags);
-    v.extend(stream.to_be_bytes());
-    v.extend_from_slice(payload);
-    v
-}
 
 /// A literal with incremental indexing, name from the static table.
 fn lit(name_index: u8, value: &str) -> Vec<u8> {
@@ -73,22 +64,8 @@ fn server() -> Vec<u8> {
     s
 }
 
-fn attr(m: &Message, key: &str) -> Option<String> {
-    m.attributes
-        .iter()
-        .find(|a| a.key_name() == Some(key))
-        .map(|a| format!("{:?}", a.value).replace("AttributeValue::", ""))
-}
-
 fn run(events: &[Event<'_, Direction>]) -> Vec<Message> {
-    declare(&Http2::describe());
-    let o = check(
-        || Host(Http2::new_session(Transport::Tcp, 50051)),
-        events,
-        256 << 10,
-    );
-    assert_eq!(o.error, None);
-    o.messages
+    decode::<Http2>(50051, events)
 }
 
 #[test]

@@ -314,9 +314,7 @@ impl FrameHandler for KafkaHandler {
                                 .attribute(Attribute::int(keys::ERROR_COUNT, i64::from(s.errors)));
                         }
                         // Walked to the end, or as far as the head goes.
-                        None if s.walked
-                            || (f.head.len() as u64 != f.len && parser::walks(api_key)) =>
-                        {
+                        None if s.walked || (f.head.len() as u64 != f.len && s.api_walked) => {
                             m = m.ok("0")
                         }
                         None => {}

@@ -47,6 +47,9 @@ pub struct Response {
     pub correlation: i32,
     /// Whether the body was walked far enough to know its error codes.
     pub walked: bool,
+    /// Whether this API's response body is one this parser walks for error
+    /// codes (whether or not it was walked to its end).
+    pub api_walked: bool,
     /// First non-zero error code (top level first, then per entry).
     pub error: Option<i16>,
     /// Entries (the top level, topics, partitions, groups) with a non-zero error.
@@ -119,6 +122,13 @@ pub fn count_records(set: &[u8]) -> u64 {
 
 /// Parses a request's head.
 pub fn request(head: &[u8]) -> Result<Request, Short> {
+    // Bodies are best effort: a short head keeps what was read.
+    parse_request(head).map(|(q, _, _)| q)
+}
+
+/// The header strictly, then the body as far as it goes: the request, how
+/// the body walk ended (`Ok(true)`: walked to its end), and the bytes left.
+fn parse_request(head: &[u8]) -> Result<(Request, Result<bool, Short>, usize), Short> {
     let (api_key, version, correlation, client, mut r) = request_header(head)?;
     let mut q = Request {
         api_key,
@@ -127,12 +137,8 @@ pub fn request(head: &[u8]) -> Result<Request, Short> {
         client_id: name(client).filter(|s| !s.is_empty()),
         ..Request::default()
     };
-    // Bodies are best effort: a short head keeps what was read.
-    let _ = request_body(&mut q, &mut r);
-    if q.topics == 1 && q.partitions != 1 {
-        q.partition = None;
-    }
-    Ok(q)
+    let walked = request_body(&mut q, &mut r);
+    Ok((q, walked, r.left()))
 }
 
 fn topic_seen(q: &mut Request, t: Option<&[u8]>) {
@@ -315,19 +321,10 @@ fn request_body(q: &mut Request, r: &mut Reader<'_>) -> Result<bool, Short> {
 /// APIs walked to their end, the body must end where the frame does.
 /// `None` for the others.
 pub fn request_exact(frame: &[u8]) -> Option<bool> {
-    let Ok((api_key, version, correlation, _, mut r)) = request_header(frame) else {
-        return Some(false);
-    };
-    let mut q = Request {
-        api_key,
-        version,
-        correlation,
-        ..Request::default()
-    };
-    match request_body(&mut q, &mut r) {
-        Ok(true) => Some(r.left() == 0),
-        Ok(false) => None,
-        Err(_) => Some(false),
+    match parse_request(frame) {
+        Ok((_, Ok(true), left)) => Some(left == 0),
+        Ok((_, Ok(false), _)) => None,
+        Ok((_, Err(_), _)) | Err(_) => Some(false),
     }
 }
 
@@ -347,15 +344,13 @@ fn int32s(r: &mut Reader<'_>) -> Result<(), Short> {
     r.skip(n.checked_mul(4).ok_or(Short)?)
 }
 
-/// Whether the response bodies of `api_key` are walked for error codes.
-pub fn walks(api_key: i16) -> bool {
-    matches!(api_key, 0..=3 | 8..=19 | 22 | 36)
-}
-
 /// Parses the head of a response to `version` of `api_key`.
 pub fn response(head: &[u8], api_key: i16, version: i16) -> Response {
     let mut r = Reader::new(head, 4, false);
-    let mut s = Response::default();
+    let mut s = Response {
+        api_walked: true,
+        ..Response::default()
+    };
     let Ok(c) = r.i32() else { return s };
     s.correlation = c;
     if api::flexible_response_header(api_key, version) {
@@ -387,27 +382,18 @@ fn response_body(s: &mut Response, r: &mut Reader<'_>, api_key: i16, v: i16) -> 
         Ok(())
     };
     match api_key {
-        key::PRODUCE => {
-            for _ in 0..r.array()?.unwrap_or(0) {
-                r.string()?;
+        key::PRODUCE => topic_partitions(r, s, false, |r| {
+            r.skip(8 + if v >= 2 { 8 } else { 0 } + if v >= 5 { 8 } else { 0 })?;
+            if v >= 8 {
                 for _ in 0..r.array()?.unwrap_or(0) {
                     r.i32()?;
-                    let c = r.i16()?;
-                    code(s, c);
-                    r.skip(8 + if v >= 2 { 8 } else { 0 } + if v >= 5 { 8 } else { 0 })?;
-                    if v >= 8 {
-                        for _ in 0..r.array()?.unwrap_or(0) {
-                            r.i32()?;
-                            r.string()?;
-                            r.tags()?;
-                        }
-                        r.string()?;
-                    }
+                    r.string()?;
                     r.tags()?;
                 }
-                r.tags()?;
+                r.string()?;
             }
-        }
+            Ok(())
+        })?,
         key::FETCH => {
             if v >= 1 {
                 r.i32()?;
@@ -418,41 +404,26 @@ fn response_body(s: &mut Response, r: &mut Reader<'_>, api_key: i16, v: i16) -> 
                 r.i32()?;
             }
             let (mut records, mut bytes, mut complete) = (0u64, 0u64, true);
-            let mut walk = |r: &mut Reader<'_>, s: &mut Response| -> Result<(), Short> {
-                for _ in 0..r.array()?.unwrap_or(0) {
-                    if v <= 12 {
-                        r.string()?;
-                    } else {
-                        r.skip(16)?;
-                    }
+            let walked = topic_partitions(r, s, v > 12, |r| {
+                r.skip(8 + if v >= 4 { 8 } else { 0 } + if v >= 5 { 8 } else { 0 })?;
+                if v >= 4 {
                     for _ in 0..r.array()?.unwrap_or(0) {
-                        r.i32()?;
-                        let c = r.i16()?;
-                        code(s, c);
-                        r.skip(8 + if v >= 4 { 8 } else { 0 } + if v >= 5 { 8 } else { 0 })?;
-                        if v >= 4 {
-                            for _ in 0..r.array()?.unwrap_or(0) {
-                                r.skip(16)?;
-                                r.tags()?;
-                            }
-                        }
-                        if v >= 11 {
-                            r.i32()?;
-                        }
-                        if let Some((len, set)) = r.bytes()? {
-                            bytes += len as u64;
-                            match set {
-                                Some(set) => records += count_records(set),
-                                None => complete = false,
-                            }
-                        }
+                        r.skip(16)?;
                         r.tags()?;
                     }
-                    r.tags()?;
+                }
+                if v >= 11 {
+                    r.i32()?;
+                }
+                if let Some((len, set)) = r.bytes()? {
+                    bytes += len as u64;
+                    match set {
+                        Some(set) => records += count_records(set),
+                        None => complete = false,
+                    }
                 }
                 Ok(())
-            };
-            let walked = walk(r, s);
+            });
             s.record_bytes = Some(bytes);
             s.records = (complete && walked.is_ok()).then_some(records);
             walked?;
@@ -507,37 +478,20 @@ fn response_body(s: &mut Response, r: &mut Reader<'_>, api_key: i16, v: i16) -> 
             if v >= 2 {
                 r.i32()?;
             }
-            for _ in 0..r.array()?.unwrap_or(0) {
-                r.string()?;
-                for _ in 0..r.array()?.unwrap_or(0) {
-                    r.i32()?;
-                    let c = r.i16()?;
-                    code(s, c);
-                    if v == 0 {
-                        let n = r.array()?.unwrap_or(0);
-                        r.skip(n.checked_mul(8).ok_or(Short)?)?;
-                    } else {
-                        r.skip(16 + if v >= 4 { 4 } else { 0 })?;
-                    }
-                    r.tags()?;
+            topic_partitions(r, s, false, |r| {
+                if v == 0 {
+                    let n = r.array()?.unwrap_or(0);
+                    r.skip(n.checked_mul(8).ok_or(Short)?)
+                } else {
+                    r.skip(16 + if v >= 4 { 4 } else { 0 })
                 }
-                r.tags()?;
-            }
+            })?;
         }
         key::OFFSET_COMMIT => {
             if v >= 3 {
                 r.i32()?;
             }
-            for _ in 0..r.array()?.unwrap_or(0) {
-                r.string()?;
-                for _ in 0..r.array()?.unwrap_or(0) {
-                    r.i32()?;
-                    let c = r.i16()?;
-                    code(s, c);
-                    r.tags()?;
-                }
-                r.tags()?;
-            }
+            topic_partitions(r, s, false, |_| Ok(()))?;
         }
         key::OFFSET_FETCH => {
             if v >= 3 {
@@ -613,7 +567,36 @@ fn response_body(s: &mut Response, r: &mut Reader<'_>, api_key: i16, v: i16) -> 
                 code(s, c);
             }
         }
-        _ => return Err(Short),
+        _ => {
+            s.api_walked = false;
+            return Err(Short);
+        }
+    }
+    Ok(())
+}
+
+/// Walks `[topic: name (or id), [partition: index, error code, rest]]`,
+/// recording each partition's error code; `rest` reads what follows it.
+fn topic_partitions(
+    r: &mut Reader<'_>,
+    s: &mut Response,
+    topic_id: bool,
+    mut rest: impl FnMut(&mut Reader<'_>) -> Result<(), Short>,
+) -> Result<(), Short> {
+    for _ in 0..r.array()?.unwrap_or(0) {
+        if topic_id {
+            r.skip(16)?;
+        } else {
+            r.string()?;
+        }
+        for _ in 0..r.array()?.unwrap_or(0) {
+            r.i32()?;
+            let c = r.i16()?;
+            code(s, c);
+            rest(r)?;
+            r.tags()?;
+        }
+        r.tags()?;
     }
     Ok(())
 }

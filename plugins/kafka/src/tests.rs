@@ -1,7 +1,7 @@
 //! The decoder natively, through the SDK's host simulation.
 
-use wasmtap_sdk::testing::{Event, Host, check, declare};
-use wasmtap_sdk::{Decoder, Direction, Message, MessageKind, StatusClass};
+use wasmtap_sdk::testing::{Event, attr, decode};
+use wasmtap_sdk::{Direction, Message, MessageKind, StatusClass};
 
 use crate::{Kafka, keys};
 
@@ -71,22 +71,8 @@ fn heartbeat_response(corr: i32, code: i16) -> Vec<u8> {
     frame(&b)
 }
 
-fn attr(m: &Message, key: &str) -> Option<String> {
-    m.attributes
-        .iter()
-        .find(|a| a.key_name() == Some(key))
-        .map(|a| format!("{:?}", a.value).replace("AttributeValue::", ""))
-}
-
 fn run(events: &[Event<'_, Direction>]) -> Vec<Message> {
-    declare(&Kafka::describe());
-    let o = check(
-        || Host(Kafka::new_session(wasmtap_sdk::Transport::Tcp, 9092)),
-        events,
-        256 << 10,
-    );
-    assert_eq!(o.error, None);
-    o.messages
+    decode::<Kafka>(9092, events)
 }
 
 #[test]

@@ -143,13 +143,6 @@ pub fn probe(data: &[u8]) -> u8 {
     }
 }
 
-fn idx(d: Direction) -> usize {
-    match d {
-        Direction::ToServer => 0,
-        Direction::ToClient => 1,
-    }
-}
-
 impl TlsHandler {
     fn request(&mut self, f: &Frame<'_>, out: &mut Vec<Message>) {
         let Some(c) = &self.client else { return };
@@ -219,7 +212,7 @@ impl TlsHandler {
     }
 
     fn handshake(&mut self, dir: Direction, f: &Frame<'_>, out: &mut Vec<Message>) {
-        let d = idx(dir);
+        let d = dir.index();
         loop {
             let b = &self.buf[d];
             let Some(h) = b.get(..4) else { return };
@@ -297,7 +290,7 @@ impl FrameHandler for TlsHandler {
         f: Frame<'_>,
         out: &mut Vec<Message>,
     ) -> Result<(), DecodeError> {
-        let d = idx(dir);
+        let d = dir.index();
         let Some(&kind) = f.head.first() else {
             return Ok(());
         };
