@@ -4,7 +4,7 @@
 # pipelined requests and out-of-order responses.
 # Usage: scripts/capture-iso8583.sh OUT_DIR [CONNECTIONS=4] [N=60]
 # For each scenario FRAMING-ENCODING (bin2-ascii, ascii4-binary, bin2tpdu-bcd,
-# bin2-binary) writes OUT_DIR/FRAMING-ENCODING.pcap and the client's own log
+# bin2-binary, bin2-ebcdic, bin2le-binary93) writes OUT_DIR/FRAMING-ENCODING.pcap and the client's own log
 # OUT_DIR/FRAMING-ENCODING.log.jsonl (one JSON line per completed exchange),
 # and prints "<name> <port> <exchanges>".
 # Everything runs on 127.0.0.1 and stops by itself.
@@ -25,7 +25,7 @@ cleanup() {
 trap cleanup EXIT
 
 seed=0
-for scenario in "bin2 ascii" "ascii4 binary" "bin2tpdu bcd" "bin2 binary"; do
+for scenario in "bin2 ascii" "ascii4 binary" "bin2tpdu bcd" "bin2 binary" "bin2 ebcdic" "bin2le binary93"; do
   read -r framing encoding <<<"$scenario"
   seed=$((seed + 1))  # different (but reproducible) cards, amounts and STANs per scenario
   name=$framing-$encoding

@@ -7,6 +7,7 @@ Usage:
 
 FRAMING
   bin2      2-byte big-endian length of the message that follows
+  bin2le    2-byte little-endian length of the message that follows
   ascii4    4 ASCII decimal digits: length of the message that follows
   bin2tpdu  2-byte big-endian length, then a 5-byte TPDU (0x60, destination 2
             bytes, source 2 bytes; the server swaps them in its reply), then the
@@ -16,6 +17,12 @@ ENCODING
   binary    iso8583.specs.default: MTI and data ASCII, bitmaps and field 52/55 raw
   bcd       derived from iso8583.specs.default: MTI, n fields and LL/LLL length
             prefixes packed BCD, bitmaps raw, text fields ASCII (see bcd_spec)
+  ebcdic    derived from iso8583.specs.default: MTI, lengths, numbers and text
+            in EBCDIC code page 037 (Python's cp037 codec), bitmaps and binary
+            fields raw, as IBM hosts send them
+  binary93  ISO 8583:1993: iso8583.specs.default with the 1993 definitions of
+            the fields used here (spec93); MTIs 1xxx, 3-digit action codes,
+            network management by function code (field 24)
 
 The server (issuer) answers every request after a random 0-30 ms delay, so a
 pipelining client sees responses out of order. The client (acquirer) opens
@@ -38,7 +45,7 @@ import time
 import iso8583
 import iso8583.specs
 
-FRAMINGS = ("bin2", "ascii4", "bin2tpdu")
+FRAMINGS = ("bin2", "bin2le", "ascii4", "bin2tpdu")
 
 
 # ---------------------------------------------------------------- specs
@@ -74,6 +81,29 @@ def bcd_spec():
     return spec
 
 
+def ebcdic_spec():
+    spec = copy.deepcopy(iso8583.specs.default)
+    for f in spec.values():
+        if f["data_enc"] == "ascii":
+            f["data_enc"] = "cp037"
+        if f["len_enc"] == "ascii":
+            f["len_enc"] = "cp037"
+    return spec
+
+
+def spec93():
+    """The ISO 8583:1993 lengths of the fields this peer sends (as jPOS's
+    ISO93APackager defines them) over iso8583.specs.default's encodings."""
+    spec = copy.deepcopy(iso8583.specs.default)
+    spec["12"].update({"max_len": 12, "desc": "Date and time, local transaction"})
+    spec["22"].update({"data_enc": "ascii", "len_type": 0, "max_len": 12,
+                       "desc": "Point of service data code"})
+    spec["24"].update({"max_len": 3, "desc": "Function code"})
+    spec["39"].update({"max_len": 3, "desc": "Action code"})
+    spec["56"].update({"len_type": 2, "max_len": 35, "desc": "Original data elements"})
+    return spec
+
+
 def spec_for(encoding):
     if encoding == "ascii":
         return iso8583.specs.default_ascii
@@ -81,7 +111,12 @@ def spec_for(encoding):
         return iso8583.specs.default
     if encoding == "bcd":
         return bcd_spec()
-    raise SystemExit(f"iso8583_peer: unknown encoding {encoding!r} (ascii, binary, bcd)")
+    if encoding == "ebcdic":
+        return ebcdic_spec()
+    if encoding == "binary93":
+        return spec93()
+    raise SystemExit(f"iso8583_peer: unknown encoding {encoding!r} "
+                     "(ascii, binary, bcd, ebcdic, binary93)")
 
 
 # ---------------------------------------------------------------- framing
@@ -111,7 +146,7 @@ def read_frame(sock, framing):
         hdr = recv_exact(sock, 2)
         if hdr is None:
             return None
-        (n,) = struct.unpack(">H", hdr)
+        (n,) = struct.unpack("<H" if framing == "bin2le" else ">H", hdr)
     body = recv_exact(sock, n)
     if body is None:
         raise ConnectionError("connection closed after a length header")
@@ -126,6 +161,8 @@ def frame(msg, framing, tpdu=None):
     msg = bytes(msg)
     if framing == "bin2":
         return struct.pack(">H", len(msg)) + msg
+    if framing == "bin2le":
+        return struct.pack("<H", len(msg)) + msg
     if framing == "ascii4":
         if len(msg) > 9999:
             raise ValueError("message too long for ascii4 framing")
@@ -137,15 +174,22 @@ def frame(msg, framing, tpdu=None):
 
 # ---------------------------------------------------------------- issuer
 
-ECHO_FIELDS = ("2", "3", "4", "7", "11", "12", "13", "32", "37", "41", "42", "49", "70")
+ECHO_FIELDS = ("2", "3", "4", "7", "11", "12", "13", "24", "32", "37", "41", "42", "49",
+               "70")
 CODES = ("00", "00", "00", "00", "00", "51", "51", "55", "91", "96")
+# ISO 8583:1993 action codes: approved, insufficient funds, incorrect PIN,
+# system malfunction, issuer unavailable.
+CODES93 = ("000", "000", "000", "000", "000", "116", "116", "117", "909", "912")
 
 
 def response_code(mti, stan):
     if mti == "0800":
         return "00"
+    if mti == "1804":
+        return "800"
     h = hashlib.sha256(stan.encode()).digest()
-    return CODES[h[0] % len(CODES)]
+    codes = CODES93 if mti.startswith("1") else CODES
+    return codes[h[0] % len(codes)]
 
 
 def serve_conn(conn, framing, spec, rng_seed):
@@ -161,6 +205,7 @@ def serve_conn(conn, framing, spec, rng_seed):
             req, _ = iso8583.decode(bytearray(msg), spec)
             mti = req["t"]
             rsp = {"t": "%04d" % (int(mti) + 10)}
+
             for k in ECHO_FIELDS:
                 if k in req:
                     rsp[k] = req[k]
@@ -247,11 +292,16 @@ def icc_data(rng, amount, now):
     return "".join(tag + "%02X" % len(v) + v.hex().upper() for tag, v in tlv)
 
 
-def make_request(rng, kind, stan, terminal, merchant, acquirer, now):
+def make_request(rng, kind, stan, terminal, merchant, acquirer, now, v93=False):
     mti = MTI[kind]
+    if v93:
+        mti = "1804" if kind == "echo" else "1" + mti[1:]
     req = {"t": mti, "7": now.strftime("%m%d%H%M%S"), "11": stan, "41": terminal}
     if kind == "echo":
-        req["70"] = "301"
+        if v93:
+            req["24"] = "831"
+        else:
+            req["70"] = "301"
         return req
     pan = make_pan(rng)
     amount = "%012d" % (rng.randrange(100, 500000) if kind != "cash" else rng.randrange(1, 40) * 1000)
@@ -260,10 +310,12 @@ def make_request(rng, kind, stan, terminal, merchant, acquirer, now):
         "2": pan,
         "3": "010000" if kind == "cash" else "000000",
         "4": amount,
-        "12": now.strftime("%H%M%S"),
+        "12": now.strftime("%y%m%d%H%M%S" if v93 else "%H%M%S"),
         "13": now.strftime("%m%d"),
         "18": "6011" if kind == "cash" else rng.choice(MCCS),
         "22": ("051" if chip else "021") if kind == "cash" else ("051" if chip else "901"),
+        **({"22": "51010151134C" if chip else "21010121134C",
+            "24": "200" if mti[1] == "2" else "100"} if v93 else {}),
         "32": acquirer,
         "37": now.strftime("%y%j")[1:] + now.strftime("%H") + stan,
         "42": merchant,
@@ -279,7 +331,11 @@ def make_request(rng, kind, stan, terminal, merchant, acquirer, now):
     if kind in ("reversal", "advice"):
         # Original data elements: MTI, STAN, transmission date/time, acquirer, forwarder.
         orig_stan = "%06d" % ((int(stan) + 500000) % 1000000)
-        req["90"] = "0200" + orig_stan + req["7"] + acquirer.rjust(11, "0") + "0" * 11
+        if v93:
+            req["56"] = "1200" + orig_stan + now.strftime("%y%m%d%H%M%S")
+            req["24"] = "400"
+        else:
+            req["90"] = "0200" + orig_stan + req["7"] + acquirer.rjust(11, "0") + "0" * 11
     return req
 
 
@@ -375,7 +431,8 @@ def client(port, framing, encoding, log_path, connections, n, seed=1):
         merchant = "MERCH%05d%05d" % (c + 1, t + 1)
         stan = "%06d" % (first_stan + i)
         per_conn[c].append(make_request(rng, kind, stan, terminal, merchant,
-                                        acquirers[c % len(acquirers)], now))
+                                        acquirers[c % len(acquirers)], now,
+                                        v93=encoding == "binary93"))
     results, errors = [], []
     threads = [threading.Thread(target=run_connection,
                                 args=(c, port, framing, spec, per_conn[c], seed, results, errors))

@@ -3,8 +3,10 @@
 //! Framing (2-byte binary length big- or little-endian, 4 ASCII digits, an
 //! optional 5-byte TPDU, an optional vendor header, zero-length
 //! keep-alives) and encoding (ASCII with hexadecimal bitmaps, ASCII with
-//! binary bitmaps, BCD) are detected on a flow's first bytes, or set in the
-//! decoder's config. Requests and responses come from the MTI; the host
+//! binary bitmaps, BCD, EBCDIC) are detected on a flow's first bytes, or set
+//! in the decoder's config. The field set is ISO 8583:1987's or 1993's, by
+//! each message's MTI (or config), with a tertiary bitmap (fields 129-192)
+//! in field 65 and single fields overridable. Requests and responses come from the MTI; the host
 //! pairs them by STAN (field 11) with terminal (41) and acquirer (32), never
 //! by order. Field 39 gives the outcome in three classes: approved,
 //! declined (a business answer: a success of the system) and system
@@ -15,9 +17,10 @@
 //! blocks (52), security data (53, 96), MACs (64, 128) and chip data (55)
 //! are never reported.
 
+pub mod ebcdic;
 pub mod parser;
 
-use parser::{Dir, Encoding, Field, Framing, Msg, Parser, Profile};
+use parser::{Dir, Encoding, Field, Framing, Msg, Parser, Profile, Version};
 use wasmtap_sdk::{
     Attribute, CloseReason, DecodeError, Decoder, Descriptor, Direction, Message, Session,
     Transport,
@@ -75,16 +78,38 @@ pub mod keys {
     ];
 }
 
-/// Response codes that approve (ISO 8583:1987 `00` approved, `08` honour
-/// with identification, `10` partial approval, `11` VIP approval, `16`
-/// approved to update track 3, `85` no reason to decline).
-pub const APPROVED: [&str; 6] = ["00", "08", "10", "11", "16", "85"];
-/// Response codes that say the system failed, not the cardholder: `06`
-/// error, `12` invalid transaction, `20` invalid response, `22` suspected
-/// malfunction, `30` format error, `68` response received too late, `90`
-/// cut-off in progress, `91` issuer or switch inoperative, `92` routing
-/// error, `96` system malfunction. Any other code is a decline.
-pub const SYSTEM_FAILURE: [&str; 10] = ["06", "12", "20", "22", "30", "68", "90", "91", "92", "96"];
+/// Response codes that approve. ISO 8583:1987 (field 39, two characters):
+/// `00` approved, `08` honour with identification, `10` partial approval,
+/// `11` VIP approval, `16` approved to update track 3, `85` no reason to
+/// decline. ISO 8583:1993 action codes (three digits): `000`-`007`
+/// approved (with identification, partial, VIP, update track 3, account
+/// type, partial with account type, update ICC), and the accepting answers
+/// of the other message classes: `400` reversal accepted, `500` reconciled
+/// in balance, `600` administrative accepted, `800` network management
+/// accepted, `900`/`901` advice acknowledged.
+pub const APPROVED: [&str; 20] = [
+    "00", "08", "10", "11", "16", "85", "000", "001", "002", "003", "004", "005", "006", "007",
+    "400", "500", "600", "800", "900", "901",
+];
+/// Response codes that say the system failed, not the cardholder.
+/// ISO 8583:1987: `06` error, `12` invalid transaction, `20` invalid
+/// response, `22` suspected malfunction, `30` format error, `68` response
+/// received too late, `90` cut-off in progress, `91` issuer or switch
+/// inoperative, `92` routing error, `96` system malfunction. ISO 8583:1993
+/// (the 9xx "reject" action codes that are not the cardholder's or the
+/// merchant's doing): `902` invalid transaction, `903` re-enter
+/// transaction, `904` format error, `905` acquirer not supported by switch,
+/// `906` cut-over in process, `907` issuer or switch inoperative, `908`
+/// destination not found for routing, `909` system malfunction, `910`
+/// issuer signed off, `911` issuer timed out, `912` issuer unavailable,
+/// `915` reconciliation cut-over error, `916`-`921` MAC, key and security
+/// software errors, `922` message number out of sequence, `923` request in
+/// progress. Any other code is a decline.
+pub const SYSTEM_FAILURE: [&str; 30] = [
+    "06", "12", "20", "22", "30", "68", "90", "91", "92", "96", "902", "903", "904", "905", "906",
+    "907", "908", "909", "910", "911", "912", "915", "916", "917", "918", "919", "920", "921",
+    "922", "923",
+];
 
 /// The decoder's settings, from its config section (JSON).
 #[derive(Debug, Clone)]
@@ -120,14 +145,27 @@ fn profile_from(v: &serde_json::Value, base: &Profile) -> Profile {
             "ascii" => Some(Encoding::Ascii),
             "binary" => Some(Encoding::Binary),
             "bcd" => Some(Encoding::Bcd),
+            "ebcdic" | "ebcdic037" => Some(Encoding::Ebcdic),
+            "ebcdic500" => Some(Encoding::Ebcdic500),
             _ => None,
         };
     }
-    // Single fields of the bundled spec overridden: {"48": {"len": "lllvar", "max": 999, "class": "text"}}.
+    if let Some(v) = v.get("spec").and_then(|x| x.as_str()) {
+        p.version = match v {
+            "1987" => Some(Version::V1987),
+            "1993" => Some(Version::V1993),
+            _ => None,
+        };
+    }
+    if let Some(t) = v.get("tertiary_bitmap").and_then(|x| x.as_bool()) {
+        p.tertiary = t;
+    }
+    // Single fields of the bundled specs (both editions) overridden:
+    // {"48": {"len": "lllvar", "max": 999, "class": "text"}}.
     if let Some(fields) = v.get("fields").and_then(|x| x.as_object()) {
         for (k, f) in fields {
             let Ok(n) = k.parse::<usize>() else { continue };
-            if !(2..=128).contains(&n) {
+            if !(2..=192).contains(&n) || n == 65 && p.tertiary {
                 continue;
             }
             let len_digits = match f.get("len").and_then(|x| x.as_str()) {
@@ -145,13 +183,13 @@ fn profile_from(v: &serde_json::Value, base: &Profile) -> Profile {
                 .and_then(|x| x.as_u64())
                 .and_then(|m| u16::try_from(m).ok())
                 .unwrap_or(999);
-            if let Some(slot) = p.fields.get_mut(n) {
-                *slot = Some(Field {
-                    len_digits,
-                    max,
-                    class,
-                });
-            }
+            let def = Some(Field {
+                len_digits,
+                max,
+                class,
+            });
+            p.fields[n] = def;
+            p.fields93[n] = def;
         }
     }
     p
@@ -238,6 +276,9 @@ fn pdir(d: Direction) -> Dir {
 }
 
 /// The operation: the request MTI and what it does (`0200 purchase`).
+/// `network_code` names network management: field 70 in ISO 8583:1987
+/// (`001` sign-on, `301` echo...), the function code (field 24) in 1993
+/// (`801` sign-on, `831` echo...).
 pub fn operation(mti: &str, processing_code: Option<&str>, network_code: Option<&str>) -> String {
     let d = mti.as_bytes();
     let (class, function) = (d.get(1).copied(), d.get(2).copied());
@@ -269,11 +310,11 @@ pub fn operation(mti: &str, processing_code: Option<&str>, network_code: Option<
         Some(b'5') => Some("reconciliation"),
         Some(b'6') => Some("administrative"),
         Some(b'8') => Some(match network_code {
-            Some("001") => "sign-on",
-            Some("002") => "sign-off",
-            Some("301") => "echo",
-            Some("101" | "161" | "162" | "163") => "key-change",
-            Some("201") => "cutover",
+            Some("001" | "801") => "sign-on",
+            Some("002" | "802") => "sign-off",
+            Some("301" | "831") => "echo",
+            Some("101" | "161" | "162" | "163" | "811") => "key-change",
+            Some("201" | "821") => "cutover",
             _ => "network-management",
         }),
         _ => None,
@@ -327,7 +368,12 @@ impl Iso8583Session {
             }
             r
         } else {
-            let op = operation(&m.mti, m.get(3), m.get(70));
+            let netcode = if m.mti.starts_with('1') {
+                m.get(24)
+            } else {
+                m.get(70)
+            };
+            let op = operation(&m.mti, m.get(3), netcode);
             let mut r = Message::request(ts, ts, m.size, &op)
                 .attribute(Attribute::str(keys::MTI, m.mti.clone()));
             for (n, k) in [
@@ -396,3 +442,43 @@ impl Session for Iso8583Session {
 }
 
 wasmtap_sdk::export_decoder!(Iso8583);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_of_both_editions() {
+        assert_eq!(
+            operation("0200", Some("010000"), None),
+            "0200 cash-withdrawal"
+        );
+        assert_eq!(operation("1200", Some("000000"), None), "1200 purchase");
+        assert_eq!(operation("0800", None, Some("301")), "0800 echo");
+        assert_eq!(operation("1804", None, Some("831")), "1804 echo");
+        assert_eq!(operation("1804", None, Some("801")), "1804 sign-on");
+        assert_eq!(operation("1420", None, None), "1420 reversal-advice");
+        assert_eq!(operation("0999", None, None), "0999");
+    }
+
+    #[test]
+    fn settings_name_spec_encoding_and_overrides() {
+        let s = settings(
+            r#"{"ports": {"9000": {"spec": "1993", "encoding": "ebcdic500",
+                "tertiary_bitmap": false, "fields": {"48": {"len": "llvar", "max": 40}}}}}"#,
+        );
+        let (port, p) = &s.ports[0];
+        assert_eq!(*port, 9000);
+        assert_eq!(p.version, Some(Version::V1993));
+        assert_eq!(p.encoding, Some(Encoding::Ebcdic500));
+        assert!(!p.tertiary);
+        let f48 = p.fields93[48].unwrap();
+        assert_eq!((f48.len_digits, f48.max), (2, 40));
+        assert_eq!(p.fields[48], p.fields93[48]);
+        assert!(s.default.tertiary && s.default.version.is_none());
+        // 1993 action codes sort into the same three classes.
+        assert!(s.approved.iter().any(|c| c == "000"));
+        assert!(s.system_failure.iter().any(|c| c == "909"));
+        assert!(!s.system_failure.iter().any(|c| c == "116"));
+    }
+}

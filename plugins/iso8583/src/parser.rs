@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::ebcdic;
+
 /// Direction of bytes on the flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
@@ -34,7 +36,25 @@ pub enum Encoding {
     Binary,
     /// MTI, lengths and numeric fields packed BCD; text ASCII; binary raw.
     Bcd,
+    /// MTI, lengths, numbers and text in EBCDIC code page 037 (IBM hosts,
+    /// US); bitmaps and binary fields as raw bytes.
+    Ebcdic,
+    /// [`Encoding::Ebcdic`] with code page 500 (EBCDIC International).
+    Ebcdic500,
 }
+
+/// Which edition of the standard a message follows: its field set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// ISO 8583:1987 (MTIs `0xxx`).
+    V1987,
+    /// ISO 8583:1993 (MTIs `1xxx`).
+    V1993,
+}
+
+/// A field specification: index = field number (0 unused; 129..=192 are
+/// the tertiary bitmap's fields).
+pub type Fields = [Option<Field>; 193];
 
 /// What a data element holds, which decides how it is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,12 +89,7 @@ const fn f(len_digits: u8, max: u16, class: Class) -> Option<Field> {
 use Class::{Binary as B, Numeric as N, Text as T};
 
 /// `s` with fields `from..=to` all defined as `v`.
-const fn fill(
-    mut s: [Option<Field>; 129],
-    from: usize,
-    to: usize,
-    v: Option<Field>,
-) -> [Option<Field>; 129] {
+const fn fill(mut s: Fields, from: usize, to: usize, v: Option<Field>) -> Fields {
     let mut i = from;
     while i <= to {
         s[i] = v;
@@ -83,9 +98,17 @@ const fn fill(
     s
 }
 
-/// ISO 8583:1987 data elements 1..=128 (index = field number; 0 unused).
-pub const ISO_1987: [Option<Field>; 129] = {
-    let mut s: [Option<Field>; 129] = [None; 129];
+/// Fields 129..=192 (announced by a tertiary bitmap in field 65): reserved
+/// for private use, read as LLLVAR text; 192 is a MAC.
+const fn tertiary(mut s: Fields) -> Fields {
+    s = fill(s, 129, 191, f(3, 999, T));
+    s[192] = f(0, 8, B);
+    s
+}
+
+/// ISO 8583:1987 data elements 1..=192 (index = field number; 0 unused).
+pub const ISO_1987: Fields = {
+    let mut s: Fields = [None; 193];
     s[1] = f(0, 8, B);
     s[2] = f(2, 19, N);
     s[3] = f(0, 6, N);
@@ -172,6 +195,69 @@ pub const ISO_1987: [Option<Field>; 129] = {
     s[104] = f(3, 100, T);
     s = fill(s, 105, 127, f(3, 999, T));
     s[128] = f(0, 8, B);
+    tertiary(s)
+};
+
+/// ISO 8583:1993 data elements 1..=192: the lengths and types of the 1993
+/// edition (as jPOS's `ISO93APackager` lists them), where they differ from
+/// 1987: local date and time `n12` (12), point-of-service data code `an12`
+/// (22), function code `n3` (24, which names network management), message
+/// reason code `n4` (25), action code `n3` (39), original data elements
+/// LLVAR `n35` (56), and the reconciliation totals.
+pub const ISO_1993: Fields = {
+    let mut s = ISO_1987;
+    s[12] = f(0, 12, N);
+    s[15] = f(0, 6, N);
+    s[22] = f(0, 12, T);
+    s[24] = f(0, 3, N);
+    s[25] = f(0, 4, N);
+    s[26] = f(0, 4, N);
+    s[28] = f(0, 6, N);
+    s[29] = f(0, 3, N);
+    s[30] = f(0, 24, N);
+    s[31] = f(2, 99, T);
+    s[37] = f(0, 12, T);
+    s[38] = f(0, 6, T);
+    s[39] = f(0, 3, N);
+    s[40] = f(0, 3, N);
+    s[43] = f(2, 99, T);
+    s[44] = f(2, 99, T);
+    s[46] = f(3, 204, T);
+    s[53] = f(2, 48, B);
+    s[55] = f(3, 255, B);
+    s[56] = f(2, 35, N);
+    s[57] = f(0, 3, N);
+    s[58] = f(2, 11, N);
+    s[59] = f(3, 999, T);
+    s[66] = f(3, 204, T);
+    s[67] = f(0, 2, N);
+    s[68] = f(0, 3, N);
+    s[69] = f(0, 3, N);
+    s[70] = f(0, 3, N);
+    s[71] = f(0, 8, N);
+    s[72] = f(3, 999, T);
+    s[73] = f(0, 6, N);
+    s = fill(s, 74, 85, f(0, 10, N));
+    s = fill(s, 86, 89, f(0, 16, N));
+    s[90] = f(0, 10, N);
+    s[91] = f(0, 3, N);
+    s[92] = f(0, 3, N);
+    s[93] = f(2, 11, N);
+    s[94] = f(2, 11, N);
+    s[95] = f(2, 99, T);
+    s[96] = f(3, 999, B);
+    s[97] = f(0, 17, T);
+    s[98] = f(0, 25, T);
+    s[99] = f(2, 11, T);
+    s[100] = f(2, 11, N);
+    s[101] = f(2, 17, T);
+    s[102] = f(2, 28, T);
+    s[103] = f(2, 28, T);
+    s[104] = f(3, 100, T);
+    s = fill(s, 105, 106, f(0, 16, N));
+    s = fill(s, 107, 108, f(0, 10, N));
+    s = fill(s, 109, 110, f(2, 84, T));
+    s = fill(s, 111, 127, f(3, 999, T));
     s
 };
 
@@ -186,8 +272,15 @@ pub struct Profile {
     pub header_len: usize,
     /// Encoding; `None`: detected per message.
     pub encoding: Option<Encoding>,
-    /// The field specification (index = field number).
-    pub fields: [Option<Field>; 129],
+    /// The edition whose field set applies; `None`: by each message's MTI
+    /// (`0xxx` 1987, `1xxx` 1993).
+    pub version: Option<Version>,
+    /// The ISO 8583:1987 field specification (index = field number).
+    pub fields: Fields,
+    /// The ISO 8583:1993 field specification.
+    pub fields93: Fields,
+    /// Whether field 65 holds a tertiary bitmap (fields 129..=192) when set.
+    pub tertiary: bool,
 }
 
 impl Default for Profile {
@@ -197,7 +290,10 @@ impl Default for Profile {
             tpdu: None,
             header_len: 0,
             encoding: None,
+            version: None,
             fields: ISO_1987,
+            fields93: ISO_1993,
+            tertiary: true,
         }
     }
 }
@@ -272,24 +368,33 @@ fn bcd(b: &[u8]) -> Option<String> {
     Some(s)
 }
 
-/// A plausible MTI at the start of `b`: its encoding (ASCII or BCD) and length.
-fn mti_at(b: &[u8]) -> Option<(bool, usize)> {
-    let ok = |d: &[u8]| {
+/// How an MTI is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MtiEnc {
+    Ascii,
+    Bcd,
+    Ebcdic,
+}
+
+/// A plausible MTI at the start of `b`: its digits and how they are written.
+fn mti_at(b: &[u8]) -> Option<([u8; 4], MtiEnc)> {
+    let ok = |d: [u8; 4]| {
         // Version 0-2 (1987, 1993, 2003), class 1-9, function 0-9, origin 0-5.
-        d.len() == 4 && d[0] <= 2 && (1..=9).contains(&d[1]) && d[3] <= 5
+        (d[0] <= 2 && (1..=9).contains(&d[1]) && d[2] <= 9 && d[3] <= 5).then_some(d)
     };
-    if let Some(a) = b.get(..4)
-        && a.iter().all(u8::is_ascii_digit)
-    {
-        let d: Vec<u8> = a.iter().map(|c| c - b'0').collect();
-        if ok(&d) {
-            return Some((true, 4));
-        }
+    let four = |conv: fn(u8) -> Option<u8>| -> Option<[u8; 4]> {
+        let a = b.get(..4)?;
+        ok([conv(a[0])?, conv(a[1])?, conv(a[2])?, conv(a[3])?])
+    };
+    if let Some(d) = four(|c| c.is_ascii_digit().then(|| c - b'0')) {
+        return Some((d, MtiEnc::Ascii));
+    }
+    if let Some(d) = four(ebcdic::digit) {
+        return Some((d, MtiEnc::Ebcdic));
     }
     let p = b.get(..2)?;
-    let s = bcd(p)?;
-    let d: Vec<u8> = s.bytes().map(|c| c - b'0').collect();
-    ok(&d).then_some((false, 2))
+    let d = ok([p[0] >> 4, p[0] & 0x0f, p[1] >> 4, p[1] & 0x0f])?;
+    Some((d, MtiEnc::Bcd))
 }
 
 /// What the start of a stream says about its framing.
@@ -437,28 +542,35 @@ pub fn parse_message(
     dir: Dir,
     size: u64,
 ) -> Result<(Msg, usize), &'static str> {
-    let (ascii_mti, mti_len) = mti_at(body).ok_or("no message type indicator")?;
-    let mti = if ascii_mti {
-        String::from_utf8_lossy(&body[..4]).into_owned()
-    } else {
-        bcd(&body[..2]).ok_or("bad BCD MTI")?
-    };
-    let mut at = mti_len;
+    let (digits, mti_enc) = mti_at(body).ok_or("no message type indicator")?;
+    let mti: String = digits.iter().map(|d| char::from(b'0' + d)).collect();
+    let mut at = if mti_enc == MtiEnc::Bcd { 2 } else { 4 };
     // Bitmap: hexadecimal ASCII if it reads as such, else raw bytes.
     let hex_bitmap = match p.encoding {
         Some(Encoding::Ascii) => true,
         Some(_) => false,
-        None => body
-            .get(at..at + 16)
-            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)),
+        None => {
+            mti_enc == MtiEnc::Ascii
+                && body
+                    .get(at..at + 16)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        }
     };
-    let encoding = p.encoding.unwrap_or(if !ascii_mti {
-        Encoding::Bcd
-    } else if hex_bitmap {
-        Encoding::Ascii
-    } else {
-        Encoding::Binary
+    let encoding = p.encoding.unwrap_or(match mti_enc {
+        MtiEnc::Bcd => Encoding::Bcd,
+        MtiEnc::Ebcdic => Encoding::Ebcdic,
+        MtiEnc::Ascii if hex_bitmap => Encoding::Ascii,
+        MtiEnc::Ascii => Encoding::Binary,
     });
+    let version = p.version.unwrap_or(if digits[0] == 1 {
+        Version::V1993
+    } else {
+        Version::V1987
+    });
+    let spec = match version {
+        Version::V1987 => &p.fields,
+        Version::V1993 => &p.fields93,
+    };
     let read_bitmap = |at: &mut usize| -> Option<u64> {
         if hex_bitmap {
             let h = body.get(*at..*at + 16)?;
@@ -470,12 +582,13 @@ pub fn parse_message(
             Some(u64::from_be_bytes(b.try_into().ok()?))
         }
     };
-    let primary = read_bitmap(&mut at).ok_or("short or bad bitmap")?;
-    let secondary = if primary >> 63 == 1 {
-        read_bitmap(&mut at).ok_or("short or bad secondary bitmap")?
-    } else {
-        0
-    };
+    // Bit 1 of each bitmap announces the next one: the secondary right after
+    // the primary, the tertiary in field 65's place.
+    let mut bitmaps = [0u64; 3];
+    bitmaps[0] = read_bitmap(&mut at).ok_or("short or bad bitmap")?;
+    if bitmaps[0] >> 63 == 1 {
+        bitmaps[1] = read_bitmap(&mut at).ok_or("short or bad secondary bitmap")?;
+    }
     let mut msg = Msg {
         dir,
         mti,
@@ -483,26 +596,39 @@ pub fn parse_message(
         size,
         incomplete: None,
     };
-    for n in 2u8..=128 {
-        let set = if n <= 64 {
-            primary >> (64 - u32::from(n)) & 1 == 1
-        } else {
-            secondary >> (128 - u32::from(n)) & 1 == 1
-        };
+    let mut n = 2u8;
+    while n <= 192 {
+        let (map, bit) = (usize::from(n - 1) / 64, u32::from(n - 1) % 64);
+        if n > 128 && bitmaps[2] == 0 {
+            break;
+        }
+        let set = bitmaps[map] >> (63 - bit) & 1 == 1;
+        n += 1;
         if !set {
             continue;
         }
-        let Some(spec) = p.fields.get(usize::from(n)).copied().flatten() else {
-            msg.incomplete = Some(n);
+        let num = n - 1;
+        if num == 65 && p.tertiary {
+            match read_bitmap(&mut at) {
+                Some(t) => bitmaps[2] = t,
+                None => {
+                    msg.incomplete = Some(num);
+                    break;
+                }
+            }
+            continue;
+        }
+        let Some(def) = spec.get(usize::from(num)).copied().flatten() else {
+            msg.incomplete = Some(num);
             break;
         };
-        match field(body, &mut at, spec, encoding) {
+        match field(body, &mut at, def, encoding) {
             Some(Value::Text(s)) => {
-                msg.fields.insert(n, s);
+                msg.fields.insert(num, s);
             }
             Some(Value::Opaque) => {}
             None => {
-                msg.incomplete = Some(n);
+                msg.incomplete = Some(num);
                 break;
             }
         }
@@ -515,10 +641,25 @@ enum Value {
     Opaque,
 }
 
+/// A number written in EBCDIC digits.
+fn ebcdic_num(b: &[u8]) -> Option<usize> {
+    if b.is_empty() {
+        return None;
+    }
+    b.iter().try_fold(0usize, |acc, &x| {
+        Some(acc * 10 + usize::from(ebcdic::digit(x)?))
+    })
+}
+
 /// Reads one data element at `at`.
 fn field(body: &[u8], at: &mut usize, spec: Field, enc: Encoding) -> Option<Value> {
     let bcd_enc = enc == Encoding::Bcd;
-    // The length: fixed, or an LL/LLL prefix (ASCII digits, or BCD bytes).
+    let table = match enc {
+        Encoding::Ebcdic => Some(&ebcdic::CP037),
+        Encoding::Ebcdic500 => Some(&ebcdic::CP500),
+        _ => None,
+    };
+    // The length: fixed, or an LL/LLL prefix (ASCII or EBCDIC digits, or BCD bytes).
     let len = if spec.len_digits == 0 {
         usize::from(spec.max)
     } else if bcd_enc {
@@ -530,7 +671,11 @@ fn field(body: &[u8], at: &mut usize, spec: Field, enc: Encoding) -> Option<Valu
         let nd = usize::from(spec.len_digits);
         let p = body.get(*at..*at + nd)?;
         *at += nd;
-        ascii_num(p)?
+        if table.is_some() {
+            ebcdic_num(p)?
+        } else {
+            ascii_num(p)?
+        }
     };
     if len > usize::from(spec.max).max(1) * 2 {
         return None;
@@ -559,7 +704,10 @@ fn field(body: &[u8], at: &mut usize, spec: Field, enc: Encoding) -> Option<Valu
         Class::Numeric | Class::Text => {
             let p = body.get(*at..*at + len)?;
             *at += len;
-            Some(Value::Text(String::from_utf8_lossy(p).into_owned()))
+            Some(Value::Text(match table {
+                Some(t) => ebcdic::decode(p, t),
+                None => String::from_utf8_lossy(p).into_owned(),
+            }))
         }
     }
 }

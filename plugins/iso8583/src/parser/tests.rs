@@ -21,39 +21,69 @@ fn pack_bcd(digits: &str) -> Vec<u8> {
         .collect()
 }
 
+/// ASCII text to EBCDIC code page 037 (inverse of the decoder's table).
+fn to_ebcdic(v: &[u8]) -> Vec<u8> {
+    v.iter()
+        .map(|&c| {
+            let i = ebcdic::CP037.iter().position(|&a| a == c && c != b'?');
+            u8::try_from(i.expect("EBCDIC has it")).unwrap()
+        })
+        .collect()
+}
+
 /// Encodes a message: `fields` as (number, value) with values as text
 /// (binary fields as raw bytes in a string of chars < 256).
 fn encode(mti: &str, fields: &[(u8, &[u8])], enc: Encoding) -> Vec<u8> {
-    let mut bitmap = [0u64; 2];
+    encode_with(mti, fields, enc, &ISO_1987)
+}
+
+/// [`encode`] under a field specification; fields above 128 go behind a
+/// tertiary bitmap written in field 65's place.
+fn encode_with(mti: &str, fields: &[(u8, &[u8])], enc: Encoding, spec: &Fields) -> Vec<u8> {
+    let ebcdic = matches!(enc, Encoding::Ebcdic | Encoding::Ebcdic500);
+    let text = |v: &[u8]| if ebcdic { to_ebcdic(v) } else { v.to_vec() };
+    let mut bitmap = [0u64; 3];
     for (n, _) in fields {
         let n = usize::from(*n);
         bitmap[(n - 1) / 64] |= 1 << (63 - (n - 1) % 64);
+    }
+    if bitmap[2] != 0 {
+        bitmap[1] |= 1 << 63;
     }
     if bitmap[1] != 0 {
         bitmap[0] |= 1 << 63;
     }
     let mut out = match enc {
         Encoding::Bcd => pack_bcd(mti),
-        _ => mti.as_bytes().to_vec(),
+        _ => text(mti.as_bytes()),
     };
-    let words = if bitmap[1] != 0 { 2 } else { 1 };
-    for w in &bitmap[..words] {
-        match enc {
-            Encoding::Ascii => out.extend_from_slice(format!("{w:016X}").as_bytes()),
-            _ => out.extend_from_slice(&w.to_be_bytes()),
-        }
+    let write_bitmap = |out: &mut Vec<u8>, w: u64| match enc {
+        Encoding::Ascii => out.extend_from_slice(format!("{w:016X}").as_bytes()),
+        _ => out.extend_from_slice(&w.to_be_bytes()),
+    };
+    write_bitmap(&mut out, bitmap[0]);
+    if bitmap[1] != 0 {
+        write_bitmap(&mut out, bitmap[1]);
     }
     let mut sorted = fields.to_vec();
+    if bitmap[2] != 0 {
+        sorted.push((65, b""));
+    }
     sorted.sort_by_key(|(n, _)| *n);
     for (n, v) in sorted {
-        let spec = ISO_1987[usize::from(n)].unwrap();
+        if n == 65 && bitmap[2] != 0 {
+            write_bitmap(&mut out, bitmap[2]);
+            continue;
+        }
+        let spec = spec[usize::from(n)].unwrap();
         let body: Vec<u8> = match (spec.class, enc) {
             (Class::Binary, Encoding::Ascii) => v
                 .iter()
                 .flat_map(|b| format!("{b:02X}").into_bytes())
                 .collect(),
+            (Class::Binary, _) => v.to_vec(),
             (Class::Numeric, Encoding::Bcd) => pack_bcd(std::str::from_utf8(v).unwrap()),
-            _ => v.to_vec(),
+            _ => text(v),
         };
         let units = match (spec.class, enc) {
             (Class::Binary, Encoding::Ascii) => body.len(),
@@ -65,7 +95,7 @@ fn encode(mti: &str, fields: &[(u8, &[u8])], enc: Encoding) -> Vec<u8> {
                 let s = format!("{units:0w$}", w = usize::from(d) + usize::from(d) % 2);
                 out.extend(pack_bcd(&s));
             }
-            (d, _) => out.extend_from_slice(format!("{units:0w$}", w = usize::from(d)).as_bytes()),
+            (d, _) => out.extend(text(format!("{units:0w$}", w = usize::from(d)).as_bytes())),
         }
         out.extend(body);
     }
@@ -126,7 +156,12 @@ fn response(stan: &str, code: &str, enc: Encoding) -> Vec<u8> {
 fn every_framing_and_encoding_is_detected_and_decoded() {
     for framing in [Framing::Bin2, Framing::Bin2Le, Framing::Ascii4] {
         for tpdu in [false, true] {
-            for enc in [Encoding::Ascii, Encoding::Binary, Encoding::Bcd] {
+            for enc in [
+                Encoding::Ascii,
+                Encoding::Binary,
+                Encoding::Bcd,
+                Encoding::Ebcdic,
+            ] {
                 let reqs = [
                     frame(framing, tpdu, &request("000001", enc)),
                     frame(framing, tpdu, &request("000002", enc)),
@@ -237,4 +272,110 @@ fn pans_are_masked() {
         Some("4761340000000019")
     );
     assert_eq!(track2_pan("garbage"), None);
+}
+
+#[test]
+fn ebcdic_text_is_read_in_either_code_page() {
+    let msg = request("000042", Encoding::Ebcdic);
+    for (enc, name) in [(Encoding::Ebcdic, "ebcdic"), (Encoding::Ebcdic500, "500")] {
+        let p = Profile {
+            encoding: Some(enc),
+            ..Profile::default()
+        };
+        let (m, walked) = parse_message(&msg, &p, S, 0).unwrap();
+        assert_eq!(walked, msg.len(), "{name}");
+        assert_eq!(m.mti, "0200", "{name}");
+        assert_eq!(m.get(41), Some("TERM0001"), "{name}");
+        assert_eq!(m.get(42), Some("MERCHANT0000001"), "{name}");
+        assert_eq!(
+            m.get(35),
+            Some("4761340000000019=25122010000000000000"),
+            "{name}"
+        );
+    }
+    // Detected without configuration: the MTI's EBCDIC digits tell.
+    let (m, _) = parse_message(&msg, &Profile::default(), S, 0).unwrap();
+    assert_eq!(m.get(11), Some("000042"));
+}
+
+#[test]
+fn iso_1993_messages_use_the_1993_field_set() {
+    let req = encode_with(
+        "1200",
+        &[
+            (2, b"4761340000000019"),
+            (3, b"000000"),
+            (4, b"000000001000"),
+            (11, b"000777"),
+            (12, b"261205101112"),
+            (22, b"A1B2C3D4E5F6"),
+            (24, b"200"),
+            (41, b"TERM0001"),
+            (56, b"0200000001261205101112"),
+        ],
+        Encoding::Binary,
+        &ISO_1993,
+    );
+    let rsp = encode_with(
+        "1210",
+        &[(11, b"000777"), (39, b"116"), (41, b"TERM0001")],
+        Encoding::Binary,
+        &ISO_1993,
+    );
+    let o = testing::check(
+        || Parser::new(Profile::default()),
+        &[
+            Ev::Data(S, &frame(Framing::Bin2, false, &req)),
+            Ev::Data(C, &frame(Framing::Bin2, false, &rsp)),
+        ],
+        MAX_FRAME,
+    );
+    assert_eq!(o.error, None);
+    let m = &o.messages;
+    assert_eq!(m.len(), 2, "{m:?}");
+    assert_eq!(m[0].incomplete, None, "{:?}", m[0]);
+    assert_eq!(m[0].get(12), Some("261205101112"));
+    assert_eq!(m[0].get(22), Some("A1B2C3D4E5F6"));
+    assert_eq!(m[0].get(41), Some("TERM0001"));
+    assert_eq!(m[1].get(39), Some("116"));
+    // The same bytes under the 1987 set (forced) do not walk: field 12 is n6 there.
+    let p87 = Profile {
+        version: Some(Version::V1987),
+        ..Profile::default()
+    };
+    let (m87, walked) = parse_message(&req, &p87, S, 0).unwrap();
+    assert!(m87.incomplete.is_some() || walked != req.len() || m87.get(41) != Some("TERM0001"));
+}
+
+#[test]
+fn a_tertiary_bitmap_announces_fields_129_to_192() {
+    for enc in [Encoding::Ascii, Encoding::Binary, Encoding::Ebcdic] {
+        let msg = encode(
+            "0100",
+            &[
+                (11, b"000123"),
+                (41, b"TERM0009"),
+                (70, b"301"),
+                (130, b"private tertiary data"),
+                (191, b"z"),
+            ],
+            enc,
+        );
+        let (m, walked) = parse_message(&msg, &Profile::default(), S, 0).unwrap();
+        assert_eq!(walked, msg.len(), "{enc:?}");
+        assert_eq!(m.incomplete, None, "{enc:?}");
+        assert_eq!(m.get(70), Some("301"), "{enc:?}");
+        assert_eq!(m.get(130), Some("private tertiary data"), "{enc:?}");
+        assert_eq!(m.get(191), Some("z"), "{enc:?}");
+        assert_eq!(m.get(11), Some("000123"), "{enc:?}");
+        // Turned off: field 65 is an 8-byte field and 130 is never read.
+        let p = Profile {
+            tertiary: false,
+            ..Profile::default()
+        };
+        let (m, walked) = parse_message(&msg, &p, S, 0).unwrap();
+        assert_eq!(m.get(70), Some("301"), "{enc:?}");
+        assert_eq!(m.get(130), None, "{enc:?}");
+        assert!(walked < msg.len(), "{enc:?}");
+    }
 }
