@@ -130,3 +130,75 @@ fn a_rotated_capture_gives_the_whole_files_spans_and_metrics() {
     assert_eq!(std::fs::read_dir(&follow).unwrap().count(), 0, "all moved");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The newest file is decoded while the capture tool is still writing it
+/// (records cut anywhere between writes), not when it is complete.
+#[test]
+fn a_growing_file_is_decoded_as_it_is_written() {
+    let whole = root().join("tests/pcaps/iso8583/bin2-ascii.pcap");
+    let bytes = std::fs::read(&whole).unwrap();
+    let dir = tmp("grow");
+    let watch = dir.join("watch");
+    std::fs::create_dir_all(&watch).unwrap();
+    let (want_spans, want_metrics) = outputs(&[whole.to_str().unwrap()], &dir.join("whole.jsonl"));
+    let total = want_spans.lines().count();
+    let spans_f = dir.join("spans");
+    let metrics_f = dir.join("metrics.jsonl");
+    let log_f = dir.join("log");
+    let mut child = Command::new(bin())
+        .args(["replay", "--follow", watch.to_str().unwrap()])
+        // Never closed for idleness: only the stop ends the file.
+        .args(["--follow-idle-ms", "600000", "--format", "jsonl"])
+        .args(["--metrics-out", metrics_f.to_str().unwrap()])
+        .env("WASMTAP_LOG", "info")
+        .stdout(Stdio::from(std::fs::File::create(&spans_f).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&log_f).unwrap()))
+        .spawn()
+        .unwrap();
+    let lines = || {
+        std::fs::read_to_string(&spans_f)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let wait_for = |what: &str, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while lines() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} of {n} spans",
+                lines()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    use std::io::Write;
+    let mut f = std::fs::File::create(watch.join("live.pcap")).unwrap();
+    // The header and part of a record first, then the first half.
+    let half = bytes.len() / 2 + 7;
+    for chunk in [&bytes[..40], &bytes[40..half]] {
+        f.write_all(chunk).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for("first half", 1);
+    let early = lines();
+    assert!(early < total, "{early} spans before the second half");
+    for chunk in bytes[half..].chunks(4093) {
+        f.write_all(chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(f);
+    wait_for("whole file", total);
+    assert!(child.try_wait().unwrap().is_none(), "still following");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(&log_f).unwrap();
+    assert!(status.success(), "{log}");
+    let spans = std::fs::read_to_string(&spans_f).unwrap();
+    assert_eq!(sorted(&spans), sorted(&want_spans));
+    assert_eq!(std::fs::read_to_string(&metrics_f).unwrap(), want_metrics);
+    std::fs::remove_dir_all(&dir).ok();
+}

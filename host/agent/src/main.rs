@@ -106,12 +106,14 @@ struct ReplayArgs {
     #[arg(required = true, num_args = 1..)]
     files: Vec<PathBuf>,
     /// Keep reading the one directory given as a capture tool rotates files
-    /// into it, until SIGINT/SIGTERM: a file is read once complete (a newer
-    /// one appeared, or it has not grown for `--follow-idle-ms`).
+    /// into it, until SIGINT/SIGTERM: files in first-packet order, the newest
+    /// read as it grows, each closed when a newer one appears (or it has not
+    /// grown for `--follow-idle-ms`).
     #[arg(long)]
     follow: bool,
-    /// With --follow: a file that has not grown for this long is complete.
-    #[arg(long, default_value_t = 2000)]
+    /// With --follow: a file that has not grown for this long is closed
+    /// (after-read applies) even if no newer one appeared.
+    #[arg(long, default_value_t = 60_000)]
     follow_idle_ms: u64,
     /// With --follow: `delete` or `move:DIR` each file once read.
     #[arg(long, value_name = "ACTION")]
@@ -591,91 +593,235 @@ fn follow(a: ReplayArgs) -> Result<()> {
     }
     let started = Instant::now();
     let idle = Duration::from_millis(a.follow_idle_ms.max(1));
-    let (mut last_ts, mut bytes_read, mut first_ts) = (0u64, 0u64, None);
-    let mut done: std::collections::BTreeSet<PathBuf> = Default::default();
-    // Size and when it last changed, per file not yet read.
-    let mut seen: std::collections::BTreeMap<PathBuf, (u64, Instant)> = Default::default();
+    let mut last_ts = 0u64;
+    // Files read (or skipped), with their size and first packet's time then:
+    // one that grows afterwards is reported, not read twice; one rewritten
+    // under the same name (a ring of files, tcpdump `-W`) is read again.
+    let mut closed: std::collections::BTreeMap<PathBuf, (u64, Option<u64>)> = Default::default();
     let mut newest_read: Option<u64> = None;
+    let mut current: Option<Following> = None;
+    let mut last_check = Instant::now();
     tracing::info!(dir = %dir.display(), "following");
     loop {
         let stopping = stop.load(std::sync::atomic::Ordering::SeqCst);
-        let mut waiting: Vec<Part> = Vec::new();
-        let listing = capture_files_in(dir)?;
-        // Bounded: only files still there are remembered.
-        done.retain(|d| listing.contains(d));
-        seen.retain(|s, _| listing.contains(s));
-        for path in listing {
-            if done.contains(&path) {
-                continue;
-            }
-            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            let e = seen.entry(path.clone()).or_insert((size, Instant::now()));
-            if e.0 != size {
-                *e = (size, Instant::now());
-            }
-            let complete = stopping || e.1.elapsed() >= idle;
-            if complete {
-                waiting.push(Part {
+        let Some(cur) = current.as_mut() else {
+            let listing = capture_files_in(dir)?;
+            // Bounded: only files still there are remembered.
+            closed.retain(|d, _| listing.contains(d));
+            closed.retain(|path, (size, first)| {
+                let now = file_size(path);
+                if now == *size {
+                    return true;
+                }
+                if first_ns(path) != *first {
+                    tracing::info!(file = %path.display(), "file rewritten: read again");
+                    return false;
+                }
+                if now > *size {
+                    tracing::warn!(file = %path.display(), read = *size, now, "file grew after it was read: the bytes after it are not decoded (raise --follow-idle-ms)");
+                }
+                *size = now;
+                true
+            });
+            let mut next: Vec<Part> = listing
+                .into_iter()
+                .filter(|p| !closed.contains_key(p))
+                .map(|path| Part {
                     first_ns: first_ns(&path),
                     path,
-                });
-            }
-        }
-        waiting.sort_by(|a, b| (a.first_ns, &a.path).cmp(&(b.first_ns, &b.path)));
-        for part in waiting {
-            done.insert(part.path.clone());
-            seen.remove(&part.path);
-            if let (Some(f), Some(n)) = (part.first_ns, newest_read)
-                && f < n
-            {
-                tracing::warn!(file = %part.path.display(), "file out of order (starts before one already read): skipped");
-                continue;
-            }
-            match replay_file(
-                &part.path,
-                &mut p.shard,
-                &mut p.out,
-                Pace::Fast,
-                0,
-                started,
-                &mut first_ts,
-                &mut last_ts,
-                &mut bytes_read,
-                None,
-            ) {
-                Ok(None) => {}
-                Ok(Some(e)) => tracing::warn!("{e}"),
-                Err(e) => {
-                    tracing::warn!("{e:#}: skipped");
-                    continue;
-                }
-            }
-            newest_read = newest_read.max(part.first_ns);
-            p.shard.flush(&mut p.out);
-            tracing::info!(file = %part.path.display(), "read");
-            match &after {
-                None => {}
-                Some(None) => {
-                    if let Err(e) = std::fs::remove_file(&part.path) {
-                        tracing::warn!(file = %part.path.display(), "cannot delete: {e}");
-                    }
-                }
-                Some(Some(to)) => {
-                    if let Some(name) = part.path.file_name()
-                        && let Err(e) = std::fs::rename(&part.path, to.join(name))
+                })
+                .collect();
+            next.sort_by(|a, b| {
+                (a.first_ns.is_none(), a.first_ns, &a.path).cmp(&(
+                    b.first_ns.is_none(),
+                    b.first_ns,
+                    &b.path,
+                ))
+            });
+            match next.into_iter().next() {
+                Some(part) => {
+                    if let (Some(f), Some(n)) = (part.first_ns, newest_read)
+                        && f < n
                     {
-                        tracing::warn!(file = %part.path.display(), "cannot move: {e}");
+                        tracing::warn!(file = %part.path.display(), "file out of order (starts before one already read): skipped");
+                        closed.insert(part.path.clone(), (file_size(&part.path), part.first_ns));
+                        continue;
                     }
+                    current = Some(Following::start(part)?);
                 }
+                None if stopping => break,
+                None => std::thread::sleep(Duration::from_millis(100)),
+            }
+            continue;
+        };
+        // Is the file being read complete? A newer one appeared (the capture
+        // tool rotated), it has not grown for `idle`, or the agent stops.
+        if last_check.elapsed() >= Duration::from_millis(100) && !cur.closing() {
+            last_check = Instant::now();
+            let size = file_size(&cur.part.path);
+            if size != cur.size {
+                (cur.size, cur.grew) = (size, Instant::now());
+            }
+            let newer = capture_files_in(dir)?.into_iter().any(|p| {
+                p != cur.part.path
+                    && !closed.contains_key(&p)
+                    && match (first_ns(&p), cur.part.first_ns) {
+                        (Some(f), Some(c)) => f >= c,
+                        _ => true,
+                    }
+            });
+            if stopping || newer || cur.grew.elapsed() >= idle {
+                cur.close();
             }
         }
-        if stopping {
-            break;
+        match cur.rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Feed::Begin(dlt)) => {
+                cur.link = wasmtap_decode::LinkType::from_dlt(dlt);
+                if cur.link.is_none() {
+                    tracing::warn!(file = %cur.part.path.display(), "unsupported link type {dlt}: skipped");
+                    cur.close();
+                }
+            }
+            Ok(Feed::Frame(ts, data)) => {
+                if let Some(link) = cur.link {
+                    last_ts = last_ts.max(ts);
+                    p.shard.frame(link, ts, &data, &mut p.out);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => p.shard.flush(&mut p.out),
+            Ok(Feed::End(err)) => {
+                let done = current.take().expect("reading");
+                let (path, first) = done.finish();
+                match err {
+                    Some(e) => tracing::warn!("{e}"),
+                    None => tracing::info!(file = %path.display(), "read"),
+                }
+                let first = first.or_else(|| first_ns(&path));
+                newest_read = newest_read.max(first);
+                p.shard.flush(&mut p.out);
+                closed.insert(path.clone(), (file_size(&path), first));
+                after_read(&path, after.as_ref());
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let done = current.take().expect("reading");
+                let (path, first) = done.finish();
+                closed.insert(path.clone(), (file_size(&path), first));
+            }
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
     let elapsed = started.elapsed();
     p.finish(&a.common, last_ts, elapsed, Vec::new())
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// `--after-read`: `None` keeps the file, `Some(None)` deletes it,
+/// `Some(Some(dir))` moves it there.
+fn after_read(path: &Path, after: Option<&Option<PathBuf>>) {
+    match after {
+        None => {}
+        Some(None) => {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(file = %path.display(), "cannot delete: {e}");
+            }
+        }
+        Some(Some(to)) => {
+            if let Some(name) = path.file_name()
+                && let Err(e) = std::fs::rename(path, to.join(name))
+            {
+                tracing::warn!(file = %path.display(), "cannot move: {e}");
+            }
+        }
+    }
+}
+
+/// What the reader of a followed file hands over.
+enum Feed {
+    /// The file's link type.
+    Begin(i32),
+    /// A frame: capture time and bytes.
+    Frame(u64, Vec<u8>),
+    /// The file ended (with the error that stopped it early, if any).
+    End(Option<String>),
+}
+
+/// One file of a followed directory, read on its own thread as it grows.
+struct Following {
+    part: Part,
+    rx: std::sync::mpsc::Receiver<Feed>,
+    complete: Arc<std::sync::atomic::AtomicBool>,
+    link: Option<wasmtap_decode::LinkType>,
+    size: u64,
+    grew: Instant,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Following {
+    fn start(part: Part) -> Result<Self> {
+        let complete = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Bounded: the reader waits while the pipeline is behind.
+        let (tx, rx) = std::sync::mpsc::sync_channel(4096);
+        let (path, flag) = (part.path.clone(), complete.clone());
+        let thread = std::thread::Builder::new()
+            .name("follow-read".into())
+            .spawn(move || {
+                let poll = Duration::from_millis(50);
+                let mut src = match wasmtap_capture::FileSource::open_growing(&path, flag, poll) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Feed::End(Some(format!("{e}: skipped"))));
+                        return;
+                    }
+                };
+                if tx.send(Feed::Begin(src.datalink())).is_err() {
+                    return;
+                }
+                loop {
+                    let feed = match src.next_frame() {
+                        Ok(Some(f)) => Feed::Frame(f.ts_ns, f.data.to_vec()),
+                        Ok(None) => Feed::End(None),
+                        Err(e) => Feed::End(Some(e.to_string())),
+                    };
+                    let end = matches!(feed, Feed::End(_));
+                    if tx.send(feed).is_err() || end {
+                        return;
+                    }
+                }
+            })?;
+        let size = file_size(&part.path);
+        Ok(Self {
+            part,
+            rx,
+            complete,
+            link: None,
+            size,
+            grew: Instant::now(),
+            thread: Some(thread),
+        })
+    }
+
+    /// Reads what the file holds now, then ends.
+    fn close(&self) {
+        self.complete
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn closing(&self) -> bool {
+        self.complete.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Stops the reader; returns the file's path and first packet's time.
+    fn finish(mut self) -> (PathBuf, Option<u64>) {
+        self.close();
+        // The reader ends once it sees the file's end (or the channel gone).
+        drop(self.rx);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        (self.part.path, self.part.first_ns)
+    }
 }
 
 fn progress_bar(file: &Path) -> Option<indicatif::ProgressBar> {

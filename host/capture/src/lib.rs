@@ -99,6 +99,34 @@ pub struct Frame<'a> {
     pub data: &'a [u8],
 }
 
+/// Copies `file` into `pipe` as it grows, until `complete` is set and the
+/// file is read to its end (or the reader closed the pipe).
+fn tail(
+    mut file: std::fs::File,
+    mut pipe: std::io::PipeWriter,
+    complete: &std::sync::atomic::AtomicBool,
+    poll: std::time::Duration,
+) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // Read before looking at the flag: once it is seen set, one more
+        // read to the end is all that is left.
+        let last = complete.load(std::sync::atomic::Ordering::Acquire);
+        match file.read(&mut buf) {
+            Ok(0) if last => return,
+            Ok(0) => std::thread::sleep(poll),
+            Ok(n) => {
+                if pipe.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// A pcap or pcapng file read frame by frame.
 pub struct FileSource {
     cap: pcap::Capture<pcap::Offline>,
@@ -134,6 +162,42 @@ impl FileSource {
                 }
             },
         };
+        let link = cap.get_datalink().0;
+        Ok(Self {
+            cap,
+            path: p,
+            packets: 0,
+            link,
+        })
+    }
+
+    /// Opens a capture file that a capture tool may still be writing: frames
+    /// are read as the file grows (a read waits for the rest of a frame
+    /// written in part), until `complete` is set and what the file then
+    /// holds has been read; then the source ends like a finished file. The
+    /// file is polled every `poll` while nothing new is in it.
+    pub fn open_growing(
+        path: &Path,
+        complete: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        poll: std::time::Duration,
+    ) -> Result<Self, CaptureError> {
+        let p = path.display().to_string();
+        let err = |reason: String| CaptureError::Open {
+            path: p.clone(),
+            reason,
+        };
+        let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+        let (reader, writer) = std::io::pipe().map_err(|e| err(e.to_string()))?;
+        std::thread::Builder::new()
+            .name("pcap-follow".into())
+            .spawn(move || tail(file, writer, &complete, poll))
+            .map_err(|e| err(e.to_string()))?;
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(reader);
+        // SAFETY: `fd` is a freshly created pipe read end that we own and hand
+        // over; libpcap takes ownership (fdopen) and closes it with the capture.
+        #[allow(unsafe_code)]
+        let cap = unsafe { pcap::Capture::from_raw_fd_with_precision(fd, pcap::Precision::Nano) }
+            .map_err(|e| err(e.to_string()))?;
         let link = cap.get_datalink().0;
         Ok(Self {
             cap,
