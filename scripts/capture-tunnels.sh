@@ -12,7 +12,10 @@
 # u0 between them (10.98.0.1/24, 10.98.0.2/24, MTU 1500), tunnel device t0 in each
 # (192.168.98.1 and .2, /24; /30 for layer-3 gre; MTU 1400), Debian's nginx on
 # 192.168.98.2:8080 in b, curl from a: REQUESTS x GET / (200), 3 x /missing (404),
-# 2 x /fail (500), one connection each. In b, tcpdump writes
+# 2 x /fail (500), one connection each; then ISO 8583 card payments
+# (scripts/iso8583_peer.py, pyiso8583: ISO exchanges, default 20, on 2 pipelined
+# connections, 2-byte length framing, binary bitmaps) to 192.168.98.2:8583, the
+# client's log in OUT_DIR/<kind>.iso8583.log.jsonl. In b, tcpdump writes
 #   OUT_DIR/<kind>.outer.pcap  (on u0: the tunnel packets)
 #   OUT_DIR/<kind>.inner.pcap  (on t0: the unwrapped packets)
 # and OUT_DIR/<kind>.expect.json holds {"server", "encap", "exchanges": {"GET /path
@@ -22,10 +25,10 @@
 # Prints one line per kind: "<kind> <requests_total> <outer_packets> <inner_packets>",
 # or "<kind> unsupported <reason>" / "<kind> failed <reason>".
 # Exits 0 only if gretap, vxlan and geneve (those of them in KINDS) worked.
-# Needs root, ip, tcpdump, curl, nginx, python3. Only namespaces and links it
+# Needs root, ip, tcpdump, curl, nginx, python3 with pyiso8583. Only namespaces and links it
 # creates are touched; all are removed at the end.
 set -euo pipefail
-out=${1:?usage: capture-tunnels.sh OUT_DIR [REQUESTS=20]}; n=${2:-20}
+out=${1:?usage: capture-tunnels.sh OUT_DIR [REQUESTS=20]}; n=${2:-20}; iso=${ISO:-20}
 kinds=${KINDS:-gretap gre erspan erspan3 vxlan geneve}
 emulate=${EMULATE:-0}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -246,6 +249,21 @@ run_kind() {
     else case $want in 200) ok200=$((ok200 + 1));; 404) ok404=$((ok404 + 1));; 500) ok500=$((ok500 + 1));; esac
     fi
   done
+  # Card payments through the same tunnel.
+  local iso_log="$out/$kind.iso8583.log.jsonl" isp
+  rm -f "$iso_log"
+  ip netns exec "$b" env PEER_HOST="$B_IN" python3 "$here/iso8583_peer.py" server 8583 bin2 binary \
+    2> "$dir/iso-server.log" &
+  isp=$!; pids+=("$isp")
+  for _ in $(seq 100); do
+    # Listening? (asked of the kernel: a probe connection would be captured)
+    ip netns exec "$b" ss -Hltn "sport = :8583" 2>/dev/null | grep -q . && break
+    sleep 0.05
+  done
+  if ! ip netns exec "$a" env PEER_HOST="$B_IN" timeout 60 python3 "$here/iso8583_peer.py" client 8583 bin2 binary \
+      "$iso_log" 2 "$iso" 7 2> "$dir/iso-client.log"; then
+    bad+="ISO 8583 client failed: $(tr '\n' ' ' < "$dir/iso-client.log") $(tr '\n' ' ' < "$dir/iso-server.log"); "
+  fi
   sleep 1
   kill -INT "$op" "$ip_" 2>/dev/null || true
   wait "$op" 2>/dev/null || true; wait "$ip_" 2>/dev/null || true
@@ -266,7 +284,8 @@ JSON
   # Every request's connection must be in the inner capture, from its SYN on.
   local syns
   syns=$(tcpdump -nr "$inner" 'tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn' 2>/dev/null | wc -l)
-  [[ $syns -eq $total ]] || bad+="inner capture has $syns connection openings, want $total; "
+  # (curl's connections and the ISO 8583 client's two)
+  [[ $syns -eq $((total + 2)) ]] || bad+="inner capture has $syns connection openings, want $((total + 2)); "
   if [[ -n $bad ]]; then echo "$kind failed $bad"; return 1; fi
   echo "$kind $total $no $ni"
 }

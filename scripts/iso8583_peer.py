@@ -30,11 +30,15 @@ CONNECTIONS connections, pipelines its share of N requests on each, matches
 responses by (field 11 STAN, field 41 terminal), writes one JSON line per
 completed exchange to LOG.jsonl (sorted by STAN) and exits 0 only if every
 request was answered.
+
+The address is 127.0.0.1, or $PEER_HOST (the server binds it, the client
+connects to it).
 """
 import copy
 import datetime
 import hashlib
 import json
+import os
 import random
 import socket
 import struct
@@ -46,6 +50,7 @@ import iso8583
 import iso8583.specs
 
 FRAMINGS = ("bin2", "bin2le", "ascii4", "bin2tpdu")
+HOST = os.environ.get("PEER_HOST", "127.0.0.1")
 
 
 # ---------------------------------------------------------------- specs
@@ -243,7 +248,7 @@ def server(port, framing, encoding):
     frame(b"", framing, b"\x60\0\0\0\0")  # validates FRAMING
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", port))
+    ls.bind((HOST, port))
     ls.listen(64)
     n = 0
     while True:
@@ -348,7 +353,7 @@ def run_connection(idx, port, framing, spec, jobs, seed, results, errors):
     tpdu = bytes([0x60, 0x00, 0x03, 0x00, idx + 1])  # destination NII 003, source = connection
     want_tpdu = bytes([0x60, 0x00, idx + 1, 0x00, 0x03])
     try:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock = socket.create_connection((HOST, port), timeout=10)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         pending = {}
         i = 0

@@ -1,4 +1,5 @@
-//! Mirrored traffic arrives tunnelled: nginx behind a tunnel between two
+//! Mirrored traffic arrives tunnelled: nginx and an ISO 8583 issuer
+//! (pyiso8583) behind a tunnel between two
 //! network namespaces (`scripts/capture-tunnels.sh`), captured on the
 //! underlay (GRE with key and sequence, layer-3 GRE, ERSPAN II, ERSPAN III,
 //! VXLAN, Geneve) and on the tunnel device (unwrapped). The tunnelled
@@ -19,10 +20,12 @@ fn summary(spans: &[Value]) -> Vec<String> {
         .iter()
         .map(|s| {
             format!(
-                "{} {} {} {} {} {}",
+                "{} {} {} {} {} {} {} {}",
                 s["name"].as_str().unwrap_or(""),
                 attr(s, "url.path"),
                 attr(s, "http.response.status_code"),
+                attr(s, "wasmtap.iso8583.stan"),
+                attr(s, "wasmtap.iso8583.response_code"),
                 s["status"]["code"].as_str().unwrap_or(""),
                 attr(s, "server.port"),
                 attr(s, "client.address"),
@@ -58,8 +61,21 @@ fn tunnelled_captures_give_the_exchanges_of_the_unwrapped_ones() {
         kinds += 1;
         let wrapped = replay_spans(&outer, &[]);
         let plain = replay_spans(&inner, &[]);
-        // 12 x 200, 3 x 404, 2 x 500 (the script's requests).
-        assert_eq!(plain.len(), 17, "{kind}: unwrapped capture");
+        // 12 x 200, 3 x 404, 2 x 500 (the script's requests), and the
+        // card payments the ISO 8583 client logged.
+        let iso = std::fs::read_to_string(dir.join(format!("{kind}.iso8583.log.jsonl")))
+            .unwrap()
+            .lines()
+            .count();
+        assert_eq!(iso, 20, "{kind}: ISO 8583 exchanges logged");
+        assert_eq!(plain.len(), 17 + iso, "{kind}: unwrapped capture");
+        let payments = |spans: &[Value]| {
+            spans
+                .iter()
+                .filter(|s| attr(s, "network.protocol.name") == "iso8583")
+                .count()
+        };
+        assert_eq!(payments(&wrapped), iso, "{kind}: tunnelled card payments");
         assert_eq!(summary(&wrapped), summary(&plain), "{kind}");
         // The flow is the inner one, not the tunnel's.
         assert!(
