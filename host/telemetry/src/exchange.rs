@@ -440,6 +440,41 @@ mod tests {
         assert_eq!(out[1].request.operation, "one");
     }
 
+    /// A key reused while its first request waits (an ISO 8583 repeat, or
+    /// a terminal restarting its STANs): answers pair oldest first.
+    #[test]
+    fn duplicate_keys_pair_oldest_first() {
+        let (mut mt, mut st, mut out) = (Matcher::default(), MatchStats::default(), vec![]);
+        for (k, ts, op) in [(7, 0, "first"), (8, 1, "other"), (7, 2, "repeat")] {
+            mt.push(
+                m(MessageKind::Request, Some(k), ts, op),
+                8,
+                &mut st,
+                &mut out,
+            );
+        }
+        for (k, ts) in [(7, 5), (7, 6)] {
+            mt.push(
+                m(MessageKind::Response, Some(k), ts, ""),
+                8,
+                &mut st,
+                &mut out,
+            );
+        }
+        let ops: Vec<&str> = out.iter().map(|e| e.request.operation.as_str()).collect();
+        assert_eq!(ops, ["first", "repeat"]);
+        assert_eq!(st.complete, 2);
+        assert_eq!(mt.pending(), 1);
+        // A third answer to key 7 has no request left: a stray, counted.
+        mt.push(
+            m(MessageKind::Response, Some(7), 7, ""),
+            8,
+            &mut st,
+            &mut out,
+        );
+        assert_eq!(st.unmatched_responses, 1);
+    }
+
     #[test]
     fn timeout_and_bound() {
         let (mut mt, mut st, mut out) = (Matcher::default(), MatchStats::default(), vec![]);
