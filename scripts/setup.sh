@@ -73,4 +73,9 @@ if [[ "${1:-}" == "--test" ]]; then
   if ! python3 -c 'import iso8583' 2>/dev/null; then
     python3 -m pip install -q "pyiso8583==4.0.1" >/dev/null 2>&1 || echo "setup: warning: pyiso8583 could not be installed" >&2
   fi
+  # componentize-py: builds Python decoders (`wasmtap plugin build`; the
+  # version the agent pins, which it would install itself when missing).
+  if [[ "$(componentize-py --version 2>/dev/null)" != "componentize-py 0.25.1" ]]; then
+    python3 -m pip install -q "componentize-py==0.25.1" >/dev/null 2>&1 || echo "setup: warning: componentize-py could not be installed" >&2
+  fi
 fi

@@ -164,3 +164,137 @@ fn a_new_decoder_builds_tests_and_catches_a_regression() {
     );
     std::fs::remove_dir_all(&work).ok();
 }
+
+/// The same path in Python (componentize-py): `plugin new --lang python`,
+/// its native tests, `plugin build`, a golden that the Rust template's
+/// decoder matches exchange for exchange, a planted regression caught, and
+/// the component dropped into an agent beside its `plugin.toml` limits
+/// (and refused, with a clear error, under a memory limit it cannot live in).
+#[test]
+fn a_python_decoder_builds_tests_and_decodes_like_the_rust_one() {
+    let work = std::env::temp_dir().join(format!("wasmtap-author-py-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let o = wasmtap(&work, &["plugin", "new", "kvrpc", "--lang", "python"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let proj = work.join("kvrpc");
+    let o = in_dir(
+        &proj,
+        Command::new("python3").args(["-m", "unittest", "-v"]),
+    );
+    assert!(o.status.success(), "python3 -m unittest: {}", text(&o));
+    assert!(text(&o).contains("Ran 3 tests"), "{}", text(&o));
+
+    let o = wasmtap(&proj, &["plugin", "build"]);
+    assert!(o.status.success(), "plugin build: {}", text(&o));
+    assert!(text(&o).contains("decoder kvrpc 0.1.0"), "{}", text(&o));
+    let wasm = proj.join("build/kvrpc.wasm");
+    let wasm_s = wasm.to_str().unwrap();
+    let golden = proj.join("tests/sample.golden.jsonl");
+    let golden_s = golden.to_str().unwrap();
+    let args = [
+        "plugin",
+        "test",
+        wasm_s,
+        "--pcap",
+        "tests/sample.pcap",
+        "--expect",
+        golden_s,
+    ];
+    let o = wasmtap(&proj, &[&args[..], &["--update"]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    let lines = std::fs::read_to_string(&golden).unwrap();
+    assert_eq!(lines.lines().count(), 6, "{lines}");
+    assert!(lines.contains("\"kvrpc.key\":\"user:1\""), "{lines}");
+
+    // The Rust template's decoder gives the same exchanges, field for field.
+    let o = wasmtap(&work, &["plugin", "new", "kvrust", "--port", "7878"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rust_proj = work.join("kvrust");
+    // Same protocol, same names: only the crate differs.
+    let lib = rust_proj.join("src/lib.rs");
+    let src = std::fs::read_to_string(&lib)
+        .unwrap()
+        .replace("\"kvrust\"", "\"kvrpc\"")
+        .replace("\"kvrust.", "\"kvrpc.");
+    std::fs::write(&lib, src).unwrap();
+    let o = wasmtap(&rust_proj, &["plugin", "build"]);
+    assert!(o.status.success(), "rust plugin build: {}", text(&o));
+    let rust_wasm = target().join("wasm32-wasip2/release/kvrust.wasm");
+    let o = wasmtap(
+        &proj,
+        &[
+            "plugin",
+            "test",
+            rust_wasm.to_str().unwrap(),
+            "--pcap",
+            "tests/sample.pcap",
+            "--expect",
+            golden_s,
+        ],
+    );
+    assert!(o.status.success(), "Rust and Python differ: {}", text(&o));
+
+    // A planted regression: one operation mislabelled.
+    let plugin = proj.join("plugin.py");
+    let src = std::fs::read_to_string(&plugin).unwrap();
+    let planted = src.replace(
+        "op = words[2].upper() if len(words) > 2 else \"UNKNOWN\"",
+        "op = words[2].upper() if len(words) > 2 else \"UNKNOWN\"\n        op = \"REMOVE\" if op == \"DEL\" else op",
+    );
+    assert_ne!(src, planted, "the template changed: update this test");
+    std::fs::write(&plugin, &planted).unwrap();
+    let o = wasmtap(&proj, &["plugin", "build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = wasmtap(&proj, &args);
+    let t = text(&o);
+    assert!(!o.status.success(), "the regression must fail: {t}");
+    assert!(t.contains("2 of 6 exchanges differ"), "{t}");
+    assert!(t.contains("+ operation: \"REMOVE\""), "{t}");
+    std::fs::write(&plugin, &src).unwrap();
+    let o = wasmtap(&proj, &["plugin", "build"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Into an agent's plugin directory, with its own limits.
+    let plugins = work.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(&wasm, plugins.join("kvrpc.wasm")).unwrap();
+    std::fs::copy(proj.join("kvrpc.toml"), plugins.join("kvrpc.toml")).unwrap();
+    let replay = |plugins: &Path| {
+        wasmtap(
+            &proj,
+            &[
+                "replay",
+                "tests/sample.pcap",
+                "--format",
+                "jsonl",
+                "--plugins",
+                plugins.to_str().unwrap(),
+            ],
+        )
+    };
+    let o = replay(&plugins);
+    assert!(o.status.success(), "{}", text(&o));
+    let spans = String::from_utf8_lossy(&o.stdout).to_string();
+    let kv = |s: &str| {
+        s.lines()
+            .filter(|l| l.contains("\"network.protocol.name\":\"kvrpc\""))
+            .count()
+    };
+    assert_eq!(kv(&spans), 6, "{spans}");
+    // The interpreter does not fit in 8 MiB: the decoder is refused, by name.
+    std::fs::write(
+        plugins.join("kvrpc.toml"),
+        "ports = [7878]\n[limits]\nmemory_mb = 8\n",
+    )
+    .unwrap();
+    let o = replay(&plugins);
+    let t = text(&o);
+    assert_eq!(kv(&String::from_utf8_lossy(&o.stdout)), 0, "{t}");
+    assert!(t.contains("kvrpc") && t.contains("memory"), "{t}");
+    // A limit out of range is a clear error too.
+    std::fs::write(plugins.join("kvrpc.toml"), "[limits]\nmemory_mb = 0\n").unwrap();
+    let t = text(&replay(&plugins));
+    assert!(t.contains("limits.memory_mb = 0"), "{t}");
+    std::fs::remove_dir_all(&work).ok();
+}

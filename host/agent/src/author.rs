@@ -27,14 +27,14 @@ pub enum PluginCmd {
         /// Where to create the project directory.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// Language of the project (rust; python and js are not available yet).
+        /// Language of the project: rust, or python (componentize-py).
         #[arg(long, default_value = "rust")]
         lang: String,
         /// The port the decoder claims.
         #[arg(long, default_value_t = 7878)]
         port: u16,
     },
-    /// Build the component (cargo, wasm32-wasip2) and check it loads in this agent.
+    /// Build the component (cargo for wasm32-wasip2, or componentize-py) and check it loads in this agent.
     Build {
         /// The project directory.
         #[arg(default_value = ".")]
@@ -117,11 +117,49 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-'))
 }
 
+/// The Python project's files: the template, and the SDK vendored as `wasmtap/`.
+const PYTHON_FILES: &[(&str, &str)] = &[
+    ("plugin.py", include_str!("../templates/python/plugin.py")),
+    ("README.md", include_str!("../templates/python/README.md")),
+    (
+        "{{name}}.toml",
+        include_str!("../templates/python/plugin.toml"),
+    ),
+    ("tests/__init__.py", ""),
+    (
+        "tests/test_plugin.py",
+        include_str!("../templates/python/tests/test_plugin.py"),
+    ),
+    (
+        "wasmtap/__init__.py",
+        include_str!("../../../sdk/python/wasmtap/__init__.py"),
+    ),
+    (
+        "wasmtap/_component.py",
+        include_str!("../../../sdk/python/wasmtap/_component.py"),
+    ),
+    (
+        "wasmtap/testing.py",
+        include_str!("../../../sdk/python/wasmtap/testing.py"),
+    ),
+    (
+        "wasmtap/_shim/decoder.py",
+        include_str!("../../../sdk/python/wasmtap/_shim/decoder.py"),
+    ),
+    (
+        "wasmtap/_shim/wasmtap_app.py",
+        include_str!("../../../sdk/python/wasmtap/_shim/wasmtap_app.py"),
+    ),
+    (".gitignore", "/build\n__pycache__/\n"),
+];
+
+/// componentize-py, pinned: the version `plugin build` installs when missing.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
 fn new(name: &str, dir: &Path, lang: &str, port: u16) -> Result<()> {
-    if lang != "rust" {
+    if !matches!(lang, "rust" | "python") {
         bail!(
-            "--lang {lang}: only rust projects can be made yet (Python through componentize-py and \
-             JavaScript through componentize-js are planned)"
+            "--lang {lang}: rust or python (JavaScript through componentize-js is not available yet)"
         );
     }
     if !valid_name(name) {
@@ -147,13 +185,19 @@ fn new(name: &str, dir: &Path, lang: &str, port: u16) -> Result<()> {
         }
         std::fs::write(&p, text).with_context(|| format!("write {}", p.display()))
     };
-    write("Cargo.toml", &subst(TEMPLATE_CARGO))?;
-    write("src/lib.rs", &subst(TEMPLATE_LIB))?;
-    write("README.md", &subst(TEMPLATE_README))?;
-    write(".gitignore", "/target\n")?;
-    write("wasmtap-sdk/Cargo.toml", &subst(SDK_CARGO))?;
-    for (rel, text) in SDK_FILES {
-        write(&format!("wasmtap-sdk/{rel}"), text)?;
+    if lang == "python" {
+        for (rel, text) in PYTHON_FILES {
+            write(&subst(rel), &subst(text))?;
+        }
+    } else {
+        write("Cargo.toml", &subst(TEMPLATE_CARGO))?;
+        write("src/lib.rs", &subst(TEMPLATE_LIB))?;
+        write("README.md", &subst(TEMPLATE_README))?;
+        write(".gitignore", "/target\n")?;
+        write("wasmtap-sdk/Cargo.toml", &subst(SDK_CARGO))?;
+        for (rel, text) in SDK_FILES {
+            write(&format!("wasmtap-sdk/{rel}"), text)?;
+        }
     }
     write("wit/decoder.wit", WIT)?;
     let pcap = sample_capture(port);
@@ -163,8 +207,13 @@ fn new(name: &str, dir: &Path, lang: &str, port: u16) -> Result<()> {
     }
     std::fs::write(&p, pcap).with_context(|| format!("write {}", p.display()))?;
     println!("created {} (a decoder for port {port})", root.display());
+    let test = if lang == "python" {
+        "python3 -m unittest"
+    } else {
+        "cargo test"
+    };
     println!(
-        "next: cd {} && cargo test && wasmtap plugin build",
+        "next: cd {} && {test} && wasmtap plugin build",
         root.display()
     );
     Ok(())
@@ -326,6 +375,9 @@ fn package_name(dir: &Path) -> Result<String> {
 }
 
 fn build(dir: &Path) -> Result<PathBuf> {
+    if dir.join("plugin.py").is_file() && dir.join("wasmtap/_component.py").is_file() {
+        return build_python(dir);
+    }
     let name = package_name(dir)?;
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
@@ -364,16 +416,68 @@ fn build(dir: &Path) -> Result<PathBuf> {
     let wasm = target
         .join("wasm32-wasip2/release")
         .join(format!("{}.wasm", name.replace('-', "_")));
-    let bytes = std::fs::read(&wasm).with_context(|| format!("read {}", wasm.display()))?;
+    check_built(&name, &wasm)?;
+    Ok(wasm)
+}
+
+/// A Python project: componentize-py (installed with pip when missing) makes
+/// `build/<name>.wasm` from `plugin.py`, the vendored SDK and the WIT.
+fn build_python(dir: &Path) -> Result<PathBuf> {
+    let have = |cmd: &str| {
+        Command::new(cmd)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("componentize-py") {
+        eprintln!(
+            "wasmtap: installing {COMPONENTIZE_PY}: python3 -m pip install {COMPONENTIZE_PY}"
+        );
+        let st = Command::new("python3")
+            .args(["-m", "pip", "install", "-q", COMPONENTIZE_PY])
+            .status()
+            .context("run python3 (a Python 3.10 or newer is needed)")?;
+        if !st.success() || !have("componentize-py") {
+            bail!(
+                "componentize-py is missing and `python3 -m pip install {COMPONENTIZE_PY}` failed"
+            );
+        }
+    }
+    let out = dir.join("build");
+    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    let wasm = out.join("plugin.wasm");
+    let st = Command::new("componentize-py")
+        .current_dir(dir)
+        .args(["-d", "wit", "-w", "plugin", "componentize", "wasmtap_app"])
+        .args(["-p", ".", "-p", "wasmtap/_shim", "-o"])
+        .arg("build/plugin.wasm")
+        .status()
+        .context("run componentize-py")?;
+    if !st.success() {
+        bail!("componentize-py failed in {}", dir.display());
+    }
+    // Named after the decoder, as the agent's plugin directory wants it.
+    let info = check_built("plugin", &wasm)?;
+    let named = out.join(format!("{info}.wasm"));
+    std::fs::rename(&wasm, &named)
+        .with_context(|| format!("rename {} to {}", wasm.display(), named.display()))?;
+    println!("component: {}", named.display());
+    Ok(named)
+}
+
+/// Loads a built component in this agent's runtime and prints what it is;
+/// returns the decoder's name.
+fn check_built(name: &str, wasm: &Path) -> Result<String> {
+    let bytes = std::fs::read(wasm).with_context(|| format!("read {}", wasm.display()))?;
     let host = wasmtap_runtime::PluginHost::new(wasmtap_runtime::RuntimeConfig {
         cache_dir: None,
         ..Default::default()
     })?;
     let p = host
         .load(
-            &name,
+            name,
             &bytes,
-            wasmtap_runtime::PluginSource::File(wasm.clone()),
+            wasmtap_runtime::PluginSource::File(wasm.to_path_buf()),
             "{}",
         )
         .with_context(|| {
@@ -393,7 +497,7 @@ fn build(dir: &Path) -> Result<PathBuf> {
         wasmtap_runtime::WIT_VERSION,
         i.ports
     );
-    Ok(wasm)
+    Ok(i.name.clone())
 }
 
 struct Collect(Vec<wasmtap_telemetry::model::SpanRecord>);

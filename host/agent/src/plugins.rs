@@ -30,6 +30,39 @@ struct PluginToml {
     ports: Option<Vec<u16>>,
     /// The decoder's configuration (its `config` import), replacing the agent config's section.
     config: Option<toml::Value>,
+    /// Bounds of this decoder that replace the agent's `[plugins]` defaults.
+    limits: Option<TomlLimits>,
+}
+
+/// `[limits]` of a `plugin.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TomlLimits {
+    /// Linear memory of one instance, MiB (1-4096).
+    memory_mb: Option<u64>,
+    /// CPU deadline of one call, milliseconds (1-10000).
+    call_deadline_ms: Option<u64>,
+}
+
+impl TomlLimits {
+    fn resolve(&self) -> Result<wasmtap_runtime::PluginLimits> {
+        let mut l = wasmtap_runtime::PluginLimits::default();
+        if let Some(mb) = self.memory_mb {
+            anyhow::ensure!(
+                (1..=4096).contains(&mb),
+                "limits.memory_mb = {mb}: expected 1 to 4096"
+            );
+            l.max_memory_bytes = Some(usize::try_from(mb << 20)?);
+        }
+        if let Some(ms) = self.call_deadline_ms {
+            anyhow::ensure!(
+                (1..=10_000).contains(&ms),
+                "limits.call_deadline_ms = {ms}: expected 1 to 10000"
+            );
+            l.call_deadline_ms = Some(ms);
+        }
+        Ok(l)
+    }
 }
 
 /// Counters of plugin loading.
@@ -224,9 +257,19 @@ impl Loader {
             Some(v) => serde_json::to_string(v)?,
             None => self.cfg.plugin_json(stem),
         };
-        let mut p = self
-            .host
-            .load(stem, bytes, PluginSource::File(path.to_path_buf()), &json)?;
+        let limits = match &toml_cfg.limits {
+            Some(l) => l
+                .resolve()
+                .with_context(|| format!("{}", path.with_extension("toml").display()))?,
+            None => wasmtap_runtime::PluginLimits::default(),
+        };
+        let mut p = self.host.load_limited(
+            stem,
+            bytes,
+            PluginSource::File(path.to_path_buf()),
+            &json,
+            limits,
+        )?;
         // The config section is the decoder's name (what `describe` says);
         // the file's stem is an alias. Reloading is cheap: the compiled
         // component is cached by content.
@@ -237,11 +280,12 @@ impl Loader {
             && sections.contains_key(&name)
             && !sections.contains_key(stem)
         {
-            p = self.host.load(
+            p = self.host.load_limited(
                 stem,
                 bytes,
                 PluginSource::File(path.to_path_buf()),
                 &self.cfg.plugin_json(&name),
+                limits,
             )?;
         }
         // Ports: the file's own plugin.toml, else the agent config's table.

@@ -13,7 +13,8 @@ mod plugin_log;
 mod worker;
 
 pub use plugin::{
-    Plugin, PluginHost, PluginInfo, PluginSet, PluginSource, Registry, RuntimeConfig, RuntimeError,
+    Plugin, PluginHost, PluginInfo, PluginLimits, PluginSet, PluginSource, Registry, RuntimeConfig,
+    RuntimeError,
 };
 pub use worker::{
     Dir, Failure, FlowClose, L4, PluginStats, Session, SessionEnd, Worker, WorkerStats,

@@ -142,6 +142,21 @@ pub struct Plugin {
     pub(crate) pre: PluginPre<StoreState>,
     pub(crate) info: PluginInfo,
     pub(crate) config_json: Arc<str>,
+    /// Linear-memory bytes one instance may grow to.
+    pub(crate) max_memory_bytes: usize,
+    /// Epoch ticks one call may run (`None`: no deadlines).
+    pub(crate) deadline_ticks: Option<u64>,
+}
+
+/// Bounds of one plugin that replace the runtime's defaults (an operator's
+/// `plugin.toml`: a Python decoder carries an interpreter).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Linear-memory bytes one instance may grow to.
+    pub max_memory_bytes: Option<usize>,
+    /// CPU deadline of one call, milliseconds (applies when the runtime has
+    /// deadlines at all: `call_deadline_ms` > 0).
+    pub call_deadline_ms: Option<u64>,
 }
 
 impl Plugin {
@@ -154,6 +169,11 @@ impl Plugin {
     pub fn with_ports(mut self, ports: Vec<u16>) -> Self {
         self.info.ports = ports;
         self
+    }
+
+    /// Linear-memory bytes one instance may grow to.
+    pub fn max_memory_bytes(&self) -> usize {
+        self.max_memory_bytes
     }
 }
 
@@ -295,9 +315,14 @@ impl PluginHost {
 
     /// Epoch ticks one call may run, rounded up (`None`: no deadlines).
     pub(crate) fn deadline_ticks(&self) -> Option<u64> {
+        self.ticks(self.config.call_deadline_ms)
+    }
+
+    /// Epoch ticks of `ms` milliseconds, rounded up (`None`: the runtime has no deadlines).
+    fn ticks(&self, ms: u64) -> Option<u64> {
         (self.config.call_deadline_ms > 0).then(|| {
             let tick = self.config.epoch_tick_ms.max(1);
-            self.config.call_deadline_ms.div_ceil(tick).max(1)
+            ms.max(1).div_ceil(tick).max(1)
         })
     }
 
@@ -311,6 +336,31 @@ impl PluginHost {
         source: PluginSource,
         config_json: &str,
     ) -> Result<Plugin, RuntimeError> {
+        self.load_limited(
+            name_hint,
+            bytes,
+            source,
+            config_json,
+            PluginLimits::default(),
+        )
+    }
+
+    /// [`PluginHost::load`], with bounds of this plugin's own.
+    pub fn load_limited(
+        &self,
+        name_hint: &str,
+        bytes: &[u8],
+        source: PluginSource,
+        config_json: &str,
+        limits: PluginLimits,
+    ) -> Result<Plugin, RuntimeError> {
+        let max_memory_bytes = limits
+            .max_memory_bytes
+            .unwrap_or(self.config.max_memory_bytes);
+        let deadline_ticks = match limits.call_deadline_ms {
+            Some(ms) => self.ticks(ms),
+            None => self.deadline_ticks(),
+        };
         let sha256 = sha256_hex(bytes);
         let component = self.compile(name_hint, bytes, &sha256)?;
         let instance_pre =
@@ -328,13 +378,13 @@ impl PluginHost {
         // Describe once in a throwaway store to learn the plugin's identity.
         let mut store = crate::worker::new_store(
             &self.engine,
-            self.config.max_memory_bytes,
+            max_memory_bytes,
             Arc::from(name_hint),
             config_json.clone(),
         );
         // Instantiation and `describe` run once per load: a generous deadline.
         if let Some(t) = self.load_deadline_ticks() {
-            store.set_epoch_deadline(t);
+            store.set_epoch_deadline(t.max(deadline_ticks.unwrap_or(0).saturating_mul(20)));
         }
         let bindings = pre
             .instantiate(&mut store)
@@ -388,6 +438,8 @@ impl PluginHost {
             pre,
             info,
             config_json,
+            max_memory_bytes,
+            deadline_ticks,
         })
     }
 }

@@ -23,6 +23,12 @@ pub(crate) struct Limiter {
 
 /// Table elements one instance may grow to.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Core instances one component may create.
+const MAX_CORE_INSTANCES: usize = 64;
+/// Tables one component may create.
+const MAX_TABLES: usize = 64;
+/// Linear memories one component may create.
+const MAX_MEMORIES: usize = 16;
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
@@ -54,14 +60,19 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
+    // Counts of what a component's structure creates at instantiation (core
+    // instances, tables, memories), not of anything a call can grow: sized
+    // for components that link several core modules (componentize-py's
+    // hold an interpreter, libc and their adapters). Memory bytes and CPU
+    // are the bounds that matter, and they are enforced above.
     fn instances(&self) -> usize {
-        4
+        MAX_CORE_INSTANCES
     }
     fn tables(&self) -> usize {
-        16
+        MAX_TABLES
     }
     fn memories(&self) -> usize {
-        4
+        MAX_MEMORIES
     }
 }
 
@@ -444,9 +455,9 @@ fn one_line(e: &wasmtime::Error) -> String {
     root.lines().next().unwrap_or_default().to_string()
 }
 
-/// Prepares a store for one call: the CPU deadline.
+/// Prepares a store for one call: the CPU deadline (the plugin's own, else the worker's).
 fn arm(slot: &mut Slot, deadline: Option<u64>) {
-    if let Some(t) = deadline {
+    if let Some(t) = slot.plugin.deadline_ticks.or(deadline) {
         slot.store.set_epoch_deadline(t);
     }
 }
@@ -533,8 +544,7 @@ impl Worker {
     }
 
     fn add_slot(&mut self, p: &Arc<Plugin>) -> Result<(), crate::RuntimeError> {
-        let (store, bindings) =
-            instantiate_on(&self.engine, &self.host_config, self.load_deadline_ticks, p)?;
+        let (store, bindings) = instantiate_on(&self.engine, self.load_deadline_ticks, p)?;
         let slot = Slot {
             plugin: p.clone(),
             protocol: Arc::from(p.info.protocol()),
@@ -719,7 +729,6 @@ impl Worker {
         // resource exhaustion; keep the slot poisoned and retry next time.
         let fresh = instantiate_on(
             &self.engine,
-            &self.host_config,
             self.load_deadline_ticks,
             &self.slots[idx].plugin,
         );
@@ -1191,13 +1200,12 @@ impl FlowClose {
 
 fn instantiate_on(
     engine: &wasmtime::Engine,
-    config: &RuntimeConfig,
     load_deadline: Option<u64>,
     p: &Plugin,
 ) -> Result<(Store<StoreState>, PluginBindings), crate::RuntimeError> {
     let mut store = new_store(
         engine,
-        config.max_memory_bytes,
+        p.max_memory_bytes,
         Arc::from(p.info.name.as_str()),
         p.config_json.clone(),
     );
