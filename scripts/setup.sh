@@ -33,6 +33,12 @@ if [[ "${1:-}" == "--test" ]]; then
   want openssl
   # h2load: many concurrent HTTP/2 streams against nginx.
   want nghttp2-client
+  # Node.js and npm: JavaScript decoders (esbuild and componentize-js, pinned in the
+  # template's package.json). Debian's, unless a node is already there.
+  if ! command -v npm >/dev/null; then
+    command -v node >/dev/null || want nodejs
+    want npm
+  fi
 fi
 if ((${#need_apt[@]})); then
   echo "setup: installing Debian packages: ${need_apt[*]}" >&2

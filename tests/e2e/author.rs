@@ -165,25 +165,58 @@ fn a_new_decoder_builds_tests_and_catches_a_regression() {
     std::fs::remove_dir_all(&work).ok();
 }
 
-/// The same path in Python (componentize-py): `plugin new --lang python`,
-/// its native tests, `plugin build`, a golden that the Rust template's
-/// decoder matches exchange for exchange, a planted regression caught, and
-/// the component dropped into an agent beside its `plugin.toml` limits
-/// (and refused, with a clear error, under a memory limit it cannot live in).
+/// The same path in Python (componentize-py) and JavaScript
+/// (componentize-js): `plugin new --lang python|js`, its native tests,
+/// `plugin build`, a golden that the Rust template's decoder matches
+/// exchange for exchange, a planted regression caught, and the component
+/// dropped into an agent beside its `plugin.toml` limits (and refused, with
+/// a clear error, under a memory limit it cannot live in).
+struct Lang {
+    lang: &'static str,
+    /// The native test command and what its output says on success.
+    test: &'static [&'static str],
+    passed: &'static str,
+    /// The decoder's source file, a line of it, and that line mislabelling DEL.
+    source: &'static str,
+    line: &'static str,
+    planted: &'static str,
+}
+
 #[test]
 fn a_python_decoder_builds_tests_and_decodes_like_the_rust_one() {
-    let work = std::env::temp_dir().join(format!("wasmtap-author-py-{}", std::process::id()));
+    script_decoder(&Lang {
+        lang: "python",
+        test: &["python3", "-m", "unittest", "-v"],
+        passed: "Ran 3 tests",
+        source: "plugin.py",
+        line: "op = words[2].upper() if len(words) > 2 else \"UNKNOWN\"",
+        planted: "op = words[2].upper() if len(words) > 2 else \"UNKNOWN\"\n        op = \"REMOVE\" if op == \"DEL\" else op",
+    });
+}
+
+#[test]
+fn a_javascript_decoder_builds_tests_and_decodes_like_the_rust_one() {
+    script_decoder(&Lang {
+        lang: "js",
+        test: &["npm", "test"],
+        passed: "# pass 3",
+        source: "plugin.js",
+        line: "const op = words.length > 2 ? words[2].toUpperCase() : 'UNKNOWN';",
+        planted: "const op0 = words.length > 2 ? words[2].toUpperCase() : 'UNKNOWN';\n    const op = op0 === 'DEL' ? 'REMOVE' : op0;",
+    });
+}
+
+fn script_decoder(l: &Lang) {
+    let work =
+        std::env::temp_dir().join(format!("wasmtap-author-{}-{}", l.lang, std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let o = wasmtap(&work, &["plugin", "new", "kvrpc", "--lang", "python"]);
+    let o = wasmtap(&work, &["plugin", "new", "kvrpc", "--lang", l.lang]);
     assert!(o.status.success(), "{}", text(&o));
     let proj = work.join("kvrpc");
-    let o = in_dir(
-        &proj,
-        Command::new("python3").args(["-m", "unittest", "-v"]),
-    );
-    assert!(o.status.success(), "python3 -m unittest: {}", text(&o));
-    assert!(text(&o).contains("Ran 3 tests"), "{}", text(&o));
+    let o = in_dir(&proj, Command::new(l.test[0]).args(&l.test[1..]));
+    assert!(o.status.success(), "{:?}: {}", l.test, text(&o));
+    assert!(text(&o).contains(l.passed), "{}", text(&o));
 
     let o = wasmtap(&proj, &["plugin", "build"]);
     assert!(o.status.success(), "plugin build: {}", text(&o));
@@ -208,19 +241,21 @@ fn a_python_decoder_builds_tests_and_decodes_like_the_rust_one() {
     assert!(lines.contains("\"kvrpc.key\":\"user:1\""), "{lines}");
 
     // The Rust template's decoder gives the same exchanges, field for field.
-    let o = wasmtap(&work, &["plugin", "new", "kvrust", "--port", "7878"]);
+    // (a crate of its own per language: the tests share the target directory)
+    let crate_name = format!("kvrust{}", l.lang);
+    let o = wasmtap(&work, &["plugin", "new", &crate_name, "--port", "7878"]);
     assert!(o.status.success(), "{}", text(&o));
-    let rust_proj = work.join("kvrust");
+    let rust_proj = work.join(&crate_name);
     // Same protocol, same names: only the crate differs.
     let lib = rust_proj.join("src/lib.rs");
     let src = std::fs::read_to_string(&lib)
         .unwrap()
-        .replace("\"kvrust\"", "\"kvrpc\"")
-        .replace("\"kvrust.", "\"kvrpc.");
+        .replace(&format!("\"{crate_name}\""), "\"kvrpc\"")
+        .replace(&format!("\"{crate_name}."), "\"kvrpc.");
     std::fs::write(&lib, src).unwrap();
     let o = wasmtap(&rust_proj, &["plugin", "build"]);
     assert!(o.status.success(), "rust plugin build: {}", text(&o));
-    let rust_wasm = target().join("wasm32-wasip2/release/kvrust.wasm");
+    let rust_wasm = target().join(format!("wasm32-wasip2/release/{crate_name}.wasm"));
     let o = wasmtap(
         &proj,
         &[
@@ -236,12 +271,9 @@ fn a_python_decoder_builds_tests_and_decodes_like_the_rust_one() {
     assert!(o.status.success(), "Rust and Python differ: {}", text(&o));
 
     // A planted regression: one operation mislabelled.
-    let plugin = proj.join("plugin.py");
+    let plugin = proj.join(l.source);
     let src = std::fs::read_to_string(&plugin).unwrap();
-    let planted = src.replace(
-        "op = words[2].upper() if len(words) > 2 else \"UNKNOWN\"",
-        "op = words[2].upper() if len(words) > 2 else \"UNKNOWN\"\n        op = \"REMOVE\" if op == \"DEL\" else op",
-    );
+    let planted = src.replace(l.line, l.planted);
     assert_ne!(src, planted, "the template changed: update this test");
     std::fs::write(&plugin, &planted).unwrap();
     let o = wasmtap(&proj, &["plugin", "build"]);
@@ -282,7 +314,7 @@ fn a_python_decoder_builds_tests_and_decodes_like_the_rust_one() {
             .count()
     };
     assert_eq!(kv(&spans), 6, "{spans}");
-    // The interpreter does not fit in 8 MiB: the decoder is refused, by name.
+    // The interpreter (or engine) does not fit in 8 MiB: the decoder is refused, by name.
     std::fs::write(
         plugins.join("kvrpc.toml"),
         "ports = [7878]\n[limits]\nmemory_mb = 8\n",

@@ -27,14 +27,14 @@ pub enum PluginCmd {
         /// Where to create the project directory.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// Language of the project: rust, or python (componentize-py).
+        /// Language of the project: rust, python (componentize-py) or js (componentize-js).
         #[arg(long, default_value = "rust")]
         lang: String,
         /// The port the decoder claims.
         #[arg(long, default_value_t = 7878)]
         port: u16,
     },
-    /// Build the component (cargo for wasm32-wasip2, or componentize-py) and check it loads in this agent.
+    /// Build the component (cargo for wasm32-wasip2, componentize-py, or esbuild and componentize-js) and check it loads in this agent.
     Build {
         /// The project directory.
         #[arg(default_value = ".")]
@@ -153,14 +153,41 @@ const PYTHON_FILES: &[(&str, &str)] = &[
     (".gitignore", "/build\n__pycache__/\n"),
 ];
 
+/// The JavaScript project's files: the template, and the SDK vendored as `wasmtap/`.
+const JS_FILES: &[(&str, &str)] = &[
+    ("plugin.js", include_str!("../templates/js/plugin.js")),
+    ("package.json", include_str!("../templates/js/package.json")),
+    ("README.md", include_str!("../templates/js/README.md")),
+    ("{{name}}.toml", include_str!("../templates/js/plugin.toml")),
+    (
+        "tests/plugin.test.js",
+        include_str!("../templates/js/tests/plugin.test.js"),
+    ),
+    (
+        "wasmtap/index.js",
+        include_str!("../../../sdk/js/wasmtap/index.js"),
+    ),
+    (
+        "wasmtap/component.js",
+        include_str!("../../../sdk/js/wasmtap/component.js"),
+    ),
+    (
+        "wasmtap/entry.js",
+        include_str!("../../../sdk/js/wasmtap/entry.js"),
+    ),
+    (
+        "wasmtap/testing.js",
+        include_str!("../../../sdk/js/wasmtap/testing.js"),
+    ),
+    (".gitignore", "/build\n/node_modules\n"),
+];
+
 /// componentize-py, pinned: the version `plugin build` installs when missing.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
 fn new(name: &str, dir: &Path, lang: &str, port: u16) -> Result<()> {
-    if !matches!(lang, "rust" | "python") {
-        bail!(
-            "--lang {lang}: rust or python (JavaScript through componentize-js is not available yet)"
-        );
+    if !matches!(lang, "rust" | "python" | "js") {
+        bail!("--lang {lang}: rust, python or js");
     }
     if !valid_name(name) {
         bail!(
@@ -185,8 +212,9 @@ fn new(name: &str, dir: &Path, lang: &str, port: u16) -> Result<()> {
         }
         std::fs::write(&p, text).with_context(|| format!("write {}", p.display()))
     };
-    if lang == "python" {
-        for (rel, text) in PYTHON_FILES {
+    if lang == "python" || lang == "js" {
+        let files = if lang == "js" { JS_FILES } else { PYTHON_FILES };
+        for (rel, text) in files {
             write(&subst(rel), &subst(text))?;
         }
     } else {
@@ -207,10 +235,10 @@ fn new(name: &str, dir: &Path, lang: &str, port: u16) -> Result<()> {
     }
     std::fs::write(&p, pcap).with_context(|| format!("write {}", p.display()))?;
     println!("created {} (a decoder for port {port})", root.display());
-    let test = if lang == "python" {
-        "python3 -m unittest"
-    } else {
-        "cargo test"
+    let test = match lang {
+        "python" => "python3 -m unittest",
+        "js" => "npm test",
+        _ => "cargo test",
     };
     println!(
         "next: cd {} && {test} && wasmtap plugin build",
@@ -378,6 +406,9 @@ fn build(dir: &Path) -> Result<PathBuf> {
     if dir.join("plugin.py").is_file() && dir.join("wasmtap/_component.py").is_file() {
         return build_python(dir);
     }
+    if dir.join("plugin.js").is_file() && dir.join("wasmtap/entry.js").is_file() {
+        return build_js(dir);
+    }
     let name = package_name(dir)?;
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
@@ -459,6 +490,60 @@ fn build_python(dir: &Path) -> Result<PathBuf> {
     // Named after the decoder, as the agent's plugin directory wants it.
     let info = check_built("plugin", &wasm)?;
     let named = out.join(format!("{info}.wasm"));
+    std::fs::rename(&wasm, &named)
+        .with_context(|| format!("rename {} to {}", wasm.display(), named.display()))?;
+    println!("component: {}", named.display());
+    Ok(named)
+}
+
+/// A JavaScript project: the tools pinned in its `package.json` (`npm
+/// install` when missing), esbuild bundles `plugin.js` with the SDK, and
+/// componentize-js makes `build/<name>.wasm` of it (no WASI HTTP: the agent
+/// grants none).
+fn build_js(dir: &Path) -> Result<PathBuf> {
+    let tool = |name: &str| dir.join("node_modules/.bin").join(name);
+    if !tool("componentize-js").is_file() || !tool("esbuild").is_file() {
+        eprintln!("wasmtap: installing the build tools pinned in package.json: npm install");
+        let st = Command::new("npm")
+            .current_dir(dir)
+            .args(["install", "--no-audit", "--no-fund"])
+            .status()
+            .context("run npm (Node.js 18 or newer is needed)")?;
+        if !st.success() {
+            bail!("`npm install` failed in {}", dir.display());
+        }
+    }
+    let out = dir.join("build");
+    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    let st = Command::new(tool("esbuild"))
+        .current_dir(dir)
+        .args([
+            "wasmtap/entry.js",
+            "--bundle",
+            "--format=esm",
+            "--platform=neutral",
+            "--external:wasmtap:*",
+            "--log-level=warning",
+            "--outfile=build/bundle.js",
+        ])
+        .status()
+        .context("run esbuild")?;
+    if !st.success() {
+        bail!("esbuild failed in {}", dir.display());
+    }
+    let st = Command::new(tool("componentize-js"))
+        .current_dir(dir)
+        .args(["--wit", "wit", "--world-name", "plugin"])
+        .args(["-d", "http", "-d", "fetch-event"])
+        .args(["--out", "build/plugin.wasm", "build/bundle.js"])
+        .status()
+        .context("run componentize-js")?;
+    if !st.success() {
+        bail!("componentize-js failed in {}", dir.display());
+    }
+    let wasm = out.join("plugin.wasm");
+    let name = check_built("plugin", &wasm)?;
+    let named = out.join(format!("{name}.wasm"));
     std::fs::rename(&wasm, &named)
         .with_context(|| format!("rename {} to {}", wasm.display(), named.display()))?;
     println!("component: {}", named.display());
