@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What a decoder costs by the language it is written in: the same decoder
-# (`wasmtap plugin new`'s template, a length-prefixed RPC) in Rust and in
-# Python (componentize-py), built by `wasmtap plugin build`, measured on the
+# (`wasmtap plugin new`'s template, a length-prefixed RPC) in Rust, Python
+# (componentize-py) and JavaScript (componentize-js), built by `wasmtap
+# plugin build`, measured on the
 # same capture (the template's sample replayed LOOPS times).
 # Usage: scripts/bench-plugins.sh [LOOPS=2000]
 # Prints, per language: component size, compile time, instantiation time,
@@ -16,13 +17,14 @@ bin=$root/target/release/wasmtap
 work=$(mktemp -d /tmp/wasmtap-bench-plugins.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 export CARGO_TARGET_DIR=$root/target/plugin-template
-mkdir -p "$work/rust" "$work/python"
+mkdir -p "$work/rust" "$work/python" "$work/js"
 (cd "$work/rust" && "$bin" plugin new kvrpc >/dev/null && cd kvrpc && "$bin" plugin build >/dev/null)
 (cd "$work/python" && "$bin" plugin new kvrpc --lang python >/dev/null && cd kvrpc && "$bin" plugin build >/dev/null)
+(cd "$work/js" && "$bin" plugin new kvrpc --lang js >/dev/null && cd kvrpc && "$bin" plugin build >/dev/null 2>&1)
 printf '%-8s %10s %10s %12s %10s %12s %14s\n' language size compile instantiate memory "per call" "per exchange"
-for lang in rust python; do
+for lang in rust python js; do
   if [[ $lang == rust ]]; then wasm=$CARGO_TARGET_DIR/wasm32-wasip2/release/kvrpc.wasm
-  else wasm=$work/python/kvrpc/build/kvrpc.wasm; fi
+  else wasm=$work/$lang/kvrpc/build/kvrpc.wasm; fi
   inspect=$("$bin" plugin inspect "$wasm")
   size=$(awk '$1=="size"{print $2}' <<<"$inspect")
   compile=$(awk '$1=="compile"{print $2}' <<<"$inspect")
