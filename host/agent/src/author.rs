@@ -476,7 +476,6 @@ fn build_python(dir: &Path) -> Result<PathBuf> {
     }
     let out = dir.join("build");
     std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
-    let wasm = out.join("plugin.wasm");
     let st = Command::new("componentize-py")
         .current_dir(dir)
         .args(["-d", "wit", "-w", "plugin", "componentize", "wasmtap_app"])
@@ -487,13 +486,7 @@ fn build_python(dir: &Path) -> Result<PathBuf> {
     if !st.success() {
         bail!("componentize-py failed in {}", dir.display());
     }
-    // Named after the decoder, as the agent's plugin directory wants it.
-    let info = check_built("plugin", &wasm)?;
-    let named = out.join(format!("{info}.wasm"));
-    std::fs::rename(&wasm, &named)
-        .with_context(|| format!("rename {} to {}", wasm.display(), named.display()))?;
-    println!("component: {}", named.display());
-    Ok(named)
+    name_component(&out)
 }
 
 /// A JavaScript project: the tools pinned in its `package.json` (`npm
@@ -541,6 +534,12 @@ fn build_js(dir: &Path) -> Result<PathBuf> {
     if !st.success() {
         bail!("componentize-js failed in {}", dir.display());
     }
+    name_component(&out)
+}
+
+/// Checks `OUT/plugin.wasm` in this agent and names it after its decoder
+/// (`OUT/<name>.wasm`, as the agent's plugin directory wants it).
+fn name_component(out: &Path) -> Result<PathBuf> {
     let wasm = out.join("plugin.wasm");
     let name = check_built("plugin", &wasm)?;
     let named = out.join(format!("{name}.wasm"));

@@ -434,6 +434,12 @@ fn ordered_parts(args: &[PathBuf]) -> Result<Vec<Part>> {
             paths.push(a.clone());
         }
     }
+    Ok(by_first_packet(paths))
+}
+
+/// Capture files ordered by their first packet's time (files with no packet
+/// last, by name).
+fn by_first_packet(paths: Vec<PathBuf>) -> Vec<Part> {
     let mut parts: Vec<Part> = paths
         .into_iter()
         .map(|path| Part {
@@ -448,7 +454,7 @@ fn ordered_parts(args: &[PathBuf]) -> Result<Vec<Part>> {
             &b.path,
         ))
     });
-    Ok(parts)
+    parts
 }
 
 /// Reads one capture file into the pipeline; returns a read error that
@@ -623,21 +629,11 @@ fn follow(a: ReplayArgs) -> Result<()> {
                 *size = now;
                 true
             });
-            let mut next: Vec<Part> = listing
+            let unread: Vec<PathBuf> = listing
                 .into_iter()
                 .filter(|p| !closed.contains_key(p))
-                .map(|path| Part {
-                    first_ns: first_ns(&path),
-                    path,
-                })
                 .collect();
-            next.sort_by(|a, b| {
-                (a.first_ns.is_none(), a.first_ns, &a.path).cmp(&(
-                    b.first_ns.is_none(),
-                    b.first_ns,
-                    &b.path,
-                ))
-            });
+            let next = by_first_packet(unread);
             match next.into_iter().next() {
                 Some(part) => {
                     if let (Some(f), Some(n)) = (part.first_ns, newest_read)
