@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::{bin, root};
+use crate::{LiveAgent, bin, free_port, root};
 
 fn text(o: &Output) -> String {
     format!(
@@ -162,6 +162,11 @@ fn a_new_decoder_builds_tests_and_catches_a_regression() {
         6,
         "{spans}"
     );
+    // Back to the template's decoder, for live traffic.
+    std::fs::write(&lib, &src).unwrap();
+    let o = wasmtap(&proj, &["plugin", "build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    live_agent_decodes(&work, &proj, &wasm, "");
     std::fs::remove_dir_all(&work).ok();
 }
 
@@ -328,5 +333,101 @@ fn script_decoder(l: &Lang) {
     std::fs::write(plugins.join("kvrpc.toml"), "[limits]\nmemory_mb = 0\n").unwrap();
     let t = text(&replay(&plugins));
     assert!(t.contains("limits.memory_mb = 0"), "{t}");
+    live_agent_decodes(
+        &work,
+        &proj,
+        &wasm,
+        "[limits]\nmemory_mb = 128\ncall_deadline_ms = 200\n",
+    );
     std::fs::remove_dir_all(&work).ok();
+}
+
+/// The tutorial's last step: the template's peer (`tools/peer.py`) serves on
+/// a free port, a live agent captures `lo`, the built decoder is dropped into
+/// its plugin directory (with a `plugin.toml` naming that port) while it
+/// runs, and every exchange the peer's client printed becomes a span of the
+/// decoder, with its operation and status.
+fn live_agent_decodes(work: &Path, proj: &Path, wasm: &Path, limits: &str) {
+    let port = free_port();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(
+        Command::new("python3")
+            .current_dir(proj)
+            .args(["tools/peer.py", "server", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "peer server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let plugins = work.join("live-plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let agent = LiveAgent::spawn(Command::new(bin()).args([
+        "run",
+        "--interface",
+        "lo",
+        "--bpf",
+        &format!("tcp port {port}"),
+        "--format",
+        "jsonl",
+        "--plugins",
+        plugins.to_str().unwrap(),
+    ]));
+    // Dropped in while it runs: settings first, then the component (write, rename).
+    std::fs::write(
+        plugins.join("kvrpc.toml"),
+        format!("ports = [{port}]\n{limits}"),
+    )
+    .unwrap();
+    let tmp = plugins.join(".kvrpc.wasm.tmp");
+    std::fs::copy(wasm, &tmp).unwrap();
+    std::fs::rename(&tmp, plugins.join("kvrpc.wasm")).unwrap();
+    // Compiled off the packet path (a Python or JavaScript component takes seconds).
+    agent.wait_log("decoder loaded plugin=kvrpc", 180);
+    let client = Command::new("python3")
+        .current_dir(proj)
+        .args(["tools/peer.py", "client", &port.to_string(), "30", "3"])
+        .output()
+        .unwrap();
+    assert!(client.status.success(), "peer client: {}", text(&client));
+    let printed = String::from_utf8_lossy(&client.stdout).to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let stopped = agent.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let mut want: Vec<String> = printed
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {}", w[1].to_uppercase(), w[2])
+        })
+        .collect();
+    let mut got: Vec<String> = stopped
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| crate::attr(v, "network.protocol.name") == "kvrpc")
+        .map(|v| {
+            format!(
+                "{} {}",
+                v["name"].as_str().unwrap_or(""),
+                crate::attr(&v, "kvrpc.status")
+            )
+        })
+        .collect();
+    assert_eq!(want.len(), 30, "{printed}");
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "live spans vs the client's exchanges");
 }

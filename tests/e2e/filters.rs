@@ -2,19 +2,10 @@
 //! endpoint (`PUT /filters`) and through the config file (as a ConfigMap
 //! update lands). An invalid filter is refused and the previous one stays.
 
-use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::{LiveAgent, bin, root};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::{LiveAgent, bin, free_port, root};
 
 fn curl(args: &[&str]) -> (u16, String) {
     let out = Command::new("curl")

@@ -64,6 +64,15 @@ pub fn run(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A TCP port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Replays `file` (relative to the root) with `--format jsonl` and returns the spans.
 pub fn replay_spans(file: &Path, extra: &[&str]) -> Vec<Value> {
     let f = file.to_str().unwrap();
@@ -173,11 +182,13 @@ pub fn attr(span: &Value, key: &str) -> String {
     }
 }
 
-/// A `wasmtap run` under test: stdout and stderr collected by threads.
+/// A `wasmtap run` under test: stdout and stderr collected by threads. An
+/// agent dropped without `stop` (a failed assertion) is killed.
 pub struct LiveAgent {
     child: std::process::Child,
-    out: std::thread::JoinHandle<String>,
-    err: std::thread::JoinHandle<String>,
+    out: Option<std::thread::JoinHandle<String>>,
+    err: Option<std::thread::JoinHandle<()>>,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 /// What a stopped [`LiveAgent`] left: exit status, stdout, stderr.
@@ -207,26 +218,47 @@ impl LiveAgent {
             s
         });
         let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let all = log.clone();
         let err = std::thread::spawn(move || {
-            let mut all = String::new();
             for line in stderr.lines() {
                 let Ok(line) = line else { break };
                 if line.contains("capturing") {
                     let _ = tx.send(());
                 }
+                let mut all = all.lock().unwrap_or_else(|p| p.into_inner());
                 all.push_str(&line);
                 all.push('\n');
             }
-            all
         });
-        let mut agent = LiveAgent { child, out, err };
+        let agent = LiveAgent {
+            child,
+            out: Some(out),
+            err: Some(err),
+            log,
+        };
         if rx.recv_timeout(std::time::Duration::from_secs(60)).is_err() {
-            let _ = agent.child.kill();
             let s = agent.stop();
             panic!("the agent never started capturing:\n{}", s.stderr);
         }
         agent
+    }
+
+    /// Waits until the agent's log holds `needle`; panics after `secs`.
+    pub fn wait_log(&self, needle: &str, secs: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let log = self.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if log.contains(needle) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent never logged {needle:?}:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// The agent's pid.
@@ -240,10 +272,29 @@ impl LiveAgent {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let status = self.child.wait().unwrap();
+        let stdout = self
+            .out
+            .take()
+            .map(|t| t.join().unwrap())
+            .unwrap_or_default();
+        if let Some(t) = self.err.take() {
+            let _ = t.join();
+        }
+        let stderr = self.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Stopped {
             status,
-            stdout: self.out.join().unwrap(),
-            stderr: self.err.join().unwrap(),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for LiveAgent {
+    fn drop(&mut self) {
+        // Not stopped: a test failed on the way. Leave no agent behind.
+        if self.out.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }

@@ -3,12 +3,12 @@
 //! rotel prints what it receives (`--debug-log traces --debug-log metrics`);
 //! every span wasmtap reports on its JSON-lines output must arrive, by span id.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{replay_spans, root};
+use crate::{free_port, replay_spans, root};
 
 /// The rotel-agent binary shipped in the `rotel` wheel (installed by scripts/setup.sh).
 pub(crate) fn rotel_agent() -> PathBuf {
@@ -27,14 +27,6 @@ pub(crate) fn rotel_agent() -> PathBuf {
         "rotel is not installed: run scripts/setup.sh --test"
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub(crate) struct Collector {

@@ -18,7 +18,6 @@
 //! firing for both (after the rule's `for`, read from Prometheus's rules API).
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{LiveAgent, bin, root};
+use crate::{LiveAgent, bin, free_port, root};
 
 /// Namespaces wtpm{a,b,c}, host-side interfaces wtpmh{a,b,c} (modes.rs uses numeric tags).
 const TAG: &str = "pm";
@@ -43,14 +42,6 @@ fn ns(pod: char) -> String {
 
 fn ip(host: u8) -> String {
     format!("10.77.{NET}.{host}")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Everything the test starts, torn down by Drop even when an assertion fails.

@@ -182,6 +182,9 @@ const JS_FILES: &[(&str, &str)] = &[
     (".gitignore", "/build\n/node_modules\n"),
 ];
 
+/// A server and a client of the template's protocol (every language's project).
+const PEER: &str = include_str!("../templates/tools/peer.py");
+
 /// componentize-py, pinned: the version `plugin build` installs when missing.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
@@ -228,6 +231,7 @@ fn new(name: &str, dir: &Path, lang: &str, port: u16) -> Result<()> {
         }
     }
     write("wit/decoder.wit", WIT)?;
+    write("tools/peer.py", PEER)?;
     let pcap = sample_capture(port);
     let p = root.join("tests/sample.pcap");
     if let Some(d) = p.parent() {
