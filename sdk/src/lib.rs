@@ -103,6 +103,7 @@ extern crate self as wasmtap_sdk;
 
 pub mod framing;
 pub mod mask;
+pub mod parsed;
 pub mod testing;
 pub mod trace;
 
@@ -382,18 +383,103 @@ pub fn config() -> String {
     }
 }
 
-/// Whether the top-level JSON key `key` of a plugin configuration document
-/// (see [`config`]) is `true`: `config_flag(&config(), "raw_query_text")`.
-/// Whitespace is allowed; anything but `true` (or a missing key) is false.
-pub fn config_flag(config: &str, key: &str) -> bool {
-    let quoted = format!("\"{key}\"");
-    let Some(i) = config.find(&quoted) else {
-        return false;
-    };
-    config[i + quoted.len()..]
-        .trim_start()
-        .strip_prefix(':')
-        .is_some_and(|r| r.trim_start().starts_with("true"))
+/// A configuration section that could not be read as the decoder's
+/// settings: the key at fault (`ports.9000.framing`; `.` for the section
+/// itself) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where in the section, as a dotted path.
+    pub key: String,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "config {}: {}", self.key, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A configuration document (JSON, as [`config`] returns it) read into the
+/// decoder's settings type with serde; an empty document gives
+/// `T::default()`. Derive `serde::Deserialize` with `#[serde(default,
+/// deny_unknown_fields)]` so missing keys keep their defaults and a
+/// misspelt key is an error that names it:
+///
+/// ```
+/// #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+/// #[serde(default, deny_unknown_fields)]
+/// struct Settings {
+///     raw_query_text: bool,
+///     max_rows: u32,
+/// }
+///
+/// let s: Settings = wasmtap_sdk::parse_config(r#"{"raw_query_text": true}"#).unwrap();
+/// assert!(s.raw_query_text);
+/// let e = wasmtap_sdk::parse_config::<Settings>(r#"{"max_rows": "many"}"#).unwrap_err();
+/// assert_eq!(e.key, "max_rows");
+/// let e = wasmtap_sdk::parse_config::<Settings>(r#"{"raw_query_txt": true}"#).unwrap_err();
+/// assert!(e.reason.contains("raw_query_txt"), "{e}");
+/// ```
+pub fn parse_config<T>(json: &str) -> Result<T, ConfigError>
+where
+    T: serde::de::DeserializeOwned + Default,
+{
+    if json.trim().is_empty() {
+        return Ok(T::default());
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError {
+        key: e.path().to_string(),
+        reason: e.inner().to_string(),
+    })
+}
+
+/// This plugin's configuration section as its settings type ([`parse_config`]
+/// of [`config`]); on an error, the defaults, and a warning in the agent's
+/// log that names the key.
+pub fn config_or_default<T>() -> T
+where
+    T: serde::de::DeserializeOwned + Default,
+{
+    match parse_config(&config()) {
+        Ok(t) => t,
+        Err(e) => {
+            log(Level::Warn, &format!("{e}; using the defaults"));
+            T::default()
+        }
+    }
+}
+
+/// The one setting every decoder that reads queries or commands shares:
+/// `raw_query_text = true` exports them unmasked (for troubleshooting, on
+/// trusted data only).
+///
+/// ```
+/// use wasmtap_sdk::QueryTextConfig;
+/// assert!(QueryTextConfig::from_config(r#"{ "raw_query_text" : true }"#).raw_query_text);
+/// assert!(!QueryTextConfig::from_config("{}").raw_query_text);
+/// // A misspelt key is reported (in the agent's log) and the default kept.
+/// assert!(!QueryTextConfig::from_config(r#"{"raw_query_txt": true}"#).raw_query_text);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryTextConfig {
+    /// Export query and command text unmasked.
+    pub raw_query_text: bool,
+}
+
+impl QueryTextConfig {
+    /// Reads a configuration document; on an error, the defaults and a
+    /// warning that names the key.
+    pub fn from_config(json: &str) -> Self {
+        parse_config(json).unwrap_or_else(|e| {
+            log(Level::Warn, &format!("{e}; using the defaults"));
+            Self::default()
+        })
+    }
 }
 
 /// Installs a panic hook that reports the panic through [`log`] before the

@@ -101,6 +101,7 @@ const SDK_FILES: &[(&str, &str)] = &[
         include_str!("../../../sdk/src/framing.rs"),
     ),
     ("src/trace.rs", include_str!("../../../sdk/src/trace.rs")),
+    ("src/parsed.rs", include_str!("../../../sdk/src/parsed.rs")),
     (
         "src/testing.rs",
         include_str!("../../../sdk/src/testing.rs"),

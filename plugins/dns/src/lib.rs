@@ -34,9 +34,9 @@
 
 pub mod parser;
 
+use wasmtap_sdk::parsed::{Convert, Parsed};
 use wasmtap_sdk::{
-    Attribute, CloseReason, DecodeError, Decoder, Descriptor, Direction, Level, Message, Session,
-    Transport,
+    Attribute, DecodeError, Decoder, Descriptor, Direction, Level, Message, Transport,
 };
 
 /// The DNS decoder.
@@ -82,28 +82,53 @@ impl Decoder for Dns {
     }
 
     fn new_session(transport: Transport, _server_port: u16) -> DnsSession {
-        DnsSession {
-            parser: parser::Parser::new(framing(transport)),
-            buf: Vec::new(),
+        Parsed::new(parser::Parser::new(framing(transport)), ToHost::default())
+    }
+}
+
+/// Per-flow state: the parser, its messages converted by [`ToHost`].
+pub type DnsSession = Parsed<ToHost>;
+
+/// Parsed messages to the host's ([`to_message`]); logs the malformed
+/// messages the parser skipped.
+#[derive(Default)]
+pub struct ToHost {
+    /// Malformed messages already logged.
+    malformed: u64,
+}
+
+impl Convert for ToHost {
+    type Parser = parser::Parser;
+
+    fn message(&mut self, m: parser::Msg, _timestamp_ns: u64) -> Message {
+        to_message(m)
+    }
+
+    fn after_feed(&mut self, parser: &parser::Parser) {
+        if parser.malformed() > self.malformed {
+            self.malformed = parser.malformed();
+            let why = parser.last_malformed().unwrap_or("malformed");
+            wasmtap_sdk::log(
+                Level::Debug,
+                &format!("skipped a malformed DNS message: {why}"),
+            );
         }
     }
 }
 
-/// Per-flow DNS state.
-pub struct DnsSession {
-    parser: parser::Parser,
-    buf: Vec<parser::Msg>,
-}
-
-fn pdir(d: Direction) -> parser::Dir {
-    match d {
-        Direction::ToServer => parser::Dir::ToServer,
-        Direction::ToClient => parser::Dir::ToClient,
+impl From<Direction> for parser::Dir {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::ToServer => parser::Dir::ToServer,
+            Direction::ToClient => parser::Dir::ToClient,
+        }
     }
 }
 
-fn derr(e: parser::ParseError) -> DecodeError {
-    DecodeError::new(e.reason, e.offset)
+impl From<parser::ParseError> for DecodeError {
+    fn from(e: parser::ParseError) -> Self {
+        DecodeError::new(e.reason, e.offset)
+    }
 }
 
 /// The operation name of a query (see the crate docs): a listed mnemonic,
@@ -158,46 +183,12 @@ pub fn to_message(m: parser::Msg) -> Message {
     msg
 }
 
-impl Session for DnsSession {
-    fn feed(
-        &mut self,
-        dir: Direction,
-        timestamp_ns: u64,
-        data: &[u8],
-        out: &mut Vec<Message>,
-    ) -> Result<usize, DecodeError> {
-        let malformed = self.parser.malformed();
-        let r = self
-            .parser
-            .feed(pdir(dir), timestamp_ns, data, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-        if self.parser.malformed() > malformed {
-            let why = self.parser.last_malformed().unwrap_or("malformed");
-            wasmtap_sdk::log(
-                Level::Debug,
-                &format!("skipped a malformed DNS message: {why}"),
-            );
-        }
-        r.map_err(derr)
-    }
-
-    fn gap(&mut self, dir: Direction, len: u64, out: &mut Vec<Message>) -> Result<(), DecodeError> {
-        let r = self.parser.gap(pdir(dir), len, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-        r.map_err(derr)
-    }
-
-    fn close(&mut self, _reason: CloseReason, timestamp_ns: u64, out: &mut Vec<Message>) {
-        self.parser.close(timestamp_ns, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-    }
-}
-
 wasmtap_sdk::export_decoder!(Dns);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasmtap_sdk::Session;
     use wasmtap_sdk::{AttributeValue, MessageKind, StatusClass};
 
     /// A query for `www.example.com` (QTYPE `qtype`, class IN).
@@ -361,7 +352,7 @@ mod tests {
         assert_eq!(attr(&r[0], "wasmtap.truncated"), Some("true".into()));
         // A malformed datagram is skipped, the session goes on.
         assert!(feed_udp(&mut s, Direction::ToClient, &tc[..20]).is_empty());
-        assert_eq!(s.parser.malformed(), 1);
+        assert_eq!(s.parser().malformed(), 1);
         assert_eq!(feed_udp(&mut s, Direction::ToServer, &query(7, 1)).len(), 1);
     }
 

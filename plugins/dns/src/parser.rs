@@ -48,6 +48,8 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
+wasmtap_sdk::stream_parser!(Parser, Dir, Msg, ParseError);
+
 #[cfg(test)]
 mod tests;
 

@@ -7,6 +7,7 @@
 pub mod parser;
 
 use wasmtap_sdk::framing::Framed;
+use wasmtap_sdk::parsed::{Convert, Parsed};
 use wasmtap_sdk::{
     Attribute, CloseReason, DecodeError, Decoder, Descriptor, Direction, Message, Session,
     Transport,
@@ -97,8 +98,7 @@ impl Decoder for Http1 {
 
     fn new_session(_transport: Transport, _server_port: u16) -> Http1Session {
         Http1Session {
-            parser: parser::Parser::new(parser::Limits::default()),
-            buf: Vec::new(),
+            inner: Parsed::new(parser::Parser::new(parser::Limits::default()), ToHost),
             h2: None,
             opaque: false,
         }
@@ -107,8 +107,8 @@ impl Decoder for Http1 {
 
 /// Per-flow HTTP/1.x state.
 pub struct Http1Session {
-    parser: parser::Parser,
-    buf: Vec<parser::Message>,
+    /// The HTTP/1 parser, its messages converted by [`ToHost`].
+    inner: Parsed<ToHost>,
     /// HTTP/2 after an `Upgrade: h2c`, or inside a `CONNECT` tunnel.
     h2: Option<wasmtap_plugin_http2::Http2Session>,
     /// A `CONNECT` tunnel that does not carry HTTP/2: consumed unread.
@@ -119,15 +119,30 @@ pub struct Http1Session {
 /// has not told whether it speaks HTTP/2.
 const TUNNEL_UNDECIDED_MAX: usize = 16 << 10;
 
-fn pdir(d: Direction) -> parser::Dir {
-    match d {
-        Direction::ToServer => parser::Dir::ToServer,
-        Direction::ToClient => parser::Dir::ToClient,
+impl From<Direction> for parser::Dir {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::ToServer => parser::Dir::ToServer,
+            Direction::ToClient => parser::Dir::ToClient,
+        }
     }
 }
 
-fn derr(e: parser::ParseError) -> DecodeError {
-    DecodeError::new(e.reason, e.offset)
+impl From<parser::ParseError> for DecodeError {
+    fn from(e: parser::ParseError) -> Self {
+        DecodeError::new(e.reason, e.offset)
+    }
+}
+
+/// Parsed messages to the host's ([`to_message`]).
+pub struct ToHost;
+
+impl Convert for ToHost {
+    type Parser = parser::Parser;
+
+    fn message(&mut self, m: parser::Message, _timestamp_ns: u64) -> Message {
+        to_message(m)
+    }
 }
 
 /// Maps a parsed message to a wasmtap message with semantic-convention attributes.
@@ -236,12 +251,8 @@ impl Session for Http1Session {
         if self.opaque {
             return Ok(data.len());
         }
-        let r = self
-            .parser
-            .feed(pdir(dir), timestamp_ns, data, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-        let used = r.map_err(derr)?;
-        if self.parser.h2c() {
+        let used = self.inner.feed(dir, timestamp_ns, data, out)?;
+        if self.inner.parser().h2c() {
             // Upgraded: the rest of the stream is HTTP/2's.
             let mut h2 = Framed::new(wasmtap_plugin_http2::Http2Handler::upgraded());
             let rest = data.get(used..).unwrap_or_default();
@@ -249,7 +260,7 @@ impl Session for Http1Session {
             self.h2 = Some(h2);
             return Ok(used + n);
         }
-        if self.parser.connect_tunnel() {
+        if self.inner.parser().connect_tunnel() {
             // HTTP/2 with prior knowledge inside the tunnel, or opaque (TLS).
             let rest = data.get(used..).unwrap_or_default();
             let preface = wasmtap_plugin_http2::PREFACE;
@@ -275,17 +286,14 @@ impl Session for Http1Session {
         if let Some(h2) = self.h2.as_mut() {
             return h2.gap(dir, len, out);
         }
-        let r = self.parser.gap(pdir(dir), len, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-        r.map_err(derr)
+        self.inner.gap(dir, len, out)
     }
 
     fn close(&mut self, reason: CloseReason, timestamp_ns: u64, out: &mut Vec<Message>) {
         if let Some(h2) = self.h2.as_mut() {
             h2.close(reason, timestamp_ns, out);
         }
-        self.parser.close(timestamp_ns, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
+        self.inner.close(reason, timestamp_ns, out);
     }
 }
 

@@ -47,6 +47,8 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 
+wasmtap_sdk::stream_parser!(Parser, Dir, Message, ParseError);
+
 #[cfg(test)]
 mod tests;
 

@@ -21,10 +21,8 @@ pub mod ebcdic;
 pub mod parser;
 
 use parser::{Dir, Encoding, Field, Framing, Msg, Parser, Profile, Version};
-use wasmtap_sdk::{
-    Attribute, CloseReason, DecodeError, Decoder, Descriptor, Direction, Message, Session,
-    Transport,
-};
+use wasmtap_sdk::parsed::{Convert, Parsed};
+use wasmtap_sdk::{Attribute, DecodeError, Decoder, Descriptor, Direction, Message, Transport};
 
 /// The ISO 8583 decoder.
 pub struct Iso8583;
@@ -251,27 +249,45 @@ impl Decoder for Iso8583 {
             .iter()
             .find(|(p, _)| *p == server_port)
             .map_or_else(|| s.default.clone(), |(_, p)| p.clone());
-        Iso8583Session {
-            parser: Parser::new(profile),
-            buf: Vec::new(),
-            approved: s.approved,
-            system_failure: s.system_failure,
-        }
+        Parsed::new(
+            Parser::new(profile),
+            ToHost {
+                approved: s.approved,
+                system_failure: s.system_failure,
+            },
+        )
     }
 }
 
-/// Per-flow state.
-pub struct Iso8583Session {
-    parser: Parser,
-    buf: Vec<Msg>,
+/// Per-flow state: the parser, its messages converted by [`ToHost`].
+pub type Iso8583Session = Parsed<ToHost>;
+
+/// Parsed messages to the host's, with the outcome lists of the config.
+pub struct ToHost {
     approved: Vec<String>,
     system_failure: Vec<String>,
 }
 
-fn pdir(d: Direction) -> Dir {
-    match d {
-        Direction::ToServer => Dir::ToServer,
-        Direction::ToClient => Dir::ToClient,
+impl From<Direction> for Dir {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::ToServer => Dir::ToServer,
+            Direction::ToClient => Dir::ToClient,
+        }
+    }
+}
+
+impl From<parser::ParseError> for DecodeError {
+    fn from(e: parser::ParseError) -> Self {
+        DecodeError::new(e.reason, e.offset)
+    }
+}
+
+impl Convert for ToHost {
+    type Parser = Parser;
+
+    fn message(&mut self, m: Msg, timestamp_ns: u64) -> Message {
+        self.to_message(&m, timestamp_ns)
     }
 }
 
@@ -339,7 +355,7 @@ pub fn correlation(m: &Msg) -> Option<u64> {
     Some(h)
 }
 
-impl Iso8583Session {
+impl ToHost {
     fn to_message(&self, m: &Msg, ts: u64) -> Message {
         let key = correlation(m);
         let mut msg = if m.is_response() {
@@ -405,39 +421,6 @@ impl Iso8583Session {
             Some(k) => msg.correlate(k),
             None => msg,
         }
-    }
-}
-
-impl Session for Iso8583Session {
-    fn feed(
-        &mut self,
-        dir: Direction,
-        ts: u64,
-        data: &[u8],
-        out: &mut Vec<Message>,
-    ) -> Result<usize, DecodeError> {
-        let used = self
-            .parser
-            .feed(pdir(dir), ts, data, &mut self.buf)
-            .map_err(|e| DecodeError::new(e.reason, e.offset))?;
-        let msgs = std::mem::take(&mut self.buf);
-        out.extend(msgs.iter().map(|m| self.to_message(m, ts)));
-        Ok(used)
-    }
-
-    fn gap(
-        &mut self,
-        dir: Direction,
-        len: u64,
-        _out: &mut Vec<Message>,
-    ) -> Result<(), DecodeError> {
-        self.parser
-            .gap(pdir(dir), len, &mut self.buf)
-            .map_err(|e| DecodeError::new(e.reason, e.offset))
-    }
-
-    fn close(&mut self, _reason: CloseReason, ts: u64, _out: &mut Vec<Message>) {
-        self.parser.close(ts, &mut self.buf);
     }
 }
 

@@ -867,5 +867,7 @@ pub fn track2_pan(track: &str) -> Option<&str> {
     (pan.len() >= 12 && pan.bytes().all(|c| c.is_ascii_digit())).then_some(pan)
 }
 
+wasmtap_sdk::stream_parser!(Parser, Dir, Msg, ParseError);
+
 #[cfg(test)]
 mod tests;

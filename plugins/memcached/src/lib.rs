@@ -7,10 +7,8 @@
 
 pub mod parser;
 
-use wasmtap_sdk::{
-    Attribute, CloseReason, DecodeError, Decoder, Descriptor, Direction, Message, Session,
-    Transport,
-};
+use wasmtap_sdk::parsed::{Convert, Parsed};
+use wasmtap_sdk::{Attribute, DecodeError, Decoder, Descriptor, Direction, Message, Transport};
 
 /// The memcached decoder.
 pub struct Memcached;
@@ -26,10 +24,6 @@ const ATTRIBUTE_KEYS: [&str; 8] = [
     "error.type",
     "wasmtap.truncated",
 ];
-
-fn raw_query_text() -> bool {
-    wasmtap_sdk::config_flag(&wasmtap_sdk::config(), "raw_query_text")
-}
 
 impl Decoder for Memcached {
     type Session = MemcachedSession;
@@ -48,7 +42,7 @@ impl Decoder for Memcached {
         }
         let mut p = parser::Parser::new(false);
         let mut out = Vec::new();
-        let d = pdir(dir);
+        let d = parser::Dir::from(dir);
         // Binary: a plausible first header.
         let magic = if d == parser::Dir::ToServer {
             0x80
@@ -83,28 +77,42 @@ impl Decoder for Memcached {
     }
 
     fn new_session(_transport: Transport, _server_port: u16) -> MemcachedSession {
-        MemcachedSession {
-            parser: parser::Parser::new(raw_query_text()),
-            buf: Vec::new(),
+        Parsed::new(
+            parser::Parser::new(
+                wasmtap_sdk::QueryTextConfig::from_config(&wasmtap_sdk::config()).raw_query_text,
+            ),
+            ToHost,
+        )
+    }
+}
+
+/// Per-flow state: the parser, its messages converted by [`ToHost`].
+pub type MemcachedSession = Parsed<ToHost>;
+
+/// Parsed messages to the host's ([`to_message`]).
+pub struct ToHost;
+
+impl Convert for ToHost {
+    type Parser = parser::Parser;
+
+    fn message(&mut self, m: parser::Msg, _timestamp_ns: u64) -> Message {
+        to_message(m)
+    }
+}
+
+impl From<Direction> for parser::Dir {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::ToServer => parser::Dir::ToServer,
+            Direction::ToClient => parser::Dir::ToClient,
         }
     }
 }
 
-/// Per-flow memcached state.
-pub struct MemcachedSession {
-    parser: parser::Parser,
-    buf: Vec<parser::Msg>,
-}
-
-fn pdir(d: Direction) -> parser::Dir {
-    match d {
-        Direction::ToServer => parser::Dir::ToServer,
-        Direction::ToClient => parser::Dir::ToClient,
+impl From<parser::ParseError> for DecodeError {
+    fn from(e: parser::ParseError) -> Self {
+        DecodeError::new(e.reason, e.offset)
     }
-}
-
-fn derr(e: parser::ParseError) -> DecodeError {
-    DecodeError::new(e.reason, e.offset)
 }
 
 /// Maps a parsed message to a wasmtap message with semantic-convention attributes.
@@ -160,33 +168,6 @@ pub fn to_message(m: parser::Msg) -> Message {
         msg = msg.attribute(Attribute::boolean("wasmtap.truncated", true));
     }
     msg
-}
-
-impl Session for MemcachedSession {
-    fn feed(
-        &mut self,
-        dir: Direction,
-        timestamp_ns: u64,
-        data: &[u8],
-        out: &mut Vec<Message>,
-    ) -> Result<usize, DecodeError> {
-        let r = self
-            .parser
-            .feed(pdir(dir), timestamp_ns, data, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-        r.map_err(derr)
-    }
-
-    fn gap(&mut self, dir: Direction, len: u64, out: &mut Vec<Message>) -> Result<(), DecodeError> {
-        let r = self.parser.gap(pdir(dir), len, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-        r.map_err(derr)
-    }
-
-    fn close(&mut self, _reason: CloseReason, timestamp_ns: u64, out: &mut Vec<Message>) {
-        self.parser.close(timestamp_ns, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-    }
 }
 
 wasmtap_sdk::export_decoder!(Memcached);

@@ -35,6 +35,8 @@
 
 use std::collections::VecDeque;
 
+wasmtap_sdk::stream_parser!(Parser, Dir, Msg, ParseError);
+
 #[cfg(test)]
 mod tests;
 

@@ -8,10 +8,8 @@
 
 pub mod parser;
 
-use wasmtap_sdk::{
-    Attribute, CloseReason, DecodeError, Decoder, Descriptor, Direction, Message, Session,
-    Transport,
-};
+use wasmtap_sdk::parsed::{Convert, Parsed};
+use wasmtap_sdk::{Attribute, DecodeError, Decoder, Descriptor, Direction, Message, Transport};
 
 /// The MongoDB decoder.
 pub struct MongoDb;
@@ -47,7 +45,7 @@ impl Decoder for MongoDb {
         if transport != Transport::Tcp {
             return 0;
         }
-        if parser::probe(data, pdir(dir)) {
+        if parser::probe(data, parser::Dir::from(dir)) {
             70
         } else {
             0
@@ -55,28 +53,37 @@ impl Decoder for MongoDb {
     }
 
     fn new_session(_transport: Transport, _server_port: u16) -> MongoDbSession {
-        MongoDbSession {
-            parser: parser::Parser::new(),
-            buf: Vec::new(),
+        Parsed::new(parser::Parser::new(), ToHost)
+    }
+}
+
+/// Per-flow state: the parser, its messages converted by [`ToHost`].
+pub type MongoDbSession = Parsed<ToHost>;
+
+/// Parsed messages to the host's ([`to_message`]).
+pub struct ToHost;
+
+impl Convert for ToHost {
+    type Parser = parser::Parser;
+
+    fn message(&mut self, m: parser::Msg, _timestamp_ns: u64) -> Message {
+        to_message(m)
+    }
+}
+
+impl From<Direction> for parser::Dir {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::ToServer => parser::Dir::ToServer,
+            Direction::ToClient => parser::Dir::ToClient,
         }
     }
 }
 
-/// Per-flow MongoDB state.
-pub struct MongoDbSession {
-    parser: parser::Parser,
-    buf: Vec<parser::Msg>,
-}
-
-fn pdir(d: Direction) -> parser::Dir {
-    match d {
-        Direction::ToServer => parser::Dir::ToServer,
-        Direction::ToClient => parser::Dir::ToClient,
+impl From<parser::ParseError> for DecodeError {
+    fn from(e: parser::ParseError) -> Self {
+        DecodeError::new(e.reason, e.offset)
     }
-}
-
-fn derr(e: parser::ParseError) -> DecodeError {
-    DecodeError::new(e.reason, e.offset)
 }
 
 fn op_code_name(op: i32) -> &'static str {
@@ -159,33 +166,6 @@ pub fn to_message(m: parser::Msg) -> Message {
         msg = msg.attribute(Attribute::boolean("wasmtap.truncated", true));
     }
     msg
-}
-
-impl Session for MongoDbSession {
-    fn feed(
-        &mut self,
-        dir: Direction,
-        timestamp_ns: u64,
-        data: &[u8],
-        out: &mut Vec<Message>,
-    ) -> Result<usize, DecodeError> {
-        let r = self
-            .parser
-            .feed(pdir(dir), timestamp_ns, data, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-        r.map_err(derr)
-    }
-
-    fn gap(&mut self, dir: Direction, len: u64, out: &mut Vec<Message>) -> Result<(), DecodeError> {
-        let r = self.parser.gap(pdir(dir), len, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-        r.map_err(derr)
-    }
-
-    fn close(&mut self, _reason: CloseReason, timestamp_ns: u64, out: &mut Vec<Message>) {
-        self.parser.close(timestamp_ns, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-    }
 }
 
 wasmtap_sdk::export_decoder!(MongoDb);

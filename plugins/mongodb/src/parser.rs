@@ -31,6 +31,8 @@
 //!
 //! Nothing here panics on input and every buffer is bounded.
 
+wasmtap_sdk::stream_parser!(Parser, Dir, Msg, ParseError);
+
 #[cfg(test)]
 mod tests;
 

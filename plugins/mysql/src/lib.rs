@@ -8,10 +8,8 @@
 
 pub mod parser;
 
-use wasmtap_sdk::{
-    Attribute, CloseReason, DecodeError, Decoder, Descriptor, Direction, Message, Session,
-    Transport,
-};
+use wasmtap_sdk::parsed::{Convert, Parsed};
+use wasmtap_sdk::{Attribute, DecodeError, Decoder, Descriptor, Direction, Message, Transport};
 
 /// The MySQL decoder.
 pub struct Mysql;
@@ -27,11 +25,6 @@ const ATTRIBUTE_KEYS: [&str; 8] = [
     "db.response.returned_rows",
     "error.type",
 ];
-
-/// Whether a plugin config JSON document asks for raw query text.
-pub fn raw_query_text(config: &str) -> bool {
-    wasmtap_sdk::config_flag(config, "raw_query_text")
-}
 
 impl Decoder for Mysql {
     type Session = MysqlSession;
@@ -55,12 +48,10 @@ impl Decoder for Mysql {
 
     fn new_session(_transport: Transport, _server_port: u16) -> MysqlSession {
         let config = parser::Config {
-            raw_query_text: raw_query_text(&wasmtap_sdk::config()),
+            raw_query_text: wasmtap_sdk::QueryTextConfig::from_config(&wasmtap_sdk::config())
+                .raw_query_text,
         };
-        MysqlSession {
-            parser: parser::Parser::new(config),
-            buf: Vec::new(),
-        }
+        Parsed::new(parser::Parser::new(config), ToHost)
     }
 }
 
@@ -134,21 +125,33 @@ pub fn probe_bytes(dir: Direction, data: &[u8]) -> u8 {
     }
 }
 
-/// Per-flow MySQL state.
-pub struct MysqlSession {
-    parser: parser::Parser,
-    buf: Vec<parser::Message>,
-}
+/// Per-flow state: the parser, its messages converted by [`ToHost`].
+pub type MysqlSession = Parsed<ToHost>;
 
-fn pdir(d: Direction) -> parser::Dir {
-    match d {
-        Direction::ToServer => parser::Dir::ToServer,
-        Direction::ToClient => parser::Dir::ToClient,
+/// Parsed messages to the host's ([`to_message`]).
+pub struct ToHost;
+
+impl Convert for ToHost {
+    type Parser = parser::Parser;
+
+    fn message(&mut self, m: parser::Message, _timestamp_ns: u64) -> Message {
+        to_message(m)
     }
 }
 
-fn derr(e: parser::ParseError) -> DecodeError {
-    DecodeError::new(e.reason, e.offset)
+impl From<Direction> for parser::Dir {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::ToServer => parser::Dir::ToServer,
+            Direction::ToClient => parser::Dir::ToClient,
+        }
+    }
+}
+
+impl From<parser::ParseError> for DecodeError {
+    fn from(e: parser::ParseError) -> Self {
+        DecodeError::new(e.reason, e.offset)
+    }
 }
 
 /// Maps a parsed message to a wasmtap message with semantic-convention attributes.
@@ -200,33 +203,6 @@ pub fn to_message(m: parser::Message) -> Message {
     msg
 }
 
-impl Session for MysqlSession {
-    fn feed(
-        &mut self,
-        dir: Direction,
-        timestamp_ns: u64,
-        data: &[u8],
-        out: &mut Vec<Message>,
-    ) -> Result<usize, DecodeError> {
-        let r = self
-            .parser
-            .feed(pdir(dir), timestamp_ns, data, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-        r.map_err(derr)
-    }
-
-    fn gap(&mut self, dir: Direction, len: u64, out: &mut Vec<Message>) -> Result<(), DecodeError> {
-        let r = self.parser.gap(pdir(dir), len, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-        r.map_err(derr)
-    }
-
-    fn close(&mut self, _reason: CloseReason, timestamp_ns: u64, out: &mut Vec<Message>) {
-        self.parser.close(timestamp_ns, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-    }
-}
-
 wasmtap_sdk::export_decoder!(Mysql);
 
 #[cfg(test)]
@@ -258,12 +234,5 @@ mod tests {
             ),
             0
         );
-    }
-
-    #[test]
-    fn raw_query_text_config() {
-        assert!(raw_query_text(r#"{"raw_query_text": true}"#));
-        assert!(!raw_query_text(r#"{"raw_query_text": false}"#));
-        assert!(!raw_query_text("{}"));
     }
 }

@@ -49,6 +49,8 @@
 use std::collections::VecDeque;
 use std::fmt;
 
+wasmtap_sdk::stream_parser!(Parser, Dir, Message, ParseError);
+
 #[cfg(test)]
 mod tests;
 

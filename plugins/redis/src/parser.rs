@@ -37,6 +37,8 @@
 
 use std::collections::VecDeque;
 
+wasmtap_sdk::stream_parser!(Parser, Dir, Message, ParseError);
+
 #[cfg(test)]
 mod tests;
 

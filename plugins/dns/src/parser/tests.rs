@@ -16,8 +16,6 @@ const TS: u64 = 1_000;
 type Ev<'a> = Event<'a, Dir>;
 use Dir::{ToClient as C, ToServer as S};
 
-wasmtap_sdk::stream_parser!(Parser, Dir, Msg, ParseError);
-
 #[derive(Debug, PartialEq)]
 struct Outcome {
     messages: Vec<Msg>,

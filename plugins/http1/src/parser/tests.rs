@@ -9,8 +9,6 @@ use wasmtap_sdk::testing::{self, Event, Rng};
 type Ev<'a> = Event<'a, Dir>;
 use Dir::{ToClient as C, ToServer as S};
 
-wasmtap_sdk::stream_parser!(Parser, Dir, Message, ParseError);
-
 type Outcome = testing::Outcome<Message, ParseError>;
 
 /// Runs `events` whole, byte by byte and with many random splits; all must

@@ -7,8 +7,6 @@ use wasmtap_sdk::testing::{self, Event};
 type Ev<'a> = Event<'a, Dir>;
 use Dir::{ToClient as C, ToServer as S};
 
-wasmtap_sdk::stream_parser!(Parser, Dir, Msg, ParseError);
-
 fn pack_bcd(digits: &str) -> Vec<u8> {
     let d = if digits.len() % 2 == 1 {
         format!("0{digits}")

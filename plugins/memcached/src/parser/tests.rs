@@ -9,8 +9,6 @@ use wasmtap_sdk::testing::{self, Event, Rng};
 type Ev<'a> = Event<'a, Dir>;
 use Dir::{ToClient as C, ToServer as S};
 
-wasmtap_sdk::stream_parser!(Parser, Dir, Msg, ParseError);
-
 /// One run of the simulated host with pieces chosen by `piece`; errors are bugs here.
 fn host(events: &[Ev<'_>], piece: &mut dyn FnMut(usize) -> usize) -> Vec<Msg> {
     let o = testing::run(&mut Parser::new(false), events, MAX_LINE, piece);

@@ -9,8 +9,6 @@ use wasmtap_sdk::testing::{self, Event, Rng};
 type Ev<'a> = Event<'a, Dir>;
 use Dir::{ToClient as C, ToServer as S};
 
-wasmtap_sdk::stream_parser!(Parser, Dir, Msg, ParseError);
-
 /// Most bytes the simulated host may be asked to keep.
 const MAX_KEPT: usize = 4096;
 

@@ -28,8 +28,6 @@ fn script(events: &[Ev]) -> Vec<Event<'_, Dir>> {
         .collect()
 }
 
-wasmtap_sdk::stream_parser!(Parser, Dir, Message, ParseError);
-
 type Outcome = testing::Outcome<Message, ParseError>;
 
 /// One run of the simulated host with pieces chosen by `piece`.

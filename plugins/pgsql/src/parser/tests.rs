@@ -26,8 +26,6 @@ fn script(events: &[Ev]) -> Vec<Event<'_, Dir>> {
         .collect()
 }
 
-wasmtap_sdk::stream_parser!(Parser, Dir, Message, ParseError);
-
 /// What a script produced, with the parser's counters after it.
 #[derive(Debug, PartialEq)]
 struct Outcome {
