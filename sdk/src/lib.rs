@@ -293,6 +293,14 @@ impl Attribute {
             value: AttributeValue::Int(value),
         }
     }
+    /// A floating-point attribute (`key` declared as for [`Attribute::str`]):
+    /// a ratio, a duration the protocol reports in seconds.
+    pub fn float(key: &str, value: f64) -> Self {
+        Self {
+            key: key_index(key),
+            value: AttributeValue::Float(value),
+        }
+    }
     /// A boolean attribute (`key` declared as for [`Attribute::str`]).
     pub fn boolean(key: &str, value: bool) -> Self {
         Self {
@@ -628,4 +636,17 @@ macro_rules! export_decoder {
             $crate::bindings::__wasmtap_export_plugin!(__Component with_types_in $crate::bindings);
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_attributes_carry_their_value() {
+        testing::declare(&Descriptor::new("t", "0").attribute_keys(&["t.ratio"]));
+        let a = Attribute::float("t.ratio", 0.25);
+        assert_eq!(a.value, AttributeValue::Float(0.25));
+        assert_eq!(a.key_name(), Some("t.ratio"));
+    }
 }
