@@ -329,6 +329,11 @@ fn script_decoder(l: &Lang) {
     let t = text(&o);
     assert_eq!(kv(&String::from_utf8_lossy(&o.stdout)), 0, "{t}");
     assert!(t.contains("kvrpc") && t.contains("memory"), "{t}");
+    // `plugin inspect` applies the same file's limits.
+    let inspected = plugins.join("kvrpc.wasm");
+    let o = wasmtap(&proj, &["plugin", "inspect", inspected.to_str().unwrap()]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("memory limit"), "{}", text(&o));
     // A limit out of range is a clear error too.
     std::fs::write(plugins.join("kvrpc.toml"), "[limits]\nmemory_mb = 0\n").unwrap();
     let t = text(&replay(&plugins));

@@ -647,11 +647,12 @@ fn test(
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("plugin");
-    let mut p = host.load(
+    let mut p = host.load_limited(
         stem,
         &bytes,
         wasmtap_runtime::PluginSource::File(plugin.to_path_buf()),
         config,
+        crate::plugins::sidecar_limits(plugin)?,
     )?;
     if let Some(port) = port {
         let mut ports = p.info().ports.clone();
@@ -816,12 +817,14 @@ fn inspect(plugin: &Path) -> Result<()> {
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("plugin");
+    let limits = crate::plugins::sidecar_limits(plugin)?;
     let t = Instant::now();
-    let p = host.load(
+    let p = host.load_limited(
         stem,
         &bytes,
         wasmtap_runtime::PluginSource::File(plugin.to_path_buf()),
         "{}",
+        limits,
     )?;
     let compile = t.elapsed();
     let info = p.info().clone();
@@ -866,6 +869,17 @@ fn inspect(plugin: &Path) -> Result<()> {
         instantiate.as_secs_f64() * 1e3
     );
     println!("memory          {memory} bytes (high water so far)");
+    let defaults = wasmtap_runtime::RuntimeConfig::default();
+    let side = if limits == wasmtap_runtime::PluginLimits::default() {
+        "agent defaults"
+    } else {
+        "its plugin.toml"
+    };
+    println!(
+        "limits          {} MiB of memory, {} ms per call ({side})",
+        limits.max_memory_bytes.unwrap_or(defaults.max_memory_bytes) >> 20,
+        limits.call_deadline_ms.unwrap_or(defaults.call_deadline_ms)
+    );
     Ok(())
 }
 

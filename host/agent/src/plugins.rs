@@ -65,6 +65,21 @@ impl TomlLimits {
     }
 }
 
+/// The `[limits]` of the `plugin.toml` beside a component (`NAME.toml` for
+/// `NAME.wasm`), as the agent would apply them; none when there is no such file.
+pub(crate) fn sidecar_limits(wasm: &Path) -> Result<wasmtap_runtime::PluginLimits> {
+    let side = wasm.with_extension("toml");
+    let Ok(text) = std::fs::read_to_string(&side) else {
+        return Ok(wasmtap_runtime::PluginLimits::default());
+    };
+    let t: PluginToml = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", side.display(), e.to_string().trim()))?;
+    match t.limits {
+        Some(l) => l.resolve().with_context(|| format!("{}", side.display())),
+        None => Ok(wasmtap_runtime::PluginLimits::default()),
+    }
+}
+
 /// Counters of plugin loading.
 #[derive(Debug, Default)]
 pub struct LoadStats {
