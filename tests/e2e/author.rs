@@ -194,8 +194,8 @@ fn a_python_decoder_builds_tests_and_decodes_like_the_rust_one() {
         test: &["python3", "-m", "unittest", "-v"],
         passed: "Ran 3 tests",
         source: "plugin.py",
-        line: "op = words[2].upper() if len(words) > 2 else \"UNKNOWN\"",
-        planted: "op = words[2].upper() if len(words) > 2 else \"UNKNOWN\"\n        op = \"REMOVE\" if op == \"DEL\" else op",
+        line: "op = \"\".join(c.upper() if \"a\" <= c <= \"z\" else c for c in op)",
+        planted: "op = \"\".join(c.upper() if \"a\" <= c <= \"z\" else c for c in op)\n        op = \"REMOVE\" if op == \"DEL\" else op",
     });
 }
 
@@ -206,8 +206,8 @@ fn a_javascript_decoder_builds_tests_and_decodes_like_the_rust_one() {
         test: &["npm", "test"],
         passed: "# pass 3",
         source: "plugin.js",
-        line: "const op = words.length > 2 ? words[2].toUpperCase() : 'UNKNOWN';",
-        planted: "const op0 = words.length > 2 ? words[2].toUpperCase() : 'UNKNOWN';\n    const op = op0 === 'DEL' ? 'REMOVE' : op0;",
+        line: "const op = (words.length > 2 ? words[2] : 'UNKNOWN').replace(/[a-z]/g, (c) => c.toUpperCase());",
+        planted: "const op0 = (words.length > 2 ? words[2] : 'UNKNOWN').replace(/[a-z]/g, (c) => c.toUpperCase());\n    const op = op0 === 'DEL' ? 'REMOVE' : op0;",
     });
 }
 

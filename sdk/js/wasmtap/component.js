@@ -9,6 +9,9 @@ const LEVELS = new Set(['trace', 'debug', 'info', 'warn', 'error']);
 host.config = () => hostConfig();
 host.log = (level, message) => hostLog(LEVELS.has(level) ? level : 'info', message);
 
+/** Undeclared keys remembered (each is logged once); beyond, no more logs. */
+const MAX_UNDECLARED = 64;
+const U64_MAX = (1n << 64n) - 1n;
 const I64_MIN = -(1n << 63n);
 const I64_MAX = (1n << 63n) - 1n;
 
@@ -31,7 +34,7 @@ export function exportsFor(Plugin) {
     for (const [key, v] of m.attributes) {
       const i = keyIndex.get(key);
       if (i === undefined) {
-        if (!undeclared.has(key)) {
+        if (!undeclared.has(key) && undeclared.size < MAX_UNDECLARED) {
           undeclared.add(key);
           host.log('warn', `attribute key ${JSON.stringify(key)} is not declared in the decoder's keys: dropped`);
         }
@@ -53,7 +56,9 @@ export function exportsFor(Plugin) {
   };
   const fail = (e) => {
     if (e instanceof DecodeError) {
-      throw { payload: { reason: e.reason, offset: BigInt(Math.max(0, e.offset)) } };
+      let offset = BigInt(Math.trunc(Math.max(0, Number(e.offset) || 0)));
+      if (offset > U64_MAX) offset = U64_MAX;
+      throw { payload: { reason: String(e.reason), offset } };
     }
     throw e;
   };
@@ -87,7 +92,13 @@ export function exportsFor(Plugin) {
 
     close(reason, timestampNs) {
       const out = [];
-      this.inner.close(reason, timestampNs, out);
+      try {
+        this.inner.close(reason, timestampNs, out);
+      } catch (e) {
+        // `close` cannot fail in the contract: what it found is kept.
+        if (!(e instanceof DecodeError)) throw e;
+        host.log('warn', `close threw DecodeError(${JSON.stringify(e.reason)}): ignored`);
+      }
       return out.map(message);
     }
   }

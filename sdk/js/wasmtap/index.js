@@ -129,9 +129,12 @@ export class Session {
     throw new Error('Session.feed is not implemented');
   }
 
-  /** `length` bytes of `direction` were never captured. */
+  /** `length` bytes of `direction` were never captured. By default the
+   * session ends (as in the Rust SDK); a decoder that can resynchronise
+   * overrides this, sets `this.lost[direction]` and searches for the next
+   * message start in `feed`. */
   gap(direction, length, out) {
-    this.lost[direction] = true;
+    throw new DecodeError('gap', Number(length));
   }
 
   /** The flow ended; push messages complete only now. */
@@ -199,7 +202,8 @@ export function lengthPrefixed(data, { width = 4, bigEndian = true, adjust = 0, 
     }
     n += adjust;
     if (n < 0 || n > maxLen) {
-      throw new DecodeError(`frame length ${n} out of range`, at);
+      // A constant reason: the host counts decode errors by it.
+      throw new DecodeError('bad frame length', at);
     }
     if (data.length - at - width < n) break;
     frames.push({ offset: at, body: data.subarray(at + width, at + width + n) });

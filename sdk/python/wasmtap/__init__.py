@@ -175,8 +175,11 @@ class Session:
         raise NotImplementedError
 
     def gap(self, direction, length, out):
-        """`length` bytes of `direction` were never captured."""
-        self.lost[direction.value] = True
+        """`length` bytes of `direction` were never captured. By default the
+        session ends (as in the Rust SDK); a decoder that can resynchronise
+        overrides this, sets `self.lost[direction.value]` and searches for the
+        next message start in `feed`."""
+        raise DecodeError("gap", length)
 
     def close(self, reason, timestamp_ns, out):
         """The flow ended; append messages complete only now."""
@@ -258,7 +261,8 @@ def length_prefixed(data, width=4, big_endian=True, adjust=0, max_len=64 * 1024)
     while len(data) - at >= width:
         n = int.from_bytes(data[at:at + width], order) + adjust
         if n < 0 or n > max_len:
-            raise DecodeError(f"frame length {n} out of range", at)
+            # A constant reason: the host counts decode errors by it.
+            raise DecodeError("bad frame length", at)
         if len(data) - at - width < n:
             break
         frames.append((at, bytes(data[at + width:at + width + n])))

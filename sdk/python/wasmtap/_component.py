@@ -32,6 +32,9 @@ _STATUS = {
 }
 _key_index = {}
 _undeclared = set()
+#: Undeclared keys remembered (each is logged once); beyond, no more logs.
+_MAX_UNDECLARED = 64
+_U64 = (1 << 64) - 1
 
 
 def _value(v):
@@ -53,7 +56,7 @@ def _message(m):
     for key, value in m.attributes:
         i = _key_index.get(key)
         if i is None:
-            if key not in _undeclared:
+            if key not in _undeclared and len(_undeclared) < _MAX_UNDECLARED:
                 _undeclared.add(key)
                 wasmtap.log("warn", f"attribute key {key!r} is not declared in the decoder's keys: dropped")
             continue
@@ -69,6 +72,10 @@ def _message(m):
         status_code=m.status_code,
         attributes=attrs,
     )
+
+
+def _error(e):
+    return types.DecodeError(str(e.reason), max(0, min(int(e.offset), _U64)))
 
 
 def _direction(d):
@@ -94,7 +101,8 @@ class Decoder(exports.Decoder):
         )
 
     def probe(self, transport, dir, data):
-        return max(0, min(100, int(wasmtap.exported().probe(_transport(transport), _direction(dir), data))))
+        c = wasmtap.exported().probe(_transport(transport), _direction(dir), data)
+        return max(0, min(100, int(c or 0)))
 
 
 class Session:
@@ -108,7 +116,7 @@ class Session:
         try:
             used = self.inner.feed(_direction(dir), timestamp_ns, data, out)
         except wasmtap.DecodeError as e:
-            raise Err(types.DecodeError(e.reason, max(0, e.offset)))
+            raise Err(_error(e))
         used = max(0, min(int(used or 0), len(data)))
         return types.FeedResult(consumed=used, messages=[_message(m) for m in out])
 
@@ -117,10 +125,14 @@ class Session:
         try:
             self.inner.gap(_direction(dir), length, out)
         except wasmtap.DecodeError as e:
-            raise Err(types.DecodeError(e.reason, max(0, e.offset)))
+            raise Err(_error(e))
         return types.FeedResult(consumed=0, messages=[_message(m) for m in out])
 
     def close(self, reason, timestamp_ns):
         out = []
-        self.inner.close(wasmtap.CloseReason(reason.value), timestamp_ns, out)
+        try:
+            self.inner.close(wasmtap.CloseReason(reason.value), timestamp_ns, out)
+        except wasmtap.DecodeError as e:
+            # `close` cannot fail in the contract: what it found is kept.
+            wasmtap.log("warn", f"close raised DecodeError({e.reason!r}): ignored")
         return [_message(m) for m in out]

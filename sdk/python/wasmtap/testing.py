@@ -35,15 +35,35 @@ class Close:
 
 
 class Outcome:
-    """What a run gave: the messages, and the error that ended it (if any)."""
+    """What a run gave: the messages, and the error that ended it (if any:
+    its reason, and `offset`, counted from the start of its direction's
+    stream)."""
 
-    def __init__(self, messages, error):
-        self.messages, self.error = messages, error
+    def __init__(self, messages, error, offset=None):
+        self.messages, self.error, self.offset = messages, error, offset
+
+
+_U64 = (1 << 64) - 1
+
+
+def _valid(m):
+    """What the component boundary will require of a message (WIT types)."""
+    for field in ("start_ns", "end_ns", "size"):
+        v = getattr(m, field)
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= _U64:
+            raise AssertionError(f"{field} = {v!r}: not an unsigned 64-bit integer")
+    if not isinstance(m.operation, str) or not isinstance(m.status_code, str):
+        raise AssertionError(f"operation and status code must be str: {m!r}")
+    if m.correlation is not None and not 0 <= m.correlation <= _U64:
+        raise AssertionError(f"correlation {m.correlation!r} out of range")
 
 
 def _run(decoder, events, split, max_pending, transport, server_port):
     session = decoder.session(transport, server_port)
     pending = [b"", b""]
+    # Bytes consumed per direction: an error's offset is reported from the
+    # stream's start, the same however the bytes were split.
+    consumed = [0, 0]
     out = []
     try:
         for ev in events:
@@ -51,24 +71,35 @@ def _run(decoder, events, split, max_pending, transport, server_port):
                 for chunk in split(ev.data):
                     i = ev.direction.value
                     pending[i] += chunk
-                    used = session.feed(ev.direction, ev.ts_ns, pending[i], out)
+                    try:
+                        used = session.feed(ev.direction, ev.ts_ns, pending[i], out)
+                    except DecodeError as e:
+                        raise DecodeError(e.reason, consumed[i] + e.offset) from e
                     if not isinstance(used, int) or used < 0 or used > len(pending[i]):
                         raise AssertionError(f"feed returned {used!r} for {len(pending[i])} bytes offered")
                     pending[i] = pending[i][used:]
+                    consumed[i] += used
                     if len(pending[i]) > max_pending:
                         raise AssertionError(f"{len(pending[i])} bytes left unconsumed (more than {max_pending})")
             elif isinstance(ev, Gap):
+                consumed[ev.direction.value] += len(pending[ev.direction.value]) + ev.length
                 pending[ev.direction.value] = b""
                 session.gap(ev.direction, ev.length, out)
             elif isinstance(ev, Close):
-                session.close(ev.reason, ev.ts_ns, out)
+                try:
+                    session.close(ev.reason, ev.ts_ns, out)
+                except DecodeError as e:
+                    raise AssertionError(f"close raised DecodeError({e.reason!r}): close cannot fail") from e
     except DecodeError as e:
-        return Outcome(out, e.reason)
+        for m in out:
+            _valid(m)
+        return Outcome(out, e.reason, e.offset)
     for m in out:
+        _valid(m)
         for key, _ in m.attributes:
             if key not in decoder.keys:
                 raise AssertionError(f"attribute key {key!r} is not declared in {decoder.__name__}.keys")
-    return Outcome(out, None)
+    return Outcome(out, None, None)
 
 
 def check(decoder, events, max_pending=64 * 1024, transport=wasmtap.Transport.TCP, server_port=0, seed=1):
@@ -85,21 +116,24 @@ def check(decoder, events, max_pending=64 * 1024, transport=wasmtap.Transport.TC
     def random_cuts(b):
         parts, at = [], 0
         while at < len(b):
-            n = rng.randint(1, 17)
+            n = rng.randint(1, 64)
             parts.append(b[at:at + n])
             at += n
         return parts
 
     first = _run(decoder, events, whole, max_pending, transport, server_port)
-    for name, split in (("byte by byte", bytewise), ("random splits", random_cuts)):
+    ways = [("byte by byte", bytewise)] + [(f"random splits #{i}", random_cuts) for i in range(50)]
+    for name, split in ways:
         o = _run(decoder, events, split, max_pending, transport, server_port)
         got = [m.as_dict() for m in o.messages]
         want = [m.as_dict() for m in first.messages]
         # Times may differ when a message's bytes came in later pieces.
         for d in got + want:
             d.pop("start_ns"), d.pop("end_ns")
-        if (got, o.error) != (want, first.error):
-            raise AssertionError(f"{name}: {got} / {o.error!r}\nwhole: {want} / {first.error!r}")
+        if (got, o.error, o.offset) != (want, first.error, first.offset):
+            raise AssertionError(
+                f"{name}: {got} / {o.error!r} at {o.offset}\nwhole: {want} / {first.error!r} at {first.offset}"
+            )
     return first
 
 

@@ -59,10 +59,12 @@ def serve(conn):
         if msg is None:
             break
         _, rid, op, key = (msg.split() + ["", "", ""])[:4]
+        if not rid.isdecimal() or not rid.isascii():
+            continue  # not a request of this protocol: no answer
         status = {"get": "OK" if int(rid) % 2 else "NOTFOUND", "put": "OK"}.get(op, "DENIED")
         t = threading.Timer(random.uniform(0, 0.02), answer, [frame(f"RES {rid} {status}")])
         t.start()
-        timers.append(t)
+        timers = [x for x in timers if x.is_alive()] + [t]
     for t in timers:
         t.join()
     conn.close()

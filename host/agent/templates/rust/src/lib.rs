@@ -77,11 +77,11 @@ fn frame(data: &[u8]) -> Frame<'_> {
     }
 }
 
-/// Per-flow state: whether the stream must be searched for a frame start
-/// (after a gap, or a flow seen from its middle).
+/// Per-flow state: per direction, whether the stream must be searched for a
+/// frame start (after a gap).
 #[derive(Default)]
 pub struct Parser {
-    lost: bool,
+    lost: [bool; 2],
 }
 
 impl Session for Parser {
@@ -95,14 +95,14 @@ impl Session for Parser {
         let mut used = 0;
         while used < data.len() {
             let rest = &data[used..];
-            if self.lost {
+            if self.lost[dir.index()] {
                 // Resynchronise: the next place where a plausible frame starts.
                 match (0..rest.len().saturating_sub(8)).find(|&i| {
                     matches!(frame(&rest[i..]), Frame::Whole(b, _) if b.starts_with(b"REQ ") || b.starts_with(b"RES "))
                 }) {
                     Some(i) => {
                         used += i;
-                        self.lost = false;
+                        self.lost[dir.index()] = false;
                         continue;
                     }
                     // Keep the last bytes: a frame may start in them.
@@ -125,11 +125,11 @@ impl Session for Parser {
 
     fn gap(
         &mut self,
-        _dir: Direction,
+        dir: Direction,
         _len: u64,
         _out: &mut Vec<Message>,
     ) -> Result<(), DecodeError> {
-        self.lost = true;
+        self.lost[dir.index()] = true;
         Ok(())
     }
 
