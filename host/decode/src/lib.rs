@@ -269,6 +269,7 @@ impl DecodeStats {
             ("tunnel_erspan3", self.tunnels[Tunnel::Erspan3 as usize]),
             ("tunnel_vxlan", self.tunnels[Tunnel::Vxlan as usize]),
             ("tunnel_geneve", self.tunnels[Tunnel::Geneve as usize]),
+            ("tunnel_ipip", self.tunnels[Tunnel::IpIp as usize]),
             ("tunnel_too_deep", self.tunnel_too_deep),
         ];
         base.into_iter().chain(

@@ -8,7 +8,8 @@
 //! ERSPAN type I (GRE 0x88BE without a sequence number), type II (0x88BE)
 //! and type III (0x22EB, with the optional platform sub-header); VXLAN
 //! (UDP, port 4789 by default); Geneve (UDP, port 6081 by default, its
-//! options skipped). A fragmented outer packet is not peeled.
+//! options skipped); IP in IP (IPv4 protocol 4, IPv6 protocol 41: `ipip`,
+//! `sit`, `ip6tnl` devices). A fragmented outer packet is not peeled.
 
 use crate::LinkType;
 use crate::link::{IpHint, L3};
@@ -26,11 +27,13 @@ pub enum Tunnel {
     Vxlan = 3,
     /// Geneve.
     Geneve = 4,
+    /// IP in IP (IPv4 or IPv6 inside IPv4 or IPv6).
+    IpIp = 5,
 }
 
 impl Tunnel {
     /// Number of kinds.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
     /// Every kind, in index order.
     pub const ALL: [Tunnel; Tunnel::COUNT] = [
         Tunnel::Gre,
@@ -38,6 +41,7 @@ impl Tunnel {
         Tunnel::Erspan3,
         Tunnel::Vxlan,
         Tunnel::Geneve,
+        Tunnel::IpIp,
     ];
     /// Stable name, for counters.
     pub fn as_str(self) -> &'static str {
@@ -47,6 +51,7 @@ impl Tunnel {
             Tunnel::Erspan3 => "erspan3",
             Tunnel::Vxlan => "vxlan",
             Tunnel::Geneve => "geneve",
+            Tunnel::IpIp => "ipip",
         }
     }
 }
@@ -77,6 +82,8 @@ impl Default for TunnelConfig {
 
 const PROTO_GRE: u8 = 47;
 const PROTO_UDP: u8 = 17;
+const PROTO_IPV4: u8 = 4;
+const PROTO_IPV6: u8 = 41;
 const ETH_BRIDGE: u16 = 0x6558;
 const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
@@ -117,6 +124,13 @@ pub(crate) fn peel<'a>(cfg: &TunnelConfig, l3: &L3<'a>) -> Option<(LinkType, &'a
     };
     match proto {
         PROTO_GRE => gre(payload),
+        // The inner packet must say the version its protocol number promises.
+        PROTO_IPV4 => {
+            (payload.first()? >> 4 == 4).then_some((LinkType::Ipv4, payload, Tunnel::IpIp))
+        }
+        PROTO_IPV6 => {
+            (payload.first()? >> 4 == 6).then_some((LinkType::Ipv6, payload, Tunnel::IpIp))
+        }
         PROTO_UDP => {
             let dport = be16(payload, 2)?;
             let body = payload.get(8..)?;

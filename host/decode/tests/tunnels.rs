@@ -1,5 +1,5 @@
 //! Tunnelled mirror traffic: GRE (with checksum, key, sequence), ERSPAN
-//! types I, II and III, VXLAN and Geneve (with options) are taken off and
+//! types I, II and III, VXLAN, Geneve (with options) and IP in IP are taken off and
 //! the inner packet decodes exactly as if captured unwrapped; limits hold.
 
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -105,6 +105,29 @@ fn each_encapsulation_gives_the_inner_packet() {
     gn.extend_from_slice(&[0x01; 8]);
     gn.extend_from_slice(&inner);
     check(&outer_udp(6081, &gn), Tunnel::Geneve);
+    // IP in IP: IPv4 inside IPv4 (protocol 4); IPv6 inside IPv4 (protocol 41, `sit`).
+    {
+        let mut d = Decoder::default();
+        let v4in4 = outer_ip(4, ip_only);
+        let p = d.decode(LinkType::Ethernet, 1, &v4in4).unwrap().unwrap();
+        assert_eq!(p.src.to_string(), "192.168.1.1");
+        assert_eq!(p.dst_port, 80);
+        assert_eq!(d.stats().tunnels[Tunnel::IpIp as usize], 1);
+        let b = PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64)
+            .tcp(40_001, 443, 1, 65_535)
+            .ack(1);
+        let mut v6 = Vec::new();
+        b.write(&mut v6, b"x").unwrap();
+        let v6in4 = outer_ip(41, &v6);
+        let p = d.decode(LinkType::Ethernet, 2, &v6in4).unwrap().unwrap();
+        assert_eq!(p.dst_port, 443);
+        assert!(p.dst.is_ipv6());
+        assert_eq!(d.stats().tunnels[Tunnel::IpIp as usize], 2);
+        // Protocol 4 whose payload is not IPv4 is left as it is.
+        let mut d = Decoder::default();
+        let _ = d.decode(LinkType::Ethernet, 3, &outer_ip(4, &v6));
+        assert_eq!(d.stats().tunnels[Tunnel::IpIp as usize], 0);
+    }
 }
 
 #[test]
