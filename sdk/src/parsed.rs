@@ -152,3 +152,38 @@ where
         self.drain(out);
     }
 }
+
+/// A stateless [`Convert`]: each message through a function.
+pub struct Map<P: StreamParser>(pub fn(P::Message) -> Message);
+
+impl<P: StreamParser> Convert for Map<P> {
+    type Parser = P;
+
+    fn message(&mut self, m: P::Message, _timestamp_ns: u64) -> Message {
+        (self.0)(m)
+    }
+}
+
+/// Connects a parser's own direction and error types to the host's, for
+/// [`Parsed`]: `$dir` has the variants `ToServer` and `ToClient`, `$err` the
+/// fields `reason` (`&str`) and `offset` (`u64`).
+/// `wasmtap_sdk::parser_types!(parser::Dir, parser::ParseError);`
+#[macro_export]
+macro_rules! parser_types {
+    ($dir:ty, $err:ty) => {
+        impl ::core::convert::From<$crate::Direction> for $dir {
+            fn from(d: $crate::Direction) -> Self {
+                match d {
+                    $crate::Direction::ToServer => <$dir>::ToServer,
+                    $crate::Direction::ToClient => <$dir>::ToClient,
+                }
+            }
+        }
+
+        impl ::core::convert::From<$err> for $crate::DecodeError {
+            fn from(e: $err) -> Self {
+                $crate::DecodeError::new(e.reason, e.offset)
+            }
+        }
+    };
+}

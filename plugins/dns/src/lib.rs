@@ -35,9 +35,7 @@
 pub mod parser;
 
 use wasmtap_sdk::parsed::{Convert, Parsed};
-use wasmtap_sdk::{
-    Attribute, DecodeError, Decoder, Descriptor, Direction, Level, Message, Transport,
-};
+use wasmtap_sdk::{Attribute, Decoder, Descriptor, Direction, Level, Message, Transport};
 
 /// The DNS decoder.
 pub struct Dns;
@@ -116,20 +114,7 @@ impl Convert for ToHost {
     }
 }
 
-impl From<Direction> for parser::Dir {
-    fn from(d: Direction) -> Self {
-        match d {
-            Direction::ToServer => parser::Dir::ToServer,
-            Direction::ToClient => parser::Dir::ToClient,
-        }
-    }
-}
-
-impl From<parser::ParseError> for DecodeError {
-    fn from(e: parser::ParseError) -> Self {
-        DecodeError::new(e.reason, e.offset)
-    }
-}
+wasmtap_sdk::parser_types!(parser::Dir, parser::ParseError);
 
 /// The operation name of a query (see the crate docs): a listed mnemonic,
 /// else `_OTHER`, so span names stay bounded whatever the wire carries

@@ -119,20 +119,7 @@ pub struct Http1Session {
 /// has not told whether it speaks HTTP/2.
 const TUNNEL_UNDECIDED_MAX: usize = 16 << 10;
 
-impl From<Direction> for parser::Dir {
-    fn from(d: Direction) -> Self {
-        match d {
-            Direction::ToServer => parser::Dir::ToServer,
-            Direction::ToClient => parser::Dir::ToClient,
-        }
-    }
-}
-
-impl From<parser::ParseError> for DecodeError {
-    fn from(e: parser::ParseError) -> Self {
-        DecodeError::new(e.reason, e.offset)
-    }
-}
+wasmtap_sdk::parser_types!(parser::Dir, parser::ParseError);
 
 /// Parsed messages to the host's ([`to_message`]).
 pub struct ToHost;

@@ -20,9 +20,9 @@
 pub mod ebcdic;
 pub mod parser;
 
-use parser::{Dir, Encoding, Field, Framing, Msg, Parser, Profile, Version};
+use parser::{Encoding, Field, Framing, Msg, Parser, Profile, Version};
 use wasmtap_sdk::parsed::{Convert, Parsed};
-use wasmtap_sdk::{Attribute, DecodeError, Decoder, Descriptor, Direction, Message, Transport};
+use wasmtap_sdk::{Attribute, Decoder, Descriptor, Direction, Message, Transport};
 
 /// The ISO 8583 decoder.
 pub struct Iso8583;
@@ -268,20 +268,7 @@ pub struct ToHost {
     system_failure: Vec<String>,
 }
 
-impl From<Direction> for Dir {
-    fn from(d: Direction) -> Self {
-        match d {
-            Direction::ToServer => Dir::ToServer,
-            Direction::ToClient => Dir::ToClient,
-        }
-    }
-}
-
-impl From<parser::ParseError> for DecodeError {
-    fn from(e: parser::ParseError) -> Self {
-        DecodeError::new(e.reason, e.offset)
-    }
-}
+wasmtap_sdk::parser_types!(parser::Dir, parser::ParseError);
 
 impl Convert for ToHost {
     type Parser = Parser;

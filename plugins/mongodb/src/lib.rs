@@ -8,8 +8,8 @@
 
 pub mod parser;
 
-use wasmtap_sdk::parsed::{Convert, Parsed};
-use wasmtap_sdk::{Attribute, DecodeError, Decoder, Descriptor, Direction, Message, Transport};
+use wasmtap_sdk::parsed::{Map, Parsed};
+use wasmtap_sdk::{Attribute, Decoder, Descriptor, Direction, Message, Transport};
 
 /// The MongoDB decoder.
 pub struct MongoDb;
@@ -53,38 +53,14 @@ impl Decoder for MongoDb {
     }
 
     fn new_session(_transport: Transport, _server_port: u16) -> MongoDbSession {
-        Parsed::new(parser::Parser::new(), ToHost)
+        Parsed::new(parser::Parser::new(), Map(to_message))
     }
 }
 
-/// Per-flow state: the parser, its messages converted by [`ToHost`].
-pub type MongoDbSession = Parsed<ToHost>;
+/// Per-flow state: the parser, its messages converted by [`to_message`].
+pub type MongoDbSession = Parsed<Map<parser::Parser>>;
 
-/// Parsed messages to the host's ([`to_message`]).
-pub struct ToHost;
-
-impl Convert for ToHost {
-    type Parser = parser::Parser;
-
-    fn message(&mut self, m: parser::Msg, _timestamp_ns: u64) -> Message {
-        to_message(m)
-    }
-}
-
-impl From<Direction> for parser::Dir {
-    fn from(d: Direction) -> Self {
-        match d {
-            Direction::ToServer => parser::Dir::ToServer,
-            Direction::ToClient => parser::Dir::ToClient,
-        }
-    }
-}
-
-impl From<parser::ParseError> for DecodeError {
-    fn from(e: parser::ParseError) -> Self {
-        DecodeError::new(e.reason, e.offset)
-    }
-}
+wasmtap_sdk::parser_types!(parser::Dir, parser::ParseError);
 
 fn op_code_name(op: i32) -> &'static str {
     match op {

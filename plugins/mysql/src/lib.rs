@@ -8,8 +8,8 @@
 
 pub mod parser;
 
-use wasmtap_sdk::parsed::{Convert, Parsed};
-use wasmtap_sdk::{Attribute, DecodeError, Decoder, Descriptor, Direction, Message, Transport};
+use wasmtap_sdk::parsed::{Map, Parsed};
+use wasmtap_sdk::{Attribute, Decoder, Descriptor, Direction, Message, Transport};
 
 /// The MySQL decoder.
 pub struct Mysql;
@@ -51,7 +51,7 @@ impl Decoder for Mysql {
             raw_query_text: wasmtap_sdk::QueryTextConfig::from_config(&wasmtap_sdk::config())
                 .raw_query_text,
         };
-        Parsed::new(parser::Parser::new(config), ToHost)
+        Parsed::new(parser::Parser::new(config), Map(to_message))
     }
 }
 
@@ -125,34 +125,10 @@ pub fn probe_bytes(dir: Direction, data: &[u8]) -> u8 {
     }
 }
 
-/// Per-flow state: the parser, its messages converted by [`ToHost`].
-pub type MysqlSession = Parsed<ToHost>;
+/// Per-flow state: the parser, its messages converted by [`to_message`].
+pub type MysqlSession = Parsed<Map<parser::Parser>>;
 
-/// Parsed messages to the host's ([`to_message`]).
-pub struct ToHost;
-
-impl Convert for ToHost {
-    type Parser = parser::Parser;
-
-    fn message(&mut self, m: parser::Message, _timestamp_ns: u64) -> Message {
-        to_message(m)
-    }
-}
-
-impl From<Direction> for parser::Dir {
-    fn from(d: Direction) -> Self {
-        match d {
-            Direction::ToServer => parser::Dir::ToServer,
-            Direction::ToClient => parser::Dir::ToClient,
-        }
-    }
-}
-
-impl From<parser::ParseError> for DecodeError {
-    fn from(e: parser::ParseError) -> Self {
-        DecodeError::new(e.reason, e.offset)
-    }
-}
+wasmtap_sdk::parser_types!(parser::Dir, parser::ParseError);
 
 /// Maps a parsed message to a wasmtap message with semantic-convention attributes.
 pub fn to_message(m: parser::Message) -> Message {

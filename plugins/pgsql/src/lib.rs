@@ -14,8 +14,8 @@
 
 pub mod parser;
 
-use wasmtap_sdk::parsed::{Convert, Parsed};
-use wasmtap_sdk::{Attribute, DecodeError, Decoder, Descriptor, Direction, Message, Transport};
+use wasmtap_sdk::parsed::{Map, Parsed};
+use wasmtap_sdk::{Attribute, Decoder, Descriptor, Direction, Message, Transport};
 
 /// The PostgreSQL decoder.
 pub struct Pgsql;
@@ -57,38 +57,14 @@ impl Decoder for Pgsql {
             raw_query_text: wasmtap_sdk::QueryTextConfig::from_config(&wasmtap_sdk::config())
                 .raw_query_text,
         };
-        Parsed::new(parser::Parser::new(opts), ToHost)
+        Parsed::new(parser::Parser::new(opts), Map(to_message))
     }
 }
 
-/// Per-flow state: the parser, its messages converted by [`ToHost`].
-pub type PgsqlSession = Parsed<ToHost>;
+/// Per-flow state: the parser, its messages converted by [`to_message`].
+pub type PgsqlSession = Parsed<Map<parser::Parser>>;
 
-/// Parsed messages to the host's ([`to_message`]).
-pub struct ToHost;
-
-impl Convert for ToHost {
-    type Parser = parser::Parser;
-
-    fn message(&mut self, m: parser::Message, _timestamp_ns: u64) -> Message {
-        to_message(m)
-    }
-}
-
-impl From<Direction> for parser::Dir {
-    fn from(d: Direction) -> Self {
-        match d {
-            Direction::ToServer => parser::Dir::ToServer,
-            Direction::ToClient => parser::Dir::ToClient,
-        }
-    }
-}
-
-impl From<parser::ParseError> for DecodeError {
-    fn from(e: parser::ParseError) -> Self {
-        DecodeError::new(e.reason, e.offset)
-    }
-}
+wasmtap_sdk::parser_types!(parser::Dir, parser::ParseError);
 
 /// Maps a parsed message to a wasmtap message with semantic-convention attributes.
 pub fn to_message(m: parser::Message) -> Message {

@@ -15,7 +15,7 @@
 pub mod parser;
 
 use wasmtap_sdk::parsed::{Convert, Parsed};
-use wasmtap_sdk::{Attribute, DecodeError, Decoder, Descriptor, Direction, Message, Transport};
+use wasmtap_sdk::{Attribute, Decoder, Descriptor, Direction, Message, Transport};
 
 /// The Redis decoder.
 pub struct Redis;
@@ -157,20 +157,7 @@ pub struct ToHost {
     raw_query_text: bool,
 }
 
-impl From<Direction> for parser::Dir {
-    fn from(d: Direction) -> Self {
-        match d {
-            Direction::ToServer => parser::Dir::ToServer,
-            Direction::ToClient => parser::Dir::ToClient,
-        }
-    }
-}
-
-impl From<parser::ParseError> for DecodeError {
-    fn from(e: parser::ParseError) -> Self {
-        DecodeError::new(e.reason, e.offset)
-    }
-}
+wasmtap_sdk::parser_types!(parser::Dir, parser::ParseError);
 
 /// The operation name: the command, plus the subcommand of container
 /// commands (`CONFIG GET`); `UNKNOWN` when the name is not a command token.
