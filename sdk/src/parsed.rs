@@ -105,11 +105,6 @@ impl<C: Convert> Parsed<C> {
         &self.parser
     }
 
-    /// The converter.
-    pub fn convert(&self) -> &C {
-        &self.convert
-    }
-
     fn drain(&mut self, out: &mut Vec<Message>) {
         let ts = self.last_ts;
         for m in self.buf.drain(..) {

@@ -170,11 +170,6 @@ impl Plugin {
         self.info.ports = ports;
         self
     }
-
-    /// Linear-memory bytes one instance may grow to.
-    pub fn max_memory_bytes(&self) -> usize {
-        self.max_memory_bytes
-    }
 }
 
 /// The wasm engine and linker shared by all plugins and workers.
