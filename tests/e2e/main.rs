@@ -21,6 +21,7 @@ mod metrics;
 mod modes;
 mod mongodb;
 mod mysql;
+mod names;
 mod nginx;
 mod otlp;
 mod pgsql;

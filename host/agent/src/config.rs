@@ -24,6 +24,124 @@ pub struct Config {
     pub filters: crate::filter::FilterSpec,
     /// Tunnels taken off mirrored traffic (GRE, ERSPAN, VXLAN, Geneve).
     pub tunnels: TunnelsSection,
+    /// Workload names from the Kubernetes API.
+    pub kubernetes: KubernetesSection,
+    /// Names learned from the traffic (DNS answers).
+    pub names: NamesSection,
+    /// Which agent reports a call several agents see.
+    pub locality: LocalitySection,
+}
+
+/// When to watch the Kubernetes API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    /// On when the agent runs in a cluster (`KUBERNETES_SERVICE_HOST`) or
+    /// a kubeconfig is configured; for `locality.report`, on when the
+    /// agent knows what is local (Kubernetes or `local_cidrs`).
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+/// Which pods the agent watches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KubeScope {
+    /// By mode: this node's pods in host mode, the agent's own pod in
+    /// sidecar mode, every pod otherwise.
+    #[default]
+    Auto,
+    /// Pods on this node (`node_name`).
+    Node,
+    /// Every pod of the cluster.
+    Cluster,
+    /// The agent's own pod (`POD_NAMESPACE`, `POD_NAME`).
+    Pod,
+}
+
+/// Workload names from the Kubernetes API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesSection {
+    /// `auto`, `on` or `off`.
+    pub enabled: Switch,
+    /// A kubeconfig file; empty: `KUBECONFIG`, `~/.kube/config`, then the
+    /// in-cluster service account.
+    pub kubeconfig: String,
+    /// `auto`, `node`, `cluster` or `pod`.
+    pub scope: KubeScope,
+    /// This node's name; empty: `NODE_NAME` (the downward API).
+    pub node_name: String,
+    /// Watch Services: their virtual IPs are named by the Service.
+    pub services: bool,
+    /// `service.name` template (`{name}`, `{workload}`, `{namespace}`,
+    /// `{pod}`); empty: the derived name.
+    pub service_name: String,
+    /// A deleted pod's identity is kept this long.
+    pub retain_deleted_secs: u64,
+    /// Pods kept at most.
+    pub max_pods: usize,
+    /// Services and owners kept at most.
+    pub max_objects: usize,
+}
+
+impl Default for KubernetesSection {
+    fn default() -> Self {
+        let d = wasmtap_kube::Settings::default();
+        Self {
+            enabled: Switch::Auto,
+            kubeconfig: String::new(),
+            scope: KubeScope::Auto,
+            node_name: String::new(),
+            services: true,
+            service_name: String::new(),
+            retain_deleted_secs: d.retain_deleted_ns / 1_000_000_000,
+            max_pods: d.max_pods,
+            max_objects: d.max_objects,
+        }
+    }
+}
+
+/// Names learned from the traffic.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamesSection {
+    /// Name a server endpoint with no better name by the DNS name its
+    /// clients resolved (answers the DNS decoder saw).
+    pub dns: bool,
+    /// Addresses the DNS name table holds at most.
+    pub dns_max_addresses: usize,
+    /// Added to an answer's TTL before its name expires.
+    pub dns_hold_secs: u64,
+}
+
+impl Default for NamesSection {
+    fn default() -> Self {
+        let d = wasmtap_telemetry::names::DnsNamesConfig::default();
+        Self {
+            dns: false,
+            dns_max_addresses: d.max_addresses,
+            dns_hold_secs: d.hold_ns / 1_000_000_000,
+        }
+    }
+}
+
+/// Which agent reports a call several agents see.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalitySection {
+    /// `auto`: the agent beside the server reports when the agent knows
+    /// what is local; `on`: always that rule; `off`: every agent reports
+    /// every call it sees.
+    pub report: Switch,
+    /// Addresses on this node (or in this pod), besides its pods.
+    pub local_cidrs: Vec<String>,
+    /// Addresses in the cluster, besides the pods and Services known.
+    pub cluster_cidrs: Vec<String>,
 }
 
 /// Tunnels taken off mirrored traffic.
@@ -312,6 +430,12 @@ impl Config {
                 self.telemetry.silence_expiry_secs,
             ),
             ("telemetry.batch_spans", self.telemetry.batch_spans as u64),
+            ("kubernetes.max_pods", self.kubernetes.max_pods as u64),
+            ("kubernetes.max_objects", self.kubernetes.max_objects as u64),
+            (
+                "names.dns_max_addresses",
+                self.names.dns_max_addresses as u64,
+            ),
         ];
         for (name, v) in nonzero {
             anyhow::ensure!(v > 0, "{name} must be greater than 0");
@@ -321,6 +445,7 @@ impl Config {
             "plugins.max_memory_mib must be at most 4096"
         );
         self.filters.compile().map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.locality()?;
         for (i, h) in self.plugins.allow_sha256.iter().flatten().enumerate() {
             anyhow::ensure!(
                 h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()),
@@ -351,6 +476,98 @@ impl Config {
                 .map_err(|e| anyhow::anyhow!("services[{i}]: {e}"))?;
         }
         Ok(())
+    }
+
+    /// `locality.local_cidrs` and `locality.cluster_cidrs`, parsed (an
+    /// address alone is a /32 or /128).
+    pub fn locality(&self) -> Result<(Vec<ipnet::IpNet>, Vec<ipnet::IpNet>)> {
+        let parse = |key: &str, list: &[String]| {
+            list.iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    s.parse::<ipnet::IpNet>()
+                        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            anyhow::anyhow!("locality.{key}[{i}]: {s:?} is not an address or CIDR")
+                        })
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok((
+            parse("local_cidrs", &self.locality.local_cidrs)?,
+            parse("cluster_cidrs", &self.locality.cluster_cidrs)?,
+        ))
+    }
+
+    /// The DNS name table's settings, when names are learned from DNS.
+    pub fn dns_names(&self) -> Option<wasmtap_telemetry::names::DnsNamesConfig> {
+        self.names
+            .dns
+            .then(|| wasmtap_telemetry::names::DnsNamesConfig {
+                max_addresses: self.names.dns_max_addresses,
+                hold_ns: self.names.dns_hold_secs.saturating_mul(1_000_000_000),
+                ..Default::default()
+            })
+    }
+
+    /// What to watch in Kubernetes, if anything: `mode` is the live
+    /// capture's (`None` in replay, where `auto` means off unless a
+    /// kubeconfig is configured). `env` reads the environment.
+    pub fn kubernetes(
+        &self,
+        mode: Option<crate::live::Mode>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<wasmtap_kube::KubeConfig>> {
+        use crate::live::Mode;
+        let k = &self.kubernetes;
+        let in_cluster = env("KUBERNETES_SERVICE_HOST").is_some_and(|v| !v.is_empty());
+        let on = match k.enabled {
+            Switch::Off => false,
+            Switch::On => true,
+            Switch::Auto => !k.kubeconfig.is_empty() || (mode.is_some() && in_cluster),
+        };
+        if !on {
+            return Ok(None);
+        }
+        let node = Some(k.node_name.clone())
+            .filter(|n| !n.is_empty())
+            .or_else(|| env("NODE_NAME").filter(|n| !n.is_empty()));
+        let scope = match (k.scope, mode) {
+            (KubeScope::Cluster, _) | (KubeScope::Auto, None | Some(Mode::Standalone)) => {
+                wasmtap_kube::Scope::Cluster
+            }
+            (KubeScope::Node, _) | (KubeScope::Auto, Some(Mode::Host)) => match &node {
+                Some(n) => wasmtap_kube::Scope::Node(n.clone()),
+                None => anyhow::bail!(
+                    "kubernetes: watching this node's pods needs its name: set kubernetes.node_name or NODE_NAME (the downward API's spec.nodeName)"
+                ),
+            },
+            (KubeScope::Pod, _) | (KubeScope::Auto, Some(Mode::Sidecar)) => {
+                match (env("POD_NAMESPACE"), env("POD_NAME")) {
+                    (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => {
+                        wasmtap_kube::Scope::Pod(ns, name)
+                    }
+                    _ => anyhow::bail!(
+                        "kubernetes: watching the agent's own pod needs POD_NAMESPACE and POD_NAME (the downward API)"
+                    ),
+                }
+            }
+        };
+        Ok(Some(wasmtap_kube::KubeConfig {
+            kubeconfig: Some(&k.kubeconfig)
+                .filter(|p| !p.is_empty())
+                .map(std::path::PathBuf::from),
+            scope,
+            services: k.services,
+            settings: wasmtap_kube::Settings {
+                node_name: node,
+                service_name_template: Some(k.service_name.clone()).filter(|t| !t.is_empty()),
+                retain_deleted_ns: k.retain_deleted_secs.saturating_mul(1_000_000_000),
+                max_pods: k.max_pods,
+                max_objects: k.max_objects,
+            },
+            publish_every: std::time::Duration::from_millis(200),
+        }))
     }
 
     /// The telemetry stage's settings.

@@ -205,7 +205,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     } else {
         Vec::new()
     };
-    let mut p = Pipeline::new(&a.common, true, extra)?;
+    let mut p = Pipeline::new(&a.common, Some(a.mode), extra)?;
     let live_cfg = LiveConfig {
         snaplen: a.snaplen,
         buffer_bytes: a.buffer_mib.saturating_mul(1 << 20),
@@ -585,8 +585,28 @@ fn publish_status(
             serde_json::json!({"name": name, "version": version, "wit": wasmtap_runtime::WIT_VERSION, "sha256": sha256, "state": state})
         })
         .collect();
+    let t = p.shard.handler.telemetry.stats();
+    let kubernetes = p.kube.as_ref().map(|k| {
+        use std::sync::atomic::Ordering::Relaxed;
+        serde_json::json!({
+            "synced": k.synced.load(Relaxed),
+            "pods": k.pods.load(Relaxed),
+            "services": k.services.load(Relaxed),
+            "events": k.events.load(Relaxed),
+            "lists": k.lists.load(Relaxed),
+            "errors": k.errors.load(Relaxed),
+            "last_error": k.last_error(),
+        })
+    });
     let status = serde_json::json!({
         "uptime_seconds": started.elapsed().as_secs(),
+        "kubernetes": kubernetes,
+        "names": {
+            "dns_learned": t.dns_names_learned,
+            "dns_held": t.dns_names_held,
+            "dns_dropped": t.dns_names_dropped,
+        },
+        "reported_elsewhere": t.reported_elsewhere,
         "sources": srcs,
         "frames": p.shard.frames,
         "flows": p.shard.flows_len(),
@@ -603,6 +623,9 @@ fn publish_status(
         started.elapsed(),
     );
     counters.extend(capture);
+    if let Some(k) = &p.kube {
+        counters.kubernetes(k);
+    }
     let metrics = crate::admin::prometheus(counters.values());
     if let Ok(mut g) = admin.status.lock() {
         *g = status.to_string();

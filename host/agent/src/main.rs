@@ -222,18 +222,24 @@ pub struct Pipeline {
     pub load_stats: Arc<plugins::LoadStats>,
     /// The configuration the agent started with.
     pub cfg: Arc<Config>,
+    /// The Kubernetes watcher's state, when it runs.
+    pub kube: Option<Arc<wasmtap_kube::KubeStatus>>,
     _watcher: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Pipeline {
     /// Builds the pipeline: config, decoders (and the directory watcher),
-    /// telemetry, outputs. `extra` adds resource attributes (agent identity, Kubernetes).
+    /// telemetry, outputs. `mode` is the live capture's (`None`: replay).
+    /// `extra` adds resource attributes (agent identity, Kubernetes).
     pub fn new(
         a: &CommonArgs,
-        live: bool,
+        mode: Option<live::Mode>,
         extra: Vec<wasmtap_telemetry::model::KeyValue>,
     ) -> Result<Self> {
+        let live = mode.is_some();
         let cfg = load_config(a.config.as_deref())?;
+        let kube_cfg = cfg.kubernetes(mode, |k| std::env::var(k).ok())?;
+        let (local_cidrs, cluster_cidrs) = cfg.locality()?;
         let protocol = a
             .otlp_protocol
             .as_deref()
@@ -277,10 +283,28 @@ impl Pipeline {
             ),
         ];
         attrs.extend(extra);
-        let telemetry = wasmtap_telemetry::red::Telemetry::new(
-            wasmtap_telemetry::services::ServiceMap::new(rules, attrs),
-            cfg.telemetry(),
-        );
+        let mut services = wasmtap_telemetry::services::ServiceMap::new(rules, attrs);
+        let mut kube = None;
+        if let Some(k) = kube_cfg {
+            tracing::info!(scope = ?k.scope, "kubernetes: watching pods, owners and services");
+            let identities = wasmtap_telemetry::identity::Identities::new();
+            services = services.with_identities(identities.view());
+            kube = Some(wasmtap_kube::start(rt.handle(), k, identities));
+        }
+        if let Some(d) = cfg.dns_names() {
+            services = services.with_dns_names(wasmtap_telemetry::names::DnsNames::new(d));
+        }
+        let report_by_server = match cfg.locality.report {
+            config::Switch::On => true,
+            config::Switch::Off => false,
+            config::Switch::Auto => kube.is_some() || !local_cidrs.is_empty(),
+        };
+        services = services.with_locality(wasmtap_telemetry::services::Locality {
+            enabled: report_by_server,
+            local: local_cidrs,
+            cluster: cluster_cidrs,
+        });
+        let telemetry = wasmtap_telemetry::red::Telemetry::new(services, cfg.telemetry());
         let flows = wasmtap_flow::FlowConfig {
             max_flows: cfg.flows.max_flows,
             tcp_idle_timeout_ns: cfg.flows.tcp_idle_timeout_secs * 1_000_000_000,
@@ -324,6 +348,7 @@ impl Pipeline {
             otlp_cfg,
             load_stats,
             cfg,
+            kube,
             _watcher: watcher,
         })
     }
@@ -377,6 +402,9 @@ impl Pipeline {
             elapsed,
         );
         counters.extend(extra_counters);
+        if let Some(k) = &self.kube {
+            counters.kubernetes(k);
+        }
         if let Some(c) = &self.otlp_cfg {
             selftel::export(self.rt.handle(), c, &counters);
         }
@@ -515,7 +543,7 @@ fn replay(a: ReplayArgs) -> Result<()> {
     }
     let parts = ordered_parts(&a.files)?;
     anyhow::ensure!(!parts.is_empty(), "no capture file to read");
-    let mut p = Pipeline::new(&a.common, false, Vec::new())?;
+    let mut p = Pipeline::new(&a.common, None, Vec::new())?;
     let (shard, out) = (&mut p.shard, &mut p.out);
     let progress = match parts.as_slice() {
         [one] => progress_bar(&one.path),
@@ -579,7 +607,7 @@ fn follow(a: ReplayArgs) -> Result<()> {
         },
     };
     // Files wait on disk: export applies back-pressure, as in any replay.
-    let mut p = Pipeline::new(&a.common, false, Vec::new())?;
+    let mut p = Pipeline::new(&a.common, None, Vec::new())?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let stop = stop.clone();

@@ -244,6 +244,22 @@ impl Counters {
             t.redacted,
         ));
         v.push(("wasmtap.agent.spans.unsampled", vec![], t.unsampled));
+        v.push((
+            "wasmtap.agent.exchanges.reported_elsewhere",
+            vec![],
+            t.reported_elsewhere,
+        ));
+        v.push((
+            "wasmtap.agent.names.dns_learned",
+            vec![],
+            t.dns_names_learned,
+        ));
+        v.push((
+            "wasmtap.agent.names.dns_dropped",
+            vec![],
+            t.dns_names_dropped,
+        ));
+        v.push(("wasmtap.agent.names.dns_held", vec![], t.dns_names_held));
         if let Some(e) = export {
             v.push((
                 "wasmtap.agent.export.spans",
@@ -263,6 +279,26 @@ impl Counters {
             v.push(("wasmtap.agent.export.retries", vec![], e.retries));
         }
         Self { values: v, elapsed }
+    }
+
+    /// Adds the Kubernetes watcher's counters.
+    pub fn kubernetes(&mut self, k: &wasmtap_kube::KubeStatus) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (name, a) in [
+            ("wasmtap.agent.kubernetes.events", &k.events),
+            ("wasmtap.agent.kubernetes.lists", &k.lists),
+            ("wasmtap.agent.kubernetes.errors", &k.errors),
+            ("wasmtap.agent.kubernetes.pods", &k.pods),
+            ("wasmtap.agent.kubernetes.services", &k.services),
+            ("wasmtap.agent.kubernetes.dropped", &k.dropped),
+        ] {
+            self.values.push((name, vec![], a.load(Relaxed)));
+        }
+        self.values.push((
+            "wasmtap.agent.kubernetes.synced",
+            vec![],
+            u64::from(k.synced.load(Relaxed)),
+        ));
     }
 
     /// Adds counters (capture sources...).

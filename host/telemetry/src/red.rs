@@ -319,6 +319,15 @@ pub struct TelemetryStats {
     pub unsampled: u64,
     /// Series held now (RED, operations, services, edges, L4 pairs).
     pub series_held: u64,
+    /// Calls (and flows) left to the agent beside the server
+    /// ([`crate::services::Locality`]).
+    pub reported_elsewhere: u64,
+    /// Address-to-name mappings learned from DNS answers.
+    pub dns_names_learned: u64,
+    /// DNS mappings not kept because the name table was full.
+    pub dns_names_dropped: u64,
+    /// Addresses the DNS name table holds now.
+    pub dns_names_held: u64,
 }
 
 /// The keys the host adds to every span, made once.
@@ -498,6 +507,12 @@ impl Telemetry {
     pub fn stats(&self) -> TelemetryStats {
         let mut s = self.stats.clone();
         s.services_overflowed = self.services.overflowed;
+        s.reported_elsewhere = self.services.reported_elsewhere;
+        if let Some(d) = self.services.dns_stats() {
+            s.dns_names_learned = d.learned;
+            s.dns_names_dropped = d.dropped;
+            s.dns_names_held = d.held;
+        }
         s.edges_overflowed = self.edges.overflowed;
         s.l4_overflowed = self.l4.overflowed;
         s.stale_dropped += self.edges.stale_dropped + self.l4.stale_dropped;
@@ -526,17 +541,60 @@ impl Telemetry {
         transport: &str,
         ts_ns: u64,
     ) {
-        let resource = self.services.resolve(server.ip(), server.port());
-        let client = self.services.client_name(client.ip());
+        if !self
+            .services
+            .reports(client.ip(), server.ip(), server.port(), ts_ns)
+        {
+            return;
+        }
+        let resource = self.services.resolve(server.ip(), server.port(), ts_ns);
+        let client = self.services.client_name(client.ip(), ts_ns);
         self.l4.opened(&resource, client, transport, ts_ns);
     }
 
     /// A flow ended (L4 metrics): its final counters.
     pub fn flow_closed(&mut self, f: &crate::graph::FlowEnd<'_>) {
-        let resource = self.services.resolve(f.server.ip(), f.server.port());
-        let client = self.services.client_name(f.client.ip());
-        self.l4.closed(&resource, client, f);
         self.last_ns = self.last_ns.max(f.end_ns);
+        let ts = f.start_ns;
+        if !self
+            .services
+            .reports(f.client.ip(), f.server.ip(), f.server.port(), ts)
+        {
+            return;
+        }
+        let resource = self.services.resolve(f.server.ip(), f.server.port(), ts);
+        let client = self.services.client_name(f.client.ip(), ts);
+        self.l4.closed(&resource, client, f);
+    }
+
+    /// A DNS answer's addresses (`wasmtap.dns.answers`, `wasmtap.dns.ttl`,
+    /// the question's `dns.question.name`) teach the service map a name.
+    fn learn_dns(&mut self, request: &[KeyValue], response: &[KeyValue], ts_ns: u64) {
+        let (Some(list), Some(AttrValue::Int(ttl))) = (
+            attr_str(response, "wasmtap.dns.answers"),
+            response
+                .iter()
+                .find(|kv| &*kv.key == "wasmtap.dns.ttl")
+                .map(|kv| &kv.value),
+        ) else {
+            return;
+        };
+        let Some(name) = attr_str(response, "dns.question.name")
+            .or_else(|| attr_str(request, "dns.question.name"))
+        else {
+            return;
+        };
+        let mut addrs = [std::net::IpAddr::from([0u8; 4]); 16];
+        let mut n = 0;
+        for a in list.split(' ').filter_map(|a| a.parse().ok()) {
+            if n == addrs.len() {
+                break;
+            }
+            addrs[n] = a;
+            n += 1;
+        }
+        let ttl = u32::try_from(*ttl).unwrap_or(0);
+        self.services.learn_dns(name, &addrs[..n], ttl, ts_ns);
     }
 
     /// Records one exchange: updates metrics and, when `want_span`, returns its span
@@ -547,9 +605,20 @@ impl Telemetry {
         ctx: &FlowCtx<'_>,
         want_span: bool,
     ) -> Option<SpanRecord> {
-        let resource = self.services.resolve(ctx.server.ip(), ctx.server.port());
         let start = ex.start_ns();
         let end = ex.end_ns().max(start);
+        if let Some(r) = &ex.response {
+            self.learn_dns(&ex.request.attributes, &r.attributes, end);
+        }
+        if !self
+            .services
+            .reports(ctx.client.ip(), ctx.server.ip(), ctx.server.port(), start)
+        {
+            return None;
+        }
+        let resource = self
+            .services
+            .resolve(ctx.server.ip(), ctx.server.port(), start);
         self.start_ns = Some(self.start_ns.map_or(start, |s| s.min(start)));
         self.last_ns = self.last_ns.max(end);
         let cut = matches!(ex.kind, ExchangeKind::Cut(_));
@@ -675,7 +744,9 @@ impl Telemetry {
             answered,
             one_way,
         );
-        let client_name = self.services.client_name(ctx.client.ip());
+        let client_name = self
+            .services
+            .client_name(ctx.client.ip(), end - duration_ns);
         self.edges.record(
             resource,
             client_name,
@@ -1543,6 +1614,9 @@ impl Telemetry {
             self.svcs
                 .retain(|_, s| now.saturating_sub(s.last_call_ns) < silent);
             self.stats.stale_dropped += (dropped + before - self.svcs.len()) as u64;
+        }
+        if drop_stale {
+            self.services.sweep();
         }
     }
 }

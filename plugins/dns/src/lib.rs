@@ -25,8 +25,12 @@
 //!   `wasmtap.dns.response_code` (the RCODE name) and
 //!   `wasmtap.dns.answer_count` (ANCOUNT); `wasmtap.truncated` when the TC
 //!   bit is set or the message is not whole (cut by the capture, a gap or the
-//!   flow's end); `error.type` on error responses. Answers are not reported
-//!   (attribute values have no arrays).
+//!   flow's end); `error.type` on error responses. A NOERROR response's
+//!   addresses (the A and AAAA records of its answer section, at most 16) in
+//!   `wasmtap.dns.answers`, separated by spaces (the semantic conventions'
+//!   `dns.answers` is an array, which attribute values cannot carry), with
+//!   `wasmtap.dns.ttl`, the smallest TTL of the answer's records in seconds:
+//!   the host learns names from them (`[names] dns`).
 //! * A UDP datagram that is not a readable DNS message is skipped (consumed,
 //!   nothing reported, logged at debug level) rather than failing: a `feed`
 //!   error ends the flow's session, and later datagrams of the flow are
@@ -41,13 +45,15 @@ use wasmtap_sdk::{Attribute, Decoder, Descriptor, Direction, Level, Message, Tra
 pub struct Dns;
 
 /// Every attribute this decoder sets.
-const ATTRIBUTE_KEYS: [&str; 6] = [
+const ATTRIBUTE_KEYS: [&str; 8] = [
     "dns.question.name",
     "wasmtap.dns.question.type",
     "wasmtap.dns.response_code",
     "wasmtap.dns.answer_count",
     "wasmtap.truncated",
     "error.type",
+    "wasmtap.dns.answers",
+    "wasmtap.dns.ttl",
 ];
 
 fn framing(t: Transport) -> parser::Framing {
@@ -146,11 +152,26 @@ pub fn to_message(m: parser::Msg) -> Message {
             } else {
                 r.ok(&code)
             };
-            r.attribute(Attribute::str("wasmtap.dns.response_code", code))
+            let r = r
+                .attribute(Attribute::str("wasmtap.dns.response_code", code))
                 .attribute(Attribute::int(
                     "wasmtap.dns.answer_count",
                     i64::from(m.header.ancount),
-                ))
+                ));
+            match m.answers.min_ttl {
+                Some(ttl) if m.header.rcode == 0 => {
+                    let mut list = String::new();
+                    for a in &m.answers.addrs {
+                        if !list.is_empty() {
+                            list.push(' ');
+                        }
+                        list.push_str(&a.to_string());
+                    }
+                    r.attribute(Attribute::str("wasmtap.dns.answers", list))
+                        .attribute(Attribute::int("wasmtap.dns.ttl", i64::from(ttl)))
+                }
+                _ => r,
+            }
         }
     }
     .correlate(m.correlation);
@@ -217,6 +238,48 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(s.feed(dir, 7, d, &mut out).unwrap(), d.len());
         out
+    }
+
+    #[test]
+    fn answers_report_their_addresses_and_smallest_ttl() {
+        // www.example.com CNAME edge.example.net (TTL 300), edge A 192.0.2.7
+        // (TTL 60), edge AAAA 2001:db8::7 (TTL 120), an MX (ignored), and an
+        // additional-section A (not an answer).
+        let mut m = response(9, 1, 0x80);
+        m[7] = 4; // ANCOUNT
+        m[11] = 1; // ARCOUNT
+        m.extend_from_slice(b"\xc0\x0c\x00\x05\x00\x01\x00\x00\x01\x2c\x00\x12");
+        let edge = m.len() as u8;
+        m.extend_from_slice(b"\x04edge\x07example\x03net\x00");
+        m.extend_from_slice(&[0xc0, edge, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+        m.extend_from_slice(&[0xc0, edge, 0, 28, 0, 1, 0, 0, 0, 120, 0, 16]);
+        m.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
+        m.extend_from_slice(&[0xc0, edge, 0, 15, 0, 1, 0, 0, 0, 5, 0, 3, 0, 1, 0]);
+        m.extend_from_slice(&[0xc0, edge, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 10, 9, 9, 9]);
+        wasmtap_sdk::__set_attribute_keys(&Dns::describe().attribute_keys);
+        let mut s = Dns::new_session(Transport::Udp, 53);
+        feed_udp(&mut s, Direction::ToServer, &query(9, 1));
+        let out = feed_udp(&mut s, Direction::ToClient, &m);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            attr(&out[0], "wasmtap.dns.answers").as_deref(),
+            Some("192.0.2.7 2001:db8::7")
+        );
+        // The MX's 5 s does not count: it maps no address.
+        assert_eq!(attr(&out[0], "wasmtap.dns.ttl").as_deref(), Some("60"));
+        assert!(attr(&out[0], "wasmtap.truncated").is_none());
+
+        // NXDOMAIN, or an answer cut short, reports what it can and no more.
+        let nx = response(10, 1, 0x83);
+        let out = feed_udp(&mut s, Direction::ToClient, &nx);
+        assert!(attr(&out[0], "wasmtap.dns.answers").is_none());
+        let cut = &m[..m.len() - 59];
+        let out = feed_udp(&mut s, Direction::ToClient, cut);
+        assert_eq!(
+            attr(&out[0], "wasmtap.dns.answers").as_deref(),
+            Some("192.0.2.7")
+        );
+        assert_eq!(attr(&out[0], "wasmtap.dns.ttl").as_deref(), Some("60"));
     }
 
     #[test]

@@ -234,6 +234,79 @@ pub struct Msg {
     /// The message is not whole: its records run past its end, or a gap or
     /// the end of the flow cut it short.
     pub incomplete: bool,
+    /// The addresses of the answer section (see [`Answers`]).
+    pub answers: Answers,
+}
+
+/// Most addresses kept from one answer.
+pub const MAX_ANSWER_ADDRS: usize = 16;
+
+/// The addresses an answer resolved its question to: the A and AAAA records
+/// of the answer section (reached through the question's CNAME chain, which
+/// resolvers put in the same section), in order, at most
+/// [`MAX_ANSWER_ADDRS`], and the smallest TTL of the records read (CNAMEs
+/// included: the mapping expires with the first link that does).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answers {
+    /// The addresses.
+    pub addrs: Vec<std::net::IpAddr>,
+    /// The smallest TTL, in seconds; `None` without addresses.
+    pub min_ttl: Option<u32>,
+}
+
+/// Reads the answer section of `msg`, which starts at `pos` (after the
+/// questions): records that do not fit end the walk, keeping what was read.
+fn read_answers(msg: &[u8], mut pos: usize, h: &Header) -> Answers {
+    let mut a = Answers::default();
+    let mut min_ttl = u32::MAX;
+    for _ in 1..h.qdcount {
+        match skip_name(msg, pos) {
+            Ok(p) => pos = p + 4,
+            Err(_) => return a,
+        }
+    }
+    for _ in 0..h.ancount {
+        let Ok(p) = skip_name(msg, pos) else { break };
+        let (Some(rtype), Some(class), Some(ttl_hi), Some(ttl_lo), Some(rdlength)) = (
+            be16(msg, p),
+            be16(msg, p + 2),
+            be16(msg, p + 4),
+            be16(msg, p + 6),
+            be16(msg, p + 8),
+        ) else {
+            break;
+        };
+        let rdata = p + 10;
+        let Some(data) = msg.get(rdata..rdata + usize::from(rdlength)) else {
+            break;
+        };
+        pos = rdata + usize::from(rdlength);
+        if class != 1 {
+            continue;
+        }
+        let addr = match (rtype, data.len()) {
+            (1, 4) => Some(std::net::IpAddr::from(
+                <[u8; 4]>::try_from(data).unwrap_or_default(),
+            )),
+            (28, 16) => Some(std::net::IpAddr::from(
+                <[u8; 16]>::try_from(data).unwrap_or_default(),
+            )),
+            (5, _) => None,
+            _ => continue,
+        };
+        // RFC 2181 §8: a TTL with the top bit set is read as zero.
+        let ttl = (u32::from(ttl_hi) << 16) | u32::from(ttl_lo);
+        min_ttl = min_ttl.min(if ttl > i32::MAX as u32 { 0 } else { ttl });
+        if let Some(addr) = addr
+            && a.addrs.len() < MAX_ANSWER_ADDRS
+        {
+            a.addrs.push(addr);
+        }
+    }
+    if !a.addrs.is_empty() {
+        a.min_ttl = Some(min_ttl);
+    }
+    a
 }
 
 /// Why a direction's bytes could not be parsed (ends the session).
@@ -425,6 +498,8 @@ pub struct Parsed {
     pub question: Option<Question>,
     /// The records do not fit in the message.
     pub incomplete: bool,
+    /// The answer section's addresses (responses only).
+    pub answers: Answers,
 }
 
 /// Parses one whole message (no TCP length prefix). `Err` carries the
@@ -439,10 +514,16 @@ pub fn parse_message(msg: &[u8]) -> Result<Parsed, &'static str> {
         (None, HEADER_LEN)
     };
     let incomplete = !records_fit(msg, end, &header);
+    let answers = if header.qr && header.ancount > 0 {
+        read_answers(msg, end, &header)
+    } else {
+        Answers::default()
+    };
     Ok(Parsed {
         header,
         question,
         incomplete,
+        answers,
     })
 }
 
@@ -944,6 +1025,7 @@ impl Parser {
                     header,
                     question,
                     incomplete: true,
+                    answers: Answers::default(),
                 })
             });
             Partial {
@@ -987,6 +1069,7 @@ impl Parser {
             header,
             question,
             incomplete,
+            answers,
         } = p;
         let key = correlation(header.id, question.as_ref());
         let (kind, correlation) = if header.qr {
@@ -1016,6 +1099,7 @@ impl Parser {
             header,
             question,
             incomplete,
+            answers,
         });
     }
 }
