@@ -62,7 +62,7 @@ pub struct KubeConfig {
 /// agent's counters).
 #[derive(Debug, Default)]
 pub struct KubeStatus {
-    /// The pod list is current (listed, and watching).
+    /// Every watched kind is listed and watched, with no error since.
     pub synced: AtomicBool,
     /// Watch events applied.
     pub events: AtomicU64,
@@ -243,6 +243,9 @@ async fn run(client: Client, cfg: KubeConfig, identities: Identities, st: Arc<Ku
             Ev::Service,
         ));
     }
+    // Per kind (pods, replicasets, jobs, services): listed, no error since.
+    let kinds = streams.len();
+    let mut ok = [false; 4];
     let mut events = futures::stream::select_all(streams);
     let mut tick = tokio::time::interval(cfg.publish_every.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -253,29 +256,49 @@ async fn run(client: Client, cfg: KubeConfig, identities: Identities, st: Arc<Ku
             ev = events.next() => {
                 let Some(ev) = ev else { break };
                 let now = now_ns();
-                let applied = match ev {
+                let (kind, done) = match ev {
                     Ev::Pod(Ok(e)) => {
                         if matches!(e, watcher::Event::Init) {
                             st.lists.fetch_add(1, Ordering::Relaxed);
                         }
                         let done = matches!(e, watcher::Event::InitDone);
                         inv.pod(change(e), now);
-                        if done && !st.synced.swap(true, Ordering::Relaxed) {
-                            tracing::info!("kubernetes: pods listed ({} known); watching", inv.stats().pods);
-                        }
-                        true
+                        (0, Some(done))
                     }
-                    Ev::ReplicaSet(Ok(e)) => { inv.replica_set(change(e)); true }
-                    Ev::Job(Ok(e)) => { inv.job(change(e)); true }
-                    Ev::Service(Ok(e)) => { inv.service(change(e)); true }
-                    Ev::Pod(Err(e)) => { st.error("pods", &e); false }
-                    Ev::ReplicaSet(Err(e)) => { st.error("replicasets", &e); false }
-                    Ev::Job(Err(e)) => { st.error("jobs", &e); false }
-                    Ev::Service(Err(e)) => { st.error("services", &e); false }
+                    Ev::ReplicaSet(Ok(e)) => {
+                        let done = matches!(e, watcher::Event::InitDone);
+                        inv.replica_set(change(e));
+                        (1, Some(done))
+                    }
+                    Ev::Job(Ok(e)) => {
+                        let done = matches!(e, watcher::Event::InitDone);
+                        inv.job(change(e));
+                        (2, Some(done))
+                    }
+                    Ev::Service(Ok(e)) => {
+                        let done = matches!(e, watcher::Event::InitDone);
+                        inv.service(change(e));
+                        (3, Some(done))
+                    }
+                    Ev::Pod(Err(e)) => { st.error("pods", &e); (0, None) }
+                    Ev::ReplicaSet(Err(e)) => { st.error("replicasets", &e); (1, None) }
+                    Ev::Job(Err(e)) => { st.error("jobs", &e); (2, None) }
+                    Ev::Service(Err(e)) => { st.error("services", &e); (3, None) }
                 };
-                if applied {
-                    st.events.fetch_add(1, Ordering::Relaxed);
-                    dirty = true;
+                match done {
+                    None => ok[kind] = false,
+                    Some(done) => {
+                        st.events.fetch_add(1, Ordering::Relaxed);
+                        dirty = true;
+                        ok[kind] |= done;
+                        if done && ok[..kinds].iter().all(|&k| k) && !st.synced.swap(true, Ordering::Relaxed) {
+                            tracing::info!(
+                                "kubernetes: listed ({} pods, {} services); watching",
+                                inv.stats().pods,
+                                inv.stats().services
+                            );
+                        }
+                    }
                 }
             }
             _ = tick.tick() => {
