@@ -473,7 +473,7 @@ def check_policy(rendered: dict[Path, list[dict]], deploy: Path) -> list[tuple]:
                     agents.append((rel, o, ps, c, mode))
             if any(is_agent(c) for c in containers):
                 if ps.get("automountServiceAccountToken") is not False:
-                    fail(where, "automountServiceAccountToken: false expected (the agent uses no API token)")
+                    check_agent_rbac(where, ps, objs)
                 if kind == "DaemonSet":
                     tol = ps.get("tolerations") or []
                     if not any(t.get("operator") == "Exists" and not t.get("key") and not t.get("effect") for t in tol):
@@ -481,6 +481,39 @@ def check_policy(rendered: dict[Path, list[dict]], deploy: Path) -> list[tuple]:
     if not agents:
         fail(str(deploy), "no wasmtap container in any rendering")
     return agents
+
+
+# What the agent may read from the API (wasmtap-kube): nothing else, never a write.
+AGENT_READS = {("", "pods"), ("", "services"), ("apps", "replicasets"), ("batch", "jobs")}
+
+
+def check_agent_rbac(where, ps, objs) -> None:
+    """An agent pod that mounts a token must be bound to a read-only role
+    over the kinds the agent watches, and to nothing wider."""
+    sa = ps.get("serviceAccountName") or "default"
+    roles = {(o.get("kind"), (o.get("metadata") or {}).get("name")): o for o in objs if o.get("kind") in ("ClusterRole", "Role")}
+    bound = [
+        o for o in objs
+        if o.get("kind") in ("ClusterRoleBinding", "RoleBinding")
+        and any(s.get("kind") == "ServiceAccount" and s.get("name") == sa for s in o.get("subjects") or [])
+    ]
+    if not bound:
+        fail(where, f"automountServiceAccountToken is not false but ServiceAccount {sa} is bound to no role (the agent needs a token only to read pods, owners and services)")
+        return
+    for b in bound:
+        ref = b.get("roleRef") or {}
+        role = roles.get((ref.get("kind"), ref.get("name")))
+        if role is None:
+            fail(where, f"{b['kind']}/{b['metadata'].get('name')}: role {ref.get('kind')}/{ref.get('name')} is not rendered")
+            continue
+        for rule in role.get("rules") or []:
+            verbs = set(rule.get("verbs") or [])
+            if not verbs <= {"get", "list", "watch"}:
+                fail(where, f"{role['kind']}/{role['metadata'].get('name')}: verbs {sorted(verbs - {'get', 'list', 'watch'})} beyond get/list/watch")
+            for g in rule.get("apiGroups") or [""]:
+                for r in rule.get("resources") or []:
+                    if (g, r) not in AGENT_READS:
+                        fail(where, f"{role['kind']}/{role['metadata'].get('name')}: {g or 'core'}/{r} is not a kind the agent reads")
 
 
 def ref_exists(where, index, kind, name, optional, what) -> None:
@@ -735,7 +768,7 @@ def check_service(where, s, objs) -> None:
 # wasmtap.toml and the collector configuration
 
 
-WASMTAP_SECTIONS = {"flows", "matching", "plugins", "services", "telemetry", "filters"}
+WASMTAP_SECTIONS = {"flows", "matching", "plugins", "services", "telemetry", "filters", "kubernetes", "names", "locality", "tunnels"}
 
 
 def check_configs(rendered: dict[Path, list[dict]]) -> None:

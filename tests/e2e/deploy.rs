@@ -98,6 +98,18 @@ fn deploy_validator_rejects_violations() {
             "SYS_ADMIN",
         ),
         (
+            "kubernetes/overlays/daemonset/rbac.yaml",
+            "resources: [\"pods\", \"services\"]",
+            "resources: [\"pods\", \"services\", \"secrets\"]",
+            "core/secrets is not a kind the agent reads",
+        ),
+        (
+            "kubernetes/overlays/daemonset/rbac.yaml",
+            "verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"apps\"]",
+            "verbs: [\"get\", \"list\", \"watch\", \"patch\"]\n  - apiGroups: [\"apps\"]",
+            "beyond get/list/watch",
+        ),
+        (
             "Dockerfile",
             "FROM debian:bookworm-slim",
             "FROM debian:latest",

@@ -63,6 +63,16 @@ pub enum KubeScope {
     Pod,
 }
 
+/// A setting Kubernetes needs is missing: an error when `enabled = "on"`;
+/// with `auto`, a warning and no Kubernetes (names by address).
+fn missing(enabled: Switch, why: &str) -> Result<Option<wasmtap_kube::KubeConfig>> {
+    if enabled == Switch::On {
+        anyhow::bail!("kubernetes: {why}");
+    }
+    tracing::warn!("kubernetes: off: {why}");
+    Ok(None)
+}
+
 /// Workload names from the Kubernetes API.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -538,18 +548,24 @@ impl Config {
             }
             (KubeScope::Node, _) | (KubeScope::Auto, Some(Mode::Host)) => match &node {
                 Some(n) => wasmtap_kube::Scope::Node(n.clone()),
-                None => anyhow::bail!(
-                    "kubernetes: watching this node's pods needs its name: set kubernetes.node_name or NODE_NAME (the downward API's spec.nodeName)"
-                ),
+                None => {
+                    return missing(
+                        k.enabled,
+                        "watching this node's pods needs its name: set kubernetes.node_name or NODE_NAME (the downward API's spec.nodeName)",
+                    );
+                }
             },
             (KubeScope::Pod, _) | (KubeScope::Auto, Some(Mode::Sidecar)) => {
                 match (env("POD_NAMESPACE"), env("POD_NAME")) {
                     (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => {
                         wasmtap_kube::Scope::Pod(ns, name)
                     }
-                    _ => anyhow::bail!(
-                        "kubernetes: watching the agent's own pod needs POD_NAMESPACE and POD_NAME (the downward API)"
-                    ),
+                    _ => {
+                        return missing(
+                            k.enabled,
+                            "watching the agent's own pod needs POD_NAMESPACE and POD_NAME (the downward API)",
+                        );
+                    }
                 }
             }
         };
@@ -651,6 +667,96 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubernetes_follows_the_mode_and_the_environment() {
+        use crate::live::Mode;
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let auto = Config::parse("").unwrap();
+        // Outside a cluster, or in replay: off.
+        assert!(
+            auto.kubernetes(Some(Mode::Host), env(&[]))
+                .unwrap()
+                .is_none()
+        );
+        let cluster: &[(&str, &str)] = &[
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("NODE_NAME", "node-7"),
+            ("POD_NAMESPACE", "shop"),
+            ("POD_NAME", "web-1"),
+        ];
+        assert!(auto.kubernetes(None, env(cluster)).unwrap().is_none());
+        let k = auto
+            .kubernetes(Some(Mode::Host), env(cluster))
+            .unwrap()
+            .unwrap();
+        assert_eq!(k.scope, wasmtap_kube::Scope::Node("node-7".into()));
+        assert_eq!(k.settings.node_name.as_deref(), Some("node-7"));
+        let k = auto
+            .kubernetes(Some(Mode::Sidecar), env(cluster))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            k.scope,
+            wasmtap_kube::Scope::Pod("shop".into(), "web-1".into())
+        );
+        // A missing node name: auto turns Kubernetes off, "on" is an error.
+        let no_node: &[(&str, &str)] = &[("KUBERNETES_SERVICE_HOST", "10.96.0.1")];
+        assert!(
+            auto.kubernetes(Some(Mode::Host), env(no_node))
+                .unwrap()
+                .is_none()
+        );
+        let on = Config::parse("[kubernetes]\nenabled = \"on\"\n").unwrap();
+        let e = on.kubernetes(Some(Mode::Host), env(no_node)).unwrap_err();
+        assert!(format!("{e}").contains("NODE_NAME"), "{e}");
+        // A kubeconfig turns it on in replay too; the scope can be forced.
+        let kc = Config::parse(
+            "[kubernetes]\nkubeconfig = \"/k\"\nscope = \"cluster\"\nservice_name = \"{namespace}.{name}\"\n",
+        )
+        .unwrap();
+        let k = kc.kubernetes(None, env(&[])).unwrap().unwrap();
+        assert_eq!(k.scope, wasmtap_kube::Scope::Cluster);
+        assert_eq!(k.kubeconfig, Some(std::path::PathBuf::from("/k")));
+        assert_eq!(
+            k.settings.service_name_template.as_deref(),
+            Some("{namespace}.{name}")
+        );
+        let off = Config::parse("[kubernetes]\nenabled = \"off\"\n").unwrap();
+        assert!(
+            off.kubernetes(Some(Mode::Host), env(cluster))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn locality_ranges_parse_or_name_the_bad_entry() {
+        let c = Config::parse(
+            "[locality]\nlocal_cidrs = [\"10.0.1.0/24\", \"10.0.9.9\"]\ncluster_cidrs = [\"10.0.0.0/16\"]\n",
+        )
+        .unwrap();
+        let (local, cluster) = c.locality().unwrap();
+        assert_eq!(local.len(), 2);
+        assert_eq!(local[1].to_string(), "10.0.9.9/32");
+        assert_eq!(cluster[0].to_string(), "10.0.0.0/16");
+        let e = Config::parse("[locality]\ncluster_cidrs = [\"10.0.0.0/99\"]\n").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("locality.cluster_cidrs[0]"),
+            "{e:#}"
+        );
+        let e = Config::parse("[names]\ndns = true\ndns_max_addresses = 0\n").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("names.dns_max_addresses"),
+            "{e:#}"
+        );
+    }
 
     #[test]
     fn unknown_field_is_named() {

@@ -239,7 +239,18 @@ impl Pipeline {
         let live = mode.is_some();
         let cfg = load_config(a.config.as_deref())?;
         let kube_cfg = cfg.kubernetes(mode, |k| std::env::var(k).ok())?;
-        let (local_cidrs, cluster_cidrs) = cfg.locality()?;
+        let (mut local_cidrs, cluster_cidrs) = cfg.locality()?;
+        // A sidecar's pod is local.
+        if mode == Some(live::Mode::Sidecar)
+            && let Some(ip) = std::env::var("POD_IP")
+                .ok()
+                .and_then(|v| v.parse::<std::net::IpAddr>().ok())
+        {
+            local_cidrs.push(ipnet::IpNet::from(ip));
+        }
+        let node_scope = kube_cfg
+            .as_ref()
+            .is_some_and(|k| matches!(k.scope, wasmtap_kube::Scope::Node(_)));
         let protocol = a
             .otlp_protocol
             .as_deref()
@@ -297,7 +308,12 @@ impl Pipeline {
         let report_by_server = match cfg.locality.report {
             config::Switch::On => true,
             config::Switch::Off => false,
-            config::Switch::Auto => kube.is_some() || !local_cidrs.is_empty(),
+            // Host mode knows what is local; a sidecar cannot know whether
+            // the other end has a sidecar too, so it reports all it sees.
+            config::Switch::Auto => {
+                mode != Some(live::Mode::Sidecar)
+                    && (node_scope || !cfg.locality.local_cidrs.is_empty())
+            }
         };
         services = services.with_locality(wasmtap_telemetry::services::Locality {
             enabled: report_by_server,
