@@ -534,7 +534,9 @@ impl<D: Decoder> SessionAdapter<D> {
             .inner
             .borrow_mut()
             .feed(dir, timestamp_ns, &data, &mut out)?;
-        let consumed = u32::try_from(consumed.min(data.len())).unwrap_or(u32::MAX);
+        // Passed on as is: more than offered is a bug the host must see
+        // (it ends the session and counts a contract violation).
+        let consumed = u32::try_from(consumed).unwrap_or(u32::MAX);
         Ok(wit::FeedResult {
             consumed,
             messages: std::mem::take(&mut *out),

@@ -398,3 +398,68 @@ fn plugin_stdout_and_stderr_reach_the_log_rate_limited() {
     assert!(lines <= 200, "rate-limited: {lines}");
     assert!(counter(&r, "log_dropped") > 0);
 }
+
+#[test]
+fn escape_sequences_from_a_decoder_never_reach_an_output() {
+    let r = run_mode("escape");
+    other_flow_untouched(&r);
+    let mine: Vec<&Value> = r.spans.iter().filter(|s| port(s) == "5000").collect();
+    assert!(!mine.is_empty());
+    let bad = |s: &str| {
+        s.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+    };
+    for s in &mine {
+        let name = s["name"].as_str().unwrap();
+        assert!(name.contains('\u{fffd}') && !bad(name), "{name:?}");
+        let code = s["status"]["message"].as_str().unwrap_or("");
+        assert!(!bad(code), "{code:?}");
+        let blob = attr(s, "hostile.blob");
+        assert_eq!(blob, "title \u{fffd}]0;owned\u{fffd} and\nlines\tkept");
+    }
+    assert!(counter(&r, "sanitized") >= mine.len() as u64 * 2);
+    // Nothing raw on the agent's own log either.
+    assert!(!r.stderr.contains('\u{1b}'), "{}", r.stderr);
+}
+
+#[test]
+fn timestamps_outside_the_packets_are_clamped_and_counted() {
+    let r = run_mode("time-travel");
+    other_flow_untouched(&r);
+    let reference = run_mode("correct");
+    let times = |r: &Run| -> Vec<(u64, u64)> {
+        r.spans
+            .iter()
+            .filter(|s| port(s) == "5000")
+            .map(|s| {
+                let n = |k: &str| s[k].as_u64().unwrap();
+                (n("start_unix_nano"), n("end_unix_nano"))
+            })
+            .collect()
+    };
+    let (got, want) = (times(&r), times(&reference));
+    assert_eq!(got.len(), want.len());
+    // Inside the capture: the first and last packets of the file bound them.
+    let lo = want.iter().map(|t| t.0).min().unwrap();
+    let hi = want.iter().map(|t| t.1).max().unwrap();
+    for (s, e) in &got {
+        assert!(
+            *s >= lo - 60_000_000_000 && *e <= hi + 60_000_000_000 && s <= e,
+            "{s} {e}"
+        );
+    }
+    assert!(counter(&r, "clamped_timestamps") > 0);
+}
+
+#[test]
+fn a_decoder_consuming_more_than_offered_is_ended_as_a_contract_violation() {
+    let r = run_mode("overconsume");
+    other_flow_untouched(&r);
+    assert!(counter(&r, "contract_violations") > 0);
+    // Its flows' waiting requests are the decoder's fault, not the service's.
+    let mine: Vec<&Value> = r.spans.iter().filter(|s| port(s) == "5000").collect();
+    assert!(
+        mine.iter().all(|s| s["status"]["code"] != "error"),
+        "{mine:?}"
+    );
+}

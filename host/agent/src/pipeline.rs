@@ -131,6 +131,7 @@ impl Handler {
                     SessionEnd::DecodeError(_)
                         | SessionEnd::Failed(_)
                         | SessionEnd::PendingOverflow
+                        | SessionEnd::ContractViolation
                         | SessionEnd::Quarantined
                 )
             )

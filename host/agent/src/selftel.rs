@@ -148,6 +148,15 @@ impl Counters {
                 p.pending_overflows,
             ));
             v.push(per("wasmtap.agent.plugin.capped", p.capped));
+            v.push(per("wasmtap.agent.plugin.sanitized", p.sanitized));
+            v.push(per(
+                "wasmtap.agent.plugin.clamped_timestamps",
+                p.clamped_timestamps,
+            ));
+            v.push(per(
+                "wasmtap.agent.plugin.contract_violations",
+                p.contract_violations,
+            ));
             v.push(per("wasmtap.agent.plugin.quarantines", p.quarantines));
             v.push(per(
                 "wasmtap.agent.plugin.refused_quarantined",

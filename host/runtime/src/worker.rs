@@ -187,6 +187,9 @@ pub enum SessionEnd {
     Failed(Failure),
     /// The decoder left more unconsumed bytes than the bound.
     PendingOverflow,
+    /// The decoder broke the contract: it said it consumed more bytes than
+    /// it was offered.
+    ContractViolation,
     /// The decoder is quarantined after repeated failures.
     Quarantined,
     /// The flow ended and the session was closed normally.
@@ -201,6 +204,7 @@ impl SessionEnd {
             SessionEnd::DecodeError(_) => "decode_error",
             SessionEnd::Failed(f) => f.as_str(),
             SessionEnd::PendingOverflow => "pending_overflow",
+            SessionEnd::ContractViolation => "contract_violation",
             SessionEnd::Quarantined => "quarantined",
             SessionEnd::Closed => "closed",
         }
@@ -257,9 +261,20 @@ pub struct Session {
     roles_guessed: bool,
     /// The guess was wrong: directions are reversed for the decoder.
     swapped: bool,
+    /// First and latest packet times offered to the decoder: messages'
+    /// timestamps are clamped into them.
+    window: Option<(u64, u64)>,
 }
 
 impl Session {
+    /// A packet time the decoder is shown.
+    fn widen(&mut self, ts_ns: u64) {
+        self.window = Some(match self.window {
+            None => (ts_ns, ts_ns),
+            Some((lo, hi)) => (lo.min(ts_ns), hi.max(ts_ns)),
+        });
+    }
+
     /// Names the flow (client, server) in failure reports; `guessed`: the
     /// roles come from ports, not from a handshake (a decoder that
     /// recognises requests only in the other direction then reverses them).
@@ -324,6 +339,14 @@ pub struct PluginStats {
     pub pending_overflows: u64,
     /// Messages, attributes or values dropped or cut by caps.
     pub capped: u64,
+    /// Strings (operations, status codes, attribute values) whose control
+    /// characters were replaced.
+    pub sanitized: u64,
+    /// Messages whose timestamps lay outside their flow's packet times
+    /// (clamped into them).
+    pub clamped_timestamps: u64,
+    /// Sessions ended because the decoder consumed more than offered.
+    pub contract_violations: u64,
     /// Times the plugin was quarantined.
     pub quarantines: u64,
     /// Flows refused a session because the plugin was quarantined.
@@ -662,6 +685,7 @@ impl Worker {
             offset: [0, 0],
             roles_guessed: false,
             swapped: false,
+            window: None,
         };
         let by_port = self.slots.iter().position(|slot| {
             let i = &slot.plugin.info;
@@ -908,6 +932,7 @@ impl Worker {
         }
         let mut dir = if s.swapped { dir.flip() } else { dir };
         self.now_ns = self.now_ns.max(ts_ns);
+        s.widen(ts_ns);
         if let State::ByPort(idx) = s.state {
             // A port is a hint, not a contract (PostgreSQL on 8000, TLS on 80):
             // if the port's decoder says the bytes are not its protocol and
@@ -985,9 +1010,24 @@ impl Worker {
         let res = session.call_feed(&mut slot.store, resource, dir_wit(dir), ts_ns, offered);
         slot.stats.nanos += t0.elapsed().as_nanos() as u64;
         match res {
+            Ok(Ok(fr)) if fr.consumed as usize > offered.len() => {
+                // Not clamped: a decoder that believes it read bytes it was
+                // never given is lost, and so would be its messages.
+                self.slots[idx].stats.contract_violations += 1;
+                let plugin = &self.slots[idx].plugin.info.name;
+                tracing::debug!(
+                    plugin = %plugin,
+                    consumed = fr.consumed,
+                    offered = offered.len(),
+                    "decoder consumed more than it was offered; session ended"
+                );
+                self.end(s, SessionEnd::ContractViolation);
+                s.pending = [Vec::new(), Vec::new()];
+            }
             Ok(Ok(fr)) => {
-                let consumed = (fr.consumed as usize).min(offered.len());
-                self.accept(idx, fr.messages, out);
+                let consumed = fr.consumed as usize;
+                let window = s.window;
+                self.accept(idx, fr.messages, window, out);
                 if udp {
                     return;
                 }
@@ -1070,7 +1110,10 @@ impl Worker {
         );
         slot.stats.nanos += t0.elapsed().as_nanos() as u64;
         match res {
-            Ok(Ok(fr)) => self.accept(idx, fr.messages, out),
+            Ok(Ok(fr)) => {
+                let window = s.window;
+                self.accept(idx, fr.messages, window, out);
+            }
             Ok(Err(e)) => {
                 self.slots[idx].stats.decode_errors += 1;
                 self.report_decode_error(idx, s, "gap", dir, &e);
@@ -1092,6 +1135,7 @@ impl Worker {
         out: &mut Vec<Message>,
     ) {
         self.now_ns = self.now_ns.max(ts_ns);
+        s.widen(ts_ns);
         if matches!(s.state, State::Undecided) && s.pending.iter().any(|p| !p.is_empty()) {
             // Bytes were held for probing and no decoder ever recognised them.
             self.no_decoder += 1;
@@ -1126,7 +1170,8 @@ impl Worker {
         slot.stats.nanos += t0.elapsed().as_nanos() as u64;
         match res {
             Ok(msgs) => {
-                self.accept(idx, msgs, out);
+                let window = s.window;
+                self.accept(idx, msgs, window, out);
                 self.drop_resource(idx, resource);
                 self.set_state(s, State::Ended(SessionEnd::Closed));
             }
@@ -1138,12 +1183,20 @@ impl Worker {
         s.pending = [Vec::new(), Vec::new()];
     }
 
-    fn accept(&mut self, idx: usize, msgs: Vec<wit::Message>, out: &mut Vec<Message>) {
+    fn accept(
+        &mut self,
+        idx: usize,
+        msgs: Vec<wit::Message>,
+        window: Option<(u64, u64)>,
+        out: &mut Vec<Message>,
+    ) {
         let slot = &mut self.slots[idx];
         let keys = &slot.plugin.info.attribute_keys;
-        let (n, capped) = convert_messages(msgs, &self.caps, keys, out);
-        slot.stats.messages += n;
-        slot.stats.capped += capped;
+        let c = convert_messages(msgs, &self.caps, keys, window.unwrap_or((0, u64::MAX)), out);
+        slot.stats.messages += c.accepted;
+        slot.stats.capped += c.capped;
+        slot.stats.sanitized += c.sanitized;
+        slot.stats.clamped_timestamps += c.clamped;
     }
 
     fn end(&mut self, s: &mut Session, why: SessionEnd) {

