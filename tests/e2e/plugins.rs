@@ -97,3 +97,54 @@ fn sha256_allowlist_refuses_unlisted_files() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn decoder_files_others_can_write_are_refused_until_fixed() {
+    use std::os::unix::fs::PermissionsExt;
+    let built = root().join("target/wasm-plugins/wasm32-wasip2/release/wasmtap_plugin_http1.wasm");
+    let dir = std::env::temp_dir().join(format!("wasmtap-perms-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("http1.wasm");
+    std::fs::copy(&built, &file).unwrap();
+    let chmod = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let list = || {
+        let out = Command::new(bin())
+            .args(["plugins", "--plugins", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    chmod(&dir, 0o755);
+    // A file anyone may rewrite: refused, naming the path and the mode.
+    chmod(&file, 0o666);
+    let (ok, stdout, stderr) = list();
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("http1.wasm has mode 0666") && stderr.contains("chmod go-w"),
+        "{stderr}"
+    );
+    let http1 = stdout.lines().find(|l| l.starts_with("http1 ")).unwrap();
+    assert!(http1.ends_with("embedded"), "{stdout}");
+    // Fixed: loaded from the file.
+    chmod(&file, 0o644);
+    let (ok, stdout, stderr) = list();
+    assert!(ok && !stderr.contains("rejected"), "{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("http1 ") && l.contains("http1.wasm")),
+        "{stdout}"
+    );
+    // A directory its group may write to: the agent refuses to start.
+    chmod(&dir, 0o775);
+    let (ok, _, stderr) = list();
+    assert!(!ok && stderr.contains("has mode 0775"), "{stderr}");
+    chmod(&dir, 0o755);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -49,6 +49,16 @@ fn text(code: StatusCode, body: impl Into<Bytes>, ctype: &str) -> Response<Full<
     r
 }
 
+/// Compares a presented token with the configured one in constant time:
+/// both are hashed first, so neither their contents nor their lengths show
+/// in how long the comparison takes.
+fn token_matches(given: &str, want: &str) -> bool {
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let (a, b) = (sha2::Sha256::digest(given), sha2::Sha256::digest(want));
+    a.as_slice().ct_eq(b.as_slice()).into()
+}
+
 fn lock<T: Clone>(m: &Mutex<T>) -> T {
     match m.lock() {
         Ok(g) => g.clone(),
@@ -74,7 +84,10 @@ async fn handle(
             .headers()
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.strip_prefix("Bearer ").is_some_and(|given| given == &**t));
+            .is_some_and(|v| {
+                v.strip_prefix("Bearer ")
+                    .is_some_and(|given| token_matches(given, t))
+            });
         if !ok {
             return Ok(text(
                 StatusCode::UNAUTHORIZED,
@@ -245,5 +258,18 @@ fn sample(out: &mut String, metric: &str, attrs: &[(&'static str, String)], v: u
                 .collect();
             let _ = writeln!(out, "{metric}{{{}}} {v}", labels.join(","));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_match_exactly() {
+        assert!(token_matches("s3cret-token", "s3cret-token"));
+        assert!(!token_matches("s3cret-tokeN", "s3cret-token"));
+        assert!(!token_matches("s3cret", "s3cret-token"));
+        assert!(!token_matches("", "s3cret-token"));
     }
 }

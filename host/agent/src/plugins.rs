@@ -106,6 +106,8 @@ pub struct Loader {
     pub stats: Arc<LoadStats>,
     /// Config sections already reported as matching no decoder.
     warned: std::collections::BTreeSet<String>,
+    /// Permission refusals already reported (path, mode and owner in the text).
+    perm_refused: std::collections::BTreeSet<String>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -135,6 +137,9 @@ impl Loader {
                 "plugin directory {}: not a directory",
                 d.display()
             );
+            // Files dropped here become code in the agent.
+            wasmtap_runtime::perms::only_agent_writes(d)
+                .map_err(|e| anyhow::anyhow!("plugin directory: {e}"))?;
         }
         Ok(Self {
             host,
@@ -142,6 +147,7 @@ impl Loader {
             dir: dir.map(Path::to_path_buf),
             embedded: embedded_set,
             warned: Default::default(),
+            perm_refused: Default::default(),
             files: BTreeMap::new(),
             rejected: BTreeMap::new(),
             stats: Arc::default(),
@@ -204,11 +210,29 @@ impl Loader {
             keep
         });
         for path in present {
+            // Files anyone else could change are not loaded (and a loaded
+            // one whose mode changed is dropped) until that is fixed.
+            let side = path.with_extension("toml");
+            let unsafe_perms = wasmtap_runtime::perms::only_agent_writes(&path)
+                .and_then(|()| match side.exists() {
+                    true => wasmtap_runtime::perms::only_agent_writes(&side),
+                    false => Ok(()),
+                })
+                .err();
+            if let Some(e) = unsafe_perms {
+                if self.perm_refused.insert(e.clone()) {
+                    tracing::error!(file = %path.display(), "plugin rejected: {e}");
+                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some((_, _, p)) = self.files.remove(&path) {
+                    tracing::info!(plugin = %p.info().name, "decoder file dropped: its permissions changed");
+                }
+                continue;
+            }
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };
             let sha = sha256_hex(&bytes);
-            let side = path.with_extension("toml");
             let side_text = std::fs::read_to_string(&side).ok();
             if let Some((old_sha, old_side, _)) = self.files.get(&path)
                 && *old_sha == sha

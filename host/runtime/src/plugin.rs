@@ -1,6 +1,6 @@
 //! Compiling plugins and the engine they share.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -252,6 +252,21 @@ impl PluginHost {
         &self.config
     }
 
+    /// Whether a cache entry and its directory can be changed only by the
+    /// agent's user: a compiled component is loaded as code, unverified.
+    fn cache_is_private(&self, entry: &Path) -> bool {
+        let dir = entry.parent().unwrap_or(entry);
+        match crate::perms::only_agent_writes(dir)
+            .and_then(|()| crate::perms::only_agent_writes(entry))
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("compiled-component cache not used: {e}");
+                false
+            }
+        }
+    }
+
     /// Compiles a component, through the on-disk cache when one is configured.
     fn compile(&self, name: &str, bytes: &[u8], sha256: &str) -> Result<Component, RuntimeError> {
         let cached = self.config.cache_dir.as_ref().map(|dir| {
@@ -264,6 +279,7 @@ impl PluginHost {
         });
         if let Some(path) = &cached
             && path.is_file()
+            && self.cache_is_private(path)
         {
             // SAFETY: the file was written by `Component::serialize` of an
             // engine with the same compatibility hash (it is in the name), in
@@ -287,7 +303,11 @@ impl PluginHost {
             // Write then rename: readers never see a partial entry.
             let write = || -> std::io::Result<()> {
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
+                    use std::os::unix::fs::DirBuilderExt;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)?;
                 }
                 let data = component.serialize().map_err(std::io::Error::other)?;
                 let tmp = path.with_extension(format!("tmp{}", std::process::id()));
