@@ -9,6 +9,7 @@ mod deploy;
 mod dns;
 mod fakekube;
 mod filters;
+mod flood;
 mod golden;
 mod grpc;
 mod hot_reload;

@@ -77,6 +77,11 @@ impl Counters {
         let f = shard.flow_stats();
         v.push(("wasmtap.agent.flows.opened", vec![], f.flows_opened));
         v.push(("wasmtap.agent.flows.evicted", vec![], f.flows_evicted));
+        v.push((
+            "wasmtap.agent.flows.evicted_bare",
+            vec![],
+            f.flows_evicted_bare,
+        ));
         v.push(("wasmtap.agent.reassembly.gaps", vec![], f.gaps));
         v.push(("wasmtap.agent.reassembly.gap_bytes", vec![], f.gap_bytes));
         v.push((

@@ -201,6 +201,8 @@ pub struct FlowStats {
     pub flows_closed: [u64; CloseReason::COUNT],
     /// Flows evicted because the table was full (also in `flows_closed`).
     pub flows_evicted: u64,
+    /// Of those, TCP flows that had carried no payload (evicted first).
+    pub flows_evicted_bare: u64,
     /// Payload bytes handed to `on_data`.
     pub bytes_delivered: u64,
     /// Payload bytes received again after they had been delivered.
@@ -246,6 +248,7 @@ impl FlowStats {
             ("packets", self.packets),
             ("flows_opened", self.flows_opened),
             ("flows_evicted", self.flows_evicted),
+            ("flows_evicted_bare", self.flows_evicted_bare),
             ("bytes_delivered", self.bytes_delivered),
             ("retransmitted_bytes", self.retransmitted_bytes),
             ("overlap_bytes", self.overlap_bytes),

@@ -1,8 +1,11 @@
 //! The flow table: symmetric 5-tuple lookup, roles, lifetimes, eviction.
 //!
-//! Flows live in a slab; three intrusive lists ordered by last activity (open
-//! TCP, UDP, closed TCP lingering after FIN/RST) make idle expiry and
-//! least-recently-seen eviction O(1) per flow. Flows with a hole waiting are
+//! Flows live in a slab; four intrusive lists ordered by last activity (open
+//! TCP flows that carried no payload yet, open TCP, UDP, closed TCP lingering
+//! after FIN/RST) make idle expiry and least-recently-seen eviction O(1) per
+//! flow. A full table evicts a lingering flow first, then one that never
+//! carried a byte (a SYN flood, a port scan), and only then a flow with
+//! data, so floods of empty flows cannot push out the ones being decoded. Flows with a hole waiting are
 //! on a pending list swept by [`FlowTable::advance`].
 
 use std::collections::HashMap;
@@ -43,6 +46,8 @@ enum List {
     Tcp = 0,
     Udp = 1,
     Linger = 2,
+    /// Open TCP flows without payload so far.
+    Bare = 3,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -142,8 +147,8 @@ pub struct FlowTable<S> {
     flows: Vec<Option<Flow<S>>>,
     links: Vec<Link>,
     free: Vec<u32>,
-    heads: [u32; 3],
-    tails: [u32; 3],
+    heads: [u32; 4],
+    tails: [u32; 4],
     /// Flows that may have a hole waiting: (slot, flow id).
     pending: Vec<(u32, u64)>,
     server_ports: Box<[u64; 1024]>,
@@ -177,8 +182,8 @@ impl<S> FlowTable<S> {
             flows: Vec::new(),
             links: Vec::new(),
             free: Vec::new(),
-            heads: [NIL; 3],
-            tails: [NIL; 3],
+            heads: [NIL; 4],
+            tails: [NIL; 4],
             pending: Vec::new(),
             server_ports: Box::new([0; 1024]),
             stats: FlowStats::default(),
@@ -410,7 +415,7 @@ impl<S> FlowTable<S> {
         };
         self.map.insert(key, idx);
         let list = match key.l4 {
-            L4::Tcp => List::Tcp,
+            L4::Tcp => List::Bare,
             L4::Udp => List::Udp,
         };
         self.push_back(idx, list);
@@ -423,6 +428,13 @@ impl<S> FlowTable<S> {
         let linger = self.head(List::Linger);
         if linger != NIL {
             self.remove(linger);
+            return true;
+        }
+        let bare = self.head(List::Bare);
+        if bare != NIL {
+            self.stats.flows_evicted += 1;
+            self.stats.flows_evicted_bare += 1;
+            self.close(bare, CloseReason::Evicted, ts, h);
             return true;
         }
         let last = |i: u32| match self.flows.get(i as usize) {
@@ -650,6 +662,9 @@ impl<S> FlowTable<S> {
             }
         };
         self.touch(i);
+        if seg_len > 0 && self.link(i).is_some_and(|l| l.list == List::Bare) {
+            self.move_to(i, List::Tcp);
+        }
         let Some(Some(flow)) = self.flows.get_mut(i as usize) else {
             return;
         };
@@ -799,6 +814,7 @@ impl<S> FlowTable<S> {
     /// reports holes that waited `gap_timeout_ns`. Cheap when nothing is due.
     pub fn advance(&mut self, now_ns: u64, h: &mut impl FlowHandler<S>) {
         for (list, timeout) in [
+            (List::Bare, self.cfg.tcp_idle_timeout_ns),
             (List::Tcp, self.cfg.tcp_idle_timeout_ns),
             (List::Udp, self.cfg.udp_idle_timeout_ns),
             (List::Linger, self.cfg.tcp_linger_ns),
@@ -884,7 +900,7 @@ impl<S> FlowTable<S> {
     /// data is delivered (with gaps for the holes), then `on_close`. The
     /// table is empty afterwards.
     pub fn close_all(&mut self, reason: CloseReason, ts_ns: u64, h: &mut impl FlowHandler<S>) {
-        for list in [List::Tcp, List::Udp, List::Linger] {
+        for list in [List::Bare, List::Tcp, List::Udp, List::Linger] {
             for i in self.list_members(list) {
                 if matches!(self.flows.get(i as usize), Some(Some(f)) if f.closed == Closed::No) {
                     self.close(i, reason, ts_ns, h);

@@ -414,6 +414,42 @@ fn eviction_of_least_recently_seen() {
 }
 
 #[test]
+fn a_flood_of_empty_flows_evicts_itself_not_the_flows_with_data() {
+    let cfg = FlowConfig {
+        max_flows: 8,
+        ..FlowConfig::default()
+    };
+    let (mut t, mut r) = (FlowTable::new(cfg), Rec::default());
+    // Two connections carrying data, seen long before the flood.
+    handshake(&mut t, &mut r, 100, 500, 1);
+    t.process(&tcp(C, S, 101, 501, "PA", b"GET / HTTP/1.1\r\n"), 2, &mut r);
+    let c2 = "10.0.0.1:40001";
+    t.process(&tcp(c2, S, 7, 9, "PA", b"ping"), 3, &mut r);
+    // A SYN flood and a port scan: 10,000 flows that never carry a byte.
+    for n in 0..10_000u32 {
+        let src = format!("192.0.2.{}:{}", n % 250, 1024 + n / 250);
+        let dst = format!("10.0.0.9:{}", 1 + n % 1000);
+        t.process(&tcp(&src, &dst, n, 0, "S", b""), 10 + u64::from(n), &mut r);
+        assert!(t.len() <= 8);
+    }
+    // The two data flows are still there, and still decoded.
+    t.process(
+        &tcp(S, C, 501, 117, "PA", b"HTTP/1.1 200 OK\r\n"),
+        20_000,
+        &mut r,
+    );
+    assert_eq!(r.stream(1, ToClient), b"HTTP/1.1 200 OK\r\n");
+    assert!(
+        r.closes().iter().all(|(id, _)| *id > 2),
+        "a data flow was evicted: {:?}",
+        &r.closes()[..4]
+    );
+    let s = t.stats();
+    assert_eq!(s.flows_evicted, 10_000 - 6);
+    assert_eq!(s.flows_evicted_bare, s.flows_evicted);
+}
+
+#[test]
 fn udp_datagrams_and_truncation() {
     let (mut t, mut r) = (table(), Rec::default());
     t.process(&udp("10.0.0.1:5000", "10.0.0.2:53", b"q1"), 0, &mut r);
