@@ -34,7 +34,7 @@ fn records(pcap: &[u8]) -> Vec<(u64, &[u8])> {
 /// A SYN on Ethernet: the scan's (one source, port after port) or the
 /// flood's (forged sources, one port).
 fn syn(n: u32) -> Vec<u8> {
-    let (src, sport, dport) = if n % 2 == 0 {
+    let (src, sport, dport) = if n.is_multiple_of(2) {
         ([198, 51, 100, 7], 40_000, (n / 2 % 65_000) as u16 + 1)
     } else {
         let m = n / 2;
