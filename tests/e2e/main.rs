@@ -27,6 +27,7 @@ mod mysql;
 mod names;
 mod nginx;
 mod otlp;
+mod outage;
 mod pgsql;
 mod plugins;
 mod probes;

@@ -38,7 +38,11 @@ pub(crate) struct Collector {
 
 impl Collector {
     pub(crate) fn start(tag: &str) -> Self {
-        let (grpc, http) = (free_port(), free_port());
+        Self::start_on(tag, free_port(), free_port())
+    }
+
+    /// A collector on given ports (a restart after an outage).
+    pub(crate) fn start_on(tag: &str, grpc: u16, http: u16) -> Self {
         let log =
             std::env::temp_dir().join(format!("wasmtap-rotel-{tag}-{}.log", std::process::id()));
         let f = std::fs::File::create(&log).unwrap();

@@ -598,8 +598,23 @@ fn publish_status(
             "last_error": k.last_error(),
         })
     });
+    let export = p.out.otlp.as_ref().map(|x| {
+        let e = x.stats();
+        serde_json::json!({
+            "spans_queued": e.spans_queued,
+            "spans_exported": e.spans_exported,
+            "spans_dropped_queue_full": e.spans_dropped_queue_full,
+            "spans_failed": e.spans_failed,
+            "metric_points_exported": e.metric_points_exported,
+            "metric_points_dropped_queue_full": e.metric_points_dropped_queue_full,
+            "metric_points_failed": e.metric_points_failed,
+            "requests": e.requests,
+            "retries": e.retries,
+        })
+    });
     let status = serde_json::json!({
         "uptime_seconds": started.elapsed().as_secs(),
+        "export": export,
         "kubernetes": kubernetes,
         "names": {
             "dns_learned": t.dns_names_learned,

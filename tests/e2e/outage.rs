@@ -1,0 +1,240 @@
+//! Faults outside the agent: the collector goes away while traffic flows
+//! (killed, then restarted on the same port), or accepts connections and
+//! never answers. Capture goes on, memory stays bounded, what could not be
+//! exported is counted in `/status`, and export resumes by itself: every
+//! span produced after the collector is back arrives.
+//!
+//! The outage lasts `WASMTAP_OUTAGE_SECS` (10 in the suite; the README's
+//! figure is from a 60-second run).
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::otlp::Collector;
+use crate::{LiveAgent, attr, bin, free_port, root};
+
+struct Nginx(std::path::PathBuf, u16);
+
+impl Nginx {
+    fn start(tag: &str) -> Nginx {
+        let dir = std::env::temp_dir().join(format!("wasmtap-outage-{tag}-{}", std::process::id()));
+        let out = Command::new(root().join("scripts/nginx-serve.sh"))
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let port = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Nginx(dir, port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/nginx-serve.sh"))
+            .arg("stop")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Requests `/phase<N>` every 50 ms until stopped; counts answers per phase.
+struct Traffic {
+    phase: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+    done: Option<std::thread::JoinHandle<[u32; 4]>>,
+}
+
+impl Traffic {
+    fn start(port: u16) -> Traffic {
+        let phase = Arc::new(AtomicU32::new(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (phase.clone(), stop.clone());
+        let done = std::thread::spawn(move || {
+            let mut answered = [0u32; 4];
+            while !s.load(Ordering::Relaxed) {
+                let n = p.load(Ordering::Relaxed);
+                let ok = Command::new("curl")
+                    .args(["-s", "-o", "/dev/null", "-m", "2"])
+                    .arg(format!("http://127.0.0.1:{port}/phase{n}"))
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    answered[n as usize] += 1;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            answered
+        });
+        Traffic {
+            phase,
+            stop,
+            done: Some(done),
+        }
+    }
+
+    fn stop(mut self) -> [u32; 4] {
+        self.stop.store(true, Ordering::Relaxed);
+        self.done.take().unwrap().join().unwrap()
+    }
+}
+
+fn status(admin: u16) -> Value {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "2"])
+        .arg(format!("http://127.0.0.1:{admin}/status"))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn agent(nginx: u16, endpoint: &str, admin: u16) -> LiveAgent {
+    LiveAgent::spawn(
+        Command::new(bin())
+            .args(["run", "--interface", "lo", "--bpf"])
+            .arg(format!("tcp port {nginx}"))
+            .args(["--otlp-endpoint", endpoint, "--otlp-protocol", "grpc"])
+            .args(["--format", "jsonl", "--admin-listen"])
+            .arg(format!("127.0.0.1:{admin}"))
+            // Short enough for the suite; what matters is that it is bounded.
+            .env("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+    )
+}
+
+fn phase_spans(stdout: &str, n: u32) -> Vec<String> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|s| attr(s, "url.path") == format!("/phase{n}"))
+        .map(|s| s["span_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_collector_outage_is_counted_and_export_resumes_by_itself() {
+    let outage: u64 = std::env::var("WASMTAP_OUTAGE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let nginx = Nginx::start("down");
+    let c1 = Collector::start("outage1");
+    let (grpc, http) = (c1.grpc, c1.http);
+    let admin = free_port();
+    let a = agent(nginx.1, &format!("http://127.0.0.1:{grpc}"), admin);
+    let pid = a.id();
+    let traffic = Traffic::start(nginx.1);
+    let mut peak = 0;
+    let mut sample = |secs: u64| {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            peak = peak.max(rss_kib(pid));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    sample(3);
+    // The collector dies while traffic flows.
+    drop(c1);
+    traffic.phase.store(2, Ordering::Relaxed);
+    sample(outage);
+    let during = status(admin);
+    // It comes back on the same port.
+    let c2 = Collector::start_on("outage2", grpc, http);
+    traffic.phase.store(3, Ordering::Relaxed);
+    sample(6);
+    let answered = traffic.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    let after = status(admin);
+    let stopped = a.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+
+    // Capture went on through the outage: every answered request is a span.
+    for n in 1..=3 {
+        assert_eq!(
+            phase_spans(&stopped.stdout, n).len() as u32,
+            answered[n as usize],
+            "phase {n}"
+        );
+    }
+    // Everything produced after the collector came back arrived.
+    let after_ids = phase_spans(&stopped.stdout, 3);
+    assert!(!after_ids.is_empty());
+    let text = c2.wait_for(|t| after_ids.iter().all(|id| t.contains(id.as_str())));
+    let missing = after_ids
+        .iter()
+        .filter(|id| !text.contains(id.as_str()))
+        .count();
+    assert_eq!(missing, 0, "{missing} spans after recovery never arrived");
+    // The outage shows: failed attempts retried, and whatever was given up counted.
+    let e = &during["export"];
+    assert!(e["retries"].as_u64().unwrap_or(0) > 0, "{during}");
+    let a = &after["export"];
+    assert!(
+        a["spans_exported"].as_u64().unwrap() > e["spans_exported"].as_u64().unwrap(),
+        "{after}"
+    );
+    // Memory stayed bounded (the queue's bound, not the outage's length).
+    assert!(peak > 0 && peak < 400 * 1024, "peak RSS {peak} KiB");
+    eprintln!(
+        "outage: {outage} s, {} requests during it, export {a}, peak RSS {} MiB",
+        answered[2],
+        peak / 1024
+    );
+}
+
+#[test]
+fn a_collector_that_never_answers_does_not_stall_capture_or_shutdown() {
+    // Accepts connections, reads nothing, answers nothing.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hole.local_addr().unwrap().port();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for c in hole.incoming().flatten() {
+            h.lock().unwrap().push(c);
+        }
+    });
+    let nginx = Nginx::start("hole");
+    let admin = free_port();
+    let a = agent(nginx.1, &format!("http://127.0.0.1:{port}"), admin);
+    let traffic = Traffic::start(nginx.1);
+    std::thread::sleep(Duration::from_secs(8));
+    let answered = traffic.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    let st = status(admin);
+    let t0 = Instant::now();
+    let stopped = a.stop();
+    let shutdown = t0.elapsed();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert_eq!(phase_spans(&stopped.stdout, 1).len() as u32, answered[1]);
+    let e = &st["export"];
+    assert!(e["requests"].as_u64().unwrap() > 0, "{st}");
+    assert_eq!(e["spans_exported"].as_u64(), Some(0), "{st}");
+    // Shutdown waits for the exporter a bounded time, then gives up (counted).
+    assert!(
+        shutdown < Duration::from_secs(45),
+        "shutdown took {shutdown:?}"
+    );
+    assert!(!held.lock().unwrap().is_empty());
+}
