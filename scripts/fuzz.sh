@@ -3,7 +3,7 @@
 # AddressSanitizer) for SECONDS each. Installs what it needs when missing: the
 # nightly toolchain (rustup, minimal profile) and cargo-fuzz (pinned).
 #
-# Usage: scripts/fuzz.sh [SECONDS=60] [TARGET...]
+# Usage: [JOBS=1] scripts/fuzz.sh [SECONDS=60] [TARGET...]
 #
 # Inputs that grow coverage go to target/fuzz-corpus/<target>/ (not committed;
 # the committed seeds and regressions in tests/fuzz/corpus/<target>/ are read
@@ -31,10 +31,9 @@ fi
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 dir=(--fuzz-dir tests/fuzz/cargo-fuzz --target-dir target/fuzz)
 cargo +nightly fuzz build "${dir[@]}" >&2
-worst=0
-for t in "${targets[@]}"; do
+one() {
+  local t=$1 log="target/fuzz-artifacts/$1.log"
   mkdir -p "target/fuzz-corpus/$t" "target/fuzz-artifacts/$t"
-  log="target/fuzz-artifacts/$t.log"
   if cargo +nightly fuzz run "${dir[@]}" "$t" "target/fuzz-corpus/$t" "tests/fuzz/corpus/$t" -- \
       -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
       -artifact_prefix="target/fuzz-artifacts/$t/" >"$log" 2>&1; then
@@ -42,8 +41,12 @@ for t in "${targets[@]}"; do
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
     echo "fuzz: $t: ${runs:-?} runs in ${secs}s, ${cov:-cov: ?}, no finding"
   else
-    worst=1
-    echo "fuzz: $t: FINDING after $(grep -c '^#' "$log" || true) log lines; see $log and target/fuzz-artifacts/$t/"
+    echo "fuzz: $t: FINDING; see $log and target/fuzz-artifacts/$t/"
+    return 1
   fi
-done
-exit $worst
+}
+export -f one
+export secs
+# JOBS targets at a time (default 1; each takes one core).
+export dir_args="${dir[*]}"
+printf '%s\n' "${targets[@]}" | xargs -P "${JOBS:-1}" -I{} bash -c 'dir=($dir_args); one "$@"' _ {}
