@@ -463,3 +463,26 @@ fn a_decoder_consuming_more_than_offered_is_ended_as_a_contract_violation() {
         "{mine:?}"
     );
 }
+
+#[test]
+fn a_decoder_reading_clocks_and_random_stays_deterministic() {
+    let (a, b) = (run_mode("clock"), run_mode("clock"));
+    other_flow_untouched(&a);
+    let blobs = |r: &Run| -> Vec<String> {
+        r.spans
+            .iter()
+            .filter(|s| port(s) == "5000")
+            .map(|s| attr(s, "hostile.blob"))
+            .collect()
+    };
+    let (x, y) = (blobs(&a), blobs(&b));
+    assert!(!x.is_empty());
+    assert_eq!(x, y, "two replays, the same clock and random readings");
+    // The clock the decoder read is the capture's, not the machine's.
+    for (s, blob) in a.spans.iter().filter(|s| port(s) == "5000").zip(&x) {
+        let read: u64 = blob.split(' ').next().unwrap().parse().unwrap();
+        let start = s["start_unix_nano"].as_u64().unwrap();
+        let end = s["end_unix_nano"].as_u64().unwrap();
+        assert!(read >= start && read <= end + 1_000_000_000, "{read} not in {start}..{end}");
+    }
+}

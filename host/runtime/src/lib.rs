@@ -8,6 +8,7 @@
 //! configured caps.
 
 mod convert;
+mod det;
 pub mod perms;
 mod plugin;
 mod plugin_log;

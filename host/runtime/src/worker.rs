@@ -79,6 +79,8 @@ impl ResourceLimiter for Limiter {
 /// What a store carries: WASI with nothing granted, limits, and the plugin's identity.
 pub(crate) struct StoreState {
     wasi: WasiCtx,
+    /// What the decoder's clocks and random source read.
+    pub(crate) det: Arc<crate::det::Det>,
     table: ResourceTable,
     limiter: Limiter,
     config: Arc<str>,
@@ -122,7 +124,15 @@ pub(crate) fn new_store(
 ) -> Store<StoreState> {
     use crate::plugin_log::{LogLimiter, LogStream, Lvl};
     let log = LogLimiter::new(plugin.clone());
+    let det = Arc::new(crate::det::Det::default());
     let mut wasi = WasiCtx::builder();
+    // Clocks read the capture time, random is seeded per flow: a decoder
+    // that reads either stays deterministic in replay.
+    wasi.wall_clock(crate::det::Wall(det.clone()))
+        .monotonic_clock(crate::det::Mono(det.clone()))
+        .secure_random(crate::det::Random(det.clone()))
+        .insecure_random(crate::det::Random(det.clone()))
+        .insecure_random_seed(0);
     // Nothing granted: no sockets, no name lookups, no preopened directories,
     // no environment, no arguments. Output goes to the agent's log.
     wasi.allow_tcp(false)
@@ -132,6 +142,7 @@ pub(crate) fn new_store(
         .stderr(LogStream::new(log.clone(), "stderr", Lvl::Warn));
     let state = StoreState {
         wasi: wasi.build(),
+        det,
         table: ResourceTable::new(),
         limiter: Limiter {
             memory_limit,
@@ -264,6 +275,8 @@ pub struct Session {
     /// First and latest packet times offered to the decoder: messages'
     /// timestamps are clamped into them.
     window: Option<(u64, u64)>,
+    /// The flow's random generator state (WASI random reads it).
+    rng: u64,
 }
 
 impl Session {
@@ -286,6 +299,7 @@ impl Session {
     ) {
         self.flow = Some((client, server));
         self.roles_guessed = guessed;
+        self.rng = crate::det::seed((client, server));
     }
 
     /// Whether the flow's guessed roles were reversed (the table's client is
@@ -479,10 +493,13 @@ fn one_line(e: &wasmtime::Error) -> String {
 }
 
 /// Prepares a store for one call: the CPU deadline (the plugin's own, else the worker's).
-fn arm(slot: &mut Slot, deadline: Option<u64>) {
+/// Before a call: the CPU deadline, and what the decoder's clocks and
+/// random source read (capture time `now_ns`, the flow's generator `rng`).
+fn arm(slot: &mut Slot, deadline: Option<u64>, now_ns: u64, rng: u64) {
     if let Some(t) = slot.plugin.deadline_ticks.or(deadline) {
         slot.store.set_epoch_deadline(t);
     }
+    slot.store.data().det.enter(now_ns, rng);
 }
 
 impl Worker {
@@ -686,6 +703,7 @@ impl Worker {
             roles_guessed: false,
             swapped: false,
             window: None,
+            rng: 0,
         };
         let by_port = self.slots.iter().position(|slot| {
             let i = &slot.plugin.info;
@@ -713,13 +731,15 @@ impl Worker {
         }
         self.revive(idx);
         let deadline = self.deadline_ticks;
+        let now = self.now_ns;
         let slot = &mut self.slots[idx];
-        arm(slot, deadline);
+        arm(slot, deadline, now, s.rng);
         let res = slot
             .bindings
             .wasmtap_decoder_decoder()
             .session()
             .call_constructor(&mut slot.store, l4_wit(s.l4), s.server_port);
+        s.rng = slot.store.data().det.rng();
         match res {
             Ok(resource) => {
                 if restart {
@@ -832,11 +852,12 @@ impl Worker {
         }
         self.revive(idx);
         let deadline = self.deadline_ticks;
+        let now = self.now_ns;
         let slot = &mut self.slots[idx];
         if slot.poisoned {
             return 0;
         }
-        arm(slot, deadline);
+        arm(slot, deadline, now, 0);
         let sample = &data[..data.len().min(1024)];
         match slot.bindings.wasmtap_decoder_decoder().call_probe(
             &mut slot.store,
@@ -868,12 +889,13 @@ impl Worker {
             }
             self.revive(idx);
             let deadline = self.deadline_ticks;
+            let now = self.now_ns;
             let slot = &mut self.slots[idx];
             if slot.poisoned {
                 continue;
             }
             let sample = &data[..data.len().min(1024)];
-            arm(slot, deadline);
+            arm(slot, deadline, now, 0);
             match slot.bindings.wasmtap_decoder_decoder().call_probe(
                 &mut slot.store,
                 l4_wit(s.l4),
@@ -994,8 +1016,9 @@ impl Worker {
         let d = dir as usize;
         let udp = s.l4 == L4::Udp;
         let deadline = self.deadline_ticks;
+        let now = self.now_ns;
         let slot = &mut self.slots[idx];
-        arm(slot, deadline);
+        arm(slot, deadline, now, s.rng);
         let session = slot.bindings.wasmtap_decoder_decoder().session();
         let offered: &[u8] = if s.pending[d].is_empty() || udp {
             data
@@ -1009,6 +1032,7 @@ impl Worker {
         let t0 = std::time::Instant::now();
         let res = session.call_feed(&mut slot.store, resource, dir_wit(dir), ts_ns, offered);
         slot.stats.nanos += t0.elapsed().as_nanos() as u64;
+        s.rng = slot.store.data().det.rng();
         match res {
             Ok(Ok(fr)) if fr.consumed as usize > offered.len() => {
                 // Not clamped: a decoder that believes it read bytes it was
@@ -1098,9 +1122,10 @@ impl Worker {
         // Bytes held back are incomplete and now can never complete in order.
         s.pending[dir as usize].clear();
         let deadline = self.deadline_ticks;
+        let now = self.now_ns;
         let slot = &mut self.slots[idx];
         slot.stats.calls += 1;
-        arm(slot, deadline);
+        arm(slot, deadline, now, s.rng);
         let t0 = std::time::Instant::now();
         let res = slot.bindings.wasmtap_decoder_decoder().session().call_gap(
             &mut slot.store,
@@ -1109,6 +1134,7 @@ impl Worker {
             len,
         );
         slot.stats.nanos += t0.elapsed().as_nanos() as u64;
+        s.rng = slot.store.data().det.rng();
         match res {
             Ok(Ok(fr)) => {
                 let window = s.window;
@@ -1158,9 +1184,10 @@ impl Worker {
             return;
         }
         let deadline = self.deadline_ticks;
+        let now = self.now_ns;
         let slot = &mut self.slots[idx];
         slot.stats.calls += 1;
-        arm(slot, deadline);
+        arm(slot, deadline, now, s.rng);
         let t0 = std::time::Instant::now();
         let res = slot
             .bindings
@@ -1168,6 +1195,7 @@ impl Worker {
             .session()
             .call_close(&mut slot.store, resource, reason.to_wit(), ts_ns);
         slot.stats.nanos += t0.elapsed().as_nanos() as u64;
+        s.rng = slot.store.data().det.rng();
         match res {
             Ok(msgs) => {
                 let window = s.window;
@@ -1216,8 +1244,9 @@ impl Worker {
 
     fn drop_resource(&mut self, idx: usize, resource: ResourceAny) {
         let deadline = self.deadline_ticks;
+        let now = self.now_ns;
         let slot = &mut self.slots[idx];
-        arm(slot, deadline);
+        arm(slot, deadline, now, 0);
         if let Err(e) = resource.resource_drop(&mut slot.store) {
             self.fail(idx, &e, Call::bare("drop"));
         }

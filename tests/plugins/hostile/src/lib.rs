@@ -8,7 +8,8 @@
 //! attribute value), `"slow"` (correct, but burns about 2 ms per call),
 //! `"escape"` (terminal escape sequences in operations, status codes and an
 //! attribute), `"time-travel"` (timestamps far outside the packets'),
-//! `"overconsume"` (claims to consume more than it was offered).
+//! `"overconsume"` (claims to consume more than it was offered), `"clock"`
+//! (puts the wall-clock time it reads and a random number on every message).
 
 use std::cell::Cell;
 
@@ -35,6 +36,7 @@ enum Mode {
     Escape,
     TimeTravel,
     Overconsume,
+    Clock,
 }
 
 fn mode() -> Mode {
@@ -64,6 +66,8 @@ fn mode() -> Mode {
         Mode::TimeTravel
     } else if has("overconsume") {
         Mode::Overconsume
+    } else if has("clock") {
+        Mode::Clock
     } else {
         Mode::Correct
     }
@@ -200,6 +204,19 @@ impl Session for HostileSession {
                 Mode::TimeTravel => {
                     m.start_ns = 1;
                     m.end_ns = u64::MAX / 2;
+                }
+                Mode::Clock => {
+                    use std::hash::{BuildHasher, Hasher};
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos());
+                    // Hash keys come from WASI random.
+                    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                    h.write_u64(7);
+                    m.attributes.push(Attribute::str(
+                        "hostile.blob",
+                        format!("{now} {}", h.finish()),
+                    ));
                 }
                 _ => {}
             }
