@@ -30,6 +30,28 @@ pub struct Config {
     pub names: NamesSection,
     /// Which agent reports a call several agents see.
     pub locality: LocalitySection,
+    /// Live capture falling behind: shedding whole new flows.
+    pub overload: OverloadSection,
+}
+
+/// Live capture falling behind the wire.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverloadSection {
+    /// Shed new flows when packets are handled this long after they were
+    /// captured (0: never shed).
+    pub shed_after_ms: u64,
+    /// Take new flows again once the lag is back under this.
+    pub resume_below_ms: u64,
+}
+
+impl Default for OverloadSection {
+    fn default() -> Self {
+        Self {
+            shed_after_ms: 2000,
+            resume_below_ms: 500,
+        }
+    }
 }
 
 /// When to watch the Kubernetes API.

@@ -291,10 +291,16 @@ pub fn run(a: RunArgs) -> Result<()> {
     let mut last_export = Instant::now();
     let export_every = Duration::from_secs(p.cfg.telemetry.export_interval_secs.max(1));
     let mut last_ts = wall_ns();
+    let mut lag = Lag {
+        shed_after_ns: p.cfg.overload.shed_after_ms.saturating_mul(1_000_000),
+        resume_below_ns: p.cfg.overload.resume_below_ms.saturating_mul(1_000_000),
+        episodes: 0,
+        worst_ns: 0,
+    };
     let tty = std::io::stdout().is_terminal();
     let mut read_error = None;
     'capture: while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
-        let got = match read_available(&mut sources, &mut p, &mut last_ts, 512) {
+        let got = match read_available(&mut sources, &mut p, &mut last_ts, 512, &mut lag) {
             Ok(n) => n,
             Err(e) => {
                 read_error = Some(e);
@@ -302,6 +308,8 @@ pub fn run(a: RunArgs) -> Result<()> {
             }
         };
         if got == 0 {
+            // Nothing waiting: whatever the lag was, the pipeline has caught up.
+            lag.caught_up(&mut p);
             // Sleep in poll(2) until a source has frames, at most until the
             // next output flush is due.
             let until_flush = Duration::from_millis(100).saturating_sub(last_flush.elapsed());
@@ -372,6 +380,7 @@ pub fn run(a: RunArgs) -> Result<()> {
                 &admin,
                 (&spec, filters_applied),
                 started,
+                &lag,
             );
         }
         if last_export.elapsed() >= export_every {
@@ -418,7 +427,18 @@ pub fn run(a: RunArgs) -> Result<()> {
             std::thread::sleep(Duration::from_millis(150));
         }
         loop {
-            match read_available(&mut sources, &mut p, &mut last_ts, usize::MAX) {
+            // What the kernel held at the stop is read whole, never shed.
+            let mut draining = Lag {
+                shed_after_ns: 0,
+                ..lag
+            };
+            match read_available(
+                &mut sources,
+                &mut p,
+                &mut last_ts,
+                usize::MAX,
+                &mut draining,
+            ) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) => {
@@ -439,6 +459,48 @@ pub fn run(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Overload: how far behind the wire the pipeline is, and whether it sheds.
+#[derive(Clone, Copy)]
+struct Lag {
+    shed_after_ns: u64,
+    resume_below_ns: u64,
+    episodes: u64,
+    worst_ns: u64,
+}
+
+impl Lag {
+    /// A frame captured at `ts_ns` is handled at `now_ns`: shed whole new
+    /// flows past the threshold, take them again once caught up.
+    fn observe(&mut self, p: &mut Pipeline, ts_ns: u64, now_ns: u64) {
+        if self.shed_after_ns == 0 {
+            return;
+        }
+        let lag = now_ns.saturating_sub(ts_ns);
+        self.worst_ns = self.worst_ns.max(lag);
+        if p.shard.admits() && lag > self.shed_after_ns {
+            self.episodes += 1;
+            p.shard.set_admit(false);
+            tracing::warn!(
+                lag_ms = lag / 1_000_000,
+                "overload: the pipeline is behind the wire; new flows are shed whole until it catches up"
+            );
+        } else if lag < self.resume_below_ns {
+            self.caught_up(p);
+        }
+    }
+
+    /// The backlog is gone: new flows are taken again.
+    fn caught_up(&mut self, p: &mut Pipeline) {
+        if !p.shard.admits() {
+            p.shard.set_admit(true);
+            tracing::info!(
+                shed = p.shard.flow_stats().flows_shed,
+                "overload over: new flows are taken again"
+            );
+        }
+    }
+}
+
 /// Reads up to `per_source` waiting frames from each source into the
 /// pipeline; returns how many were read.
 fn read_available(
@@ -446,12 +508,17 @@ fn read_available(
     p: &mut Pipeline,
     last_ts: &mut u64,
     per_source: usize,
+    lag: &mut Lag,
 ) -> Result<usize, wasmtap_capture::CaptureError> {
     let mut got = 0usize;
+    let now = wall_ns();
     for (n, (src, link)) in sources.list.iter_mut().enumerate() {
-        for _ in 0..per_source {
+        for i in 0..per_source {
             let Some(f) = src.next_frame()? else { break };
             *last_ts = (*last_ts).max(f.ts_ns);
+            if i % 64 == 0 {
+                lag.observe(p, f.ts_ns, now);
+            }
             let iface = u16::try_from(n).unwrap_or(u16::MAX);
             p.shard
                 .frame_from(iface, *link, f.ts_ns, f.data, &mut p.out);
@@ -557,8 +624,17 @@ fn publish_status(
     // The filters in force, and how many updates were applied since start.
     filters: (&FilterSpec, u64),
     started: Instant,
+    lag: &Lag,
 ) {
     let capture = capture_counters(sources);
+    let f = p.shard.flow_stats();
+    let overload = serde_json::json!({
+        "shedding": !p.shard.admits(),
+        "episodes": lag.episodes,
+        "worst_lag_ms": lag.worst_ns / 1_000_000,
+        "flows_shed": f.flows_shed,
+        "packets_shed": f.packets_shed,
+    });
     let srcs: Vec<serde_json::Value> = sources
         .names
         .iter()
@@ -614,6 +690,7 @@ fn publish_status(
     });
     let status = serde_json::json!({
         "uptime_seconds": started.elapsed().as_secs(),
+        "overload": overload,
         "export": export,
         "kubernetes": kubernetes,
         "names": {

@@ -543,6 +543,17 @@ impl Shard {
         self.flows.len()
     }
 
+    /// Overload: while `false`, new flows are shed whole (see
+    /// [`wasmtap_flow::FlowTable::set_admit`]).
+    pub fn set_admit(&mut self, admit: bool) {
+        self.flows.set_admit(admit);
+    }
+
+    /// Whether new flows are taken (not shedding).
+    pub fn admits(&self) -> bool {
+        self.flows.admits()
+    }
+
     /// Loaded decoders and their state.
     pub fn loaded(&self) -> Vec<(String, String, String, &'static str)> {
         self.handler.worker.loaded()

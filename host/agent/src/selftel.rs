@@ -82,6 +82,13 @@ impl Counters {
             vec![],
             f.flows_evicted_bare,
         ));
+        v.push(("wasmtap.agent.flows.shed", vec![], f.flows_shed));
+        v.push(("wasmtap.agent.packets.shed", vec![], f.packets_shed));
+        v.push((
+            "wasmtap.agent.flows.shed_untracked",
+            vec![],
+            f.shed_untracked,
+        ));
         v.push(("wasmtap.agent.reassembly.gaps", vec![], f.gaps));
         v.push(("wasmtap.agent.reassembly.gap_bytes", vec![], f.gap_bytes));
         v.push((

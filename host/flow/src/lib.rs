@@ -203,6 +203,13 @@ pub struct FlowStats {
     pub flows_evicted: u64,
     /// Of those, TCP flows that had carried no payload (evicted first).
     pub flows_evicted_bare: u64,
+    /// Flows refused whole because the pipeline was behind (overload).
+    pub flows_shed: u64,
+    /// Packets of shed flows.
+    pub packets_shed: u64,
+    /// Shed flows not remembered (the set is bounded by `max_flows`): their
+    /// later packets may start them mid-stream.
+    pub shed_untracked: u64,
     /// Payload bytes handed to `on_data`.
     pub bytes_delivered: u64,
     /// Payload bytes received again after they had been delivered.
@@ -249,6 +256,9 @@ impl FlowStats {
             ("flows_opened", self.flows_opened),
             ("flows_evicted", self.flows_evicted),
             ("flows_evicted_bare", self.flows_evicted_bare),
+            ("flows_shed", self.flows_shed),
+            ("packets_shed", self.packets_shed),
+            ("shed_untracked", self.shed_untracked),
             ("bytes_delivered", self.bytes_delivered),
             ("retransmitted_bytes", self.retransmitted_bytes),
             ("overlap_bytes", self.overlap_bytes),

@@ -156,6 +156,12 @@ pub struct FlowTable<S> {
     ooo_total: usize,
     next_id: u64,
     next_sweep_ns: u64,
+    /// New flows are taken (see [`FlowTable::set_admit`]).
+    admit: bool,
+    /// Flows refused while shedding, by key, with their last packet time:
+    /// their later packets are refused too, so no flow is decoded in half.
+    shed: HashMap<FlowKey, u64, foldhash::fast::RandomState>,
+    next_shed_sweep_ns: u64,
 }
 
 impl<S> std::fmt::Debug for FlowTable<S> {
@@ -190,6 +196,9 @@ impl<S> FlowTable<S> {
             ooo_total: 0,
             next_id: 1,
             next_sweep_ns: 0,
+            admit: true,
+            shed: HashMap::default(),
+            next_shed_sweep_ns: 0,
             cfg,
         };
         let ports = std::mem::take(&mut t.cfg.server_ports);
@@ -213,6 +222,61 @@ impl<S> FlowTable<S> {
         self.server_ports
             .get(usize::from(p >> 6))
             .is_some_and(|w| w & (1 << (p & 63)) != 0)
+    }
+
+    /// Overload: with `false`, packets of flows not in the table are refused
+    /// (the flow is shed, counted in `flows_shed`) and so are all later
+    /// packets of a shed flow, even once flows are admitted again (its FIN
+    /// and last ACKs included), until a new connection's SYN reuses its
+    /// addresses or it is idle for the TCP/UDP idle timeout: what is decoded
+    /// is whole flows, never half of one. Flows in the table go on.
+    pub fn set_admit(&mut self, admit: bool) {
+        self.admit = admit;
+    }
+
+    /// Whether new flows are taken.
+    pub fn admits(&self) -> bool {
+        self.admit
+    }
+
+    /// A packet of a shed flow, or of a new flow while shedding: refused
+    /// (true) and counted.
+    fn refuse(&mut self, key: FlowKey, ts: u64, new_connection: bool) -> bool {
+        if let Some(last) = self.shed.get_mut(&key) {
+            if new_connection && self.admit {
+                // The addresses are reused by a new connection, admitted.
+                self.shed.remove(&key);
+                return false;
+            }
+            *last = (*last).max(ts);
+            self.stats.packets_shed += 1;
+            return true;
+        }
+        if self.admit || self.map.contains_key(&key) {
+            return false;
+        }
+        self.stats.flows_shed += 1;
+        self.stats.packets_shed += 1;
+        // Bounded like the table; beyond it a shed flow's later packets
+        // would start it mid-stream, so the count says how often.
+        if self.shed.len() < self.cfg.max_flows.max(1) {
+            self.shed.insert(key, ts);
+        } else {
+            self.stats.shed_untracked += 1;
+        }
+        true
+    }
+
+    fn sweep_shed(&mut self, now_ns: u64) {
+        if self.shed.is_empty() || now_ns < self.next_shed_sweep_ns {
+            return;
+        }
+        self.next_shed_sweep_ns = now_ns.saturating_add(1_000_000_000);
+        let (tcp, udp) = (self.cfg.tcp_idle_timeout_ns, self.cfg.udp_idle_timeout_ns);
+        self.shed.retain(|k, last| {
+            let idle = if k.l4 == L4::Tcp { tcp } else { udp };
+            now_ns.saturating_sub(*last) < idle
+        });
     }
 
     /// Flows tracked, including closed TCP flows lingering after FIN/RST.
@@ -569,6 +633,9 @@ impl<S> FlowTable<S> {
         h: &mut impl FlowHandler<S>,
     ) {
         let key = FlowKey::new(L4::Udp, src, dst);
+        if self.refuse(key, ts, false) {
+            return;
+        }
         let i = match self.map.get(&key) {
             Some(&i) => i,
             None => {
@@ -629,6 +696,9 @@ impl<S> FlowTable<S> {
         let syn_only = t.syn && !t.ack_flag;
         let dseq = if t.syn { t.seq.wrapping_add(1) } else { t.seq };
         let seg_len = pkt.payload.len() as u64 + u64::from(pkt.missing);
+        if self.refuse(key, ts, syn_only) {
+            return;
+        }
         let existing = self.map.get(&key).copied();
         if let Some(i) = existing
             && let Some(Some(f)) = self.flows.get(i as usize)
@@ -813,6 +883,7 @@ impl<S> FlowTable<S> {
     /// Moves time to `now_ns`: closes idle flows, drops lingering ones, and
     /// reports holes that waited `gap_timeout_ns`. Cheap when nothing is due.
     pub fn advance(&mut self, now_ns: u64, h: &mut impl FlowHandler<S>) {
+        self.sweep_shed(now_ns);
         for (list, timeout) in [
             (List::Bare, self.cfg.tcp_idle_timeout_ns),
             (List::Tcp, self.cfg.tcp_idle_timeout_ns),

@@ -450,6 +450,41 @@ fn a_flood_of_empty_flows_evicts_itself_not_the_flows_with_data() {
 }
 
 #[test]
+fn shedding_refuses_whole_new_flows_and_keeps_the_others() {
+    let (mut t, mut r) = (table(), Rec::default());
+    // A flow in the table before the overload.
+    handshake(&mut t, &mut r, 100, 500, 1);
+    t.set_admit(false);
+    // A new connection during the overload: refused, SYN to data.
+    let c2 = "10.0.0.1:40001";
+    t.process(&tcp(c2, S, 7, 0, "S", b""), 2, &mut r);
+    t.process(&tcp(S, c2, 70, 8, "SA", b""), 2, &mut r);
+    // The flow in the table goes on.
+    t.process(&tcp(C, S, 101, 501, "PA", b"req"), 3, &mut r);
+    // Admitted again: the shed flow stays shed to its end (no half flow)...
+    t.set_admit(true);
+    t.process(&tcp(c2, S, 8, 71, "PA", b"half"), 4, &mut r);
+    t.process(&tcp(c2, S, 12, 71, "FA", b""), 5, &mut r);
+    // ...and a new one is taken.
+    let c3 = "10.0.0.1:40002";
+    t.process(&tcp(c3, S, 1, 0, "S", b""), 6, &mut r);
+    t.process(&tcp(c3, S, 2, 1, "PA", b"new"), 7, &mut r);
+    assert_eq!(r.stream(1, ToServer), b"req");
+    let opened: Vec<_> = r.opens().iter().map(|o| o.1.to_string()).collect();
+    assert!(!opened.contains(&c2.to_string()), "{opened:?}");
+    assert!(opened.contains(&c3.to_string()), "{opened:?}");
+    // Its last ACK too.
+    t.process(&tcp(c2, S, 13, 72, "A", b""), 6, &mut r);
+    let s = t.stats();
+    assert_eq!(s.flows_shed, 1);
+    assert_eq!(s.packets_shed, 5);
+    // A new connection on the same ports is a new flow, taken.
+    t.process(&tcp(c2, S, 100, 0, "S", b""), 8, &mut r);
+    t.process(&tcp(c2, S, 101, 0, "PA", b"again"), 9, &mut r);
+    assert!(r.opens().iter().any(|o| o.1.to_string() == c2));
+}
+
+#[test]
 fn udp_datagrams_and_truncation() {
     let (mut t, mut r) = (table(), Rec::default());
     t.process(&udp("10.0.0.1:5000", "10.0.0.2:53", b"q1"), 0, &mut r);
