@@ -165,3 +165,21 @@ fn the_agents_own_endpoint_is_not_observed() {
         s.stderr
     );
 }
+
+#[test]
+fn a_short_soak_holds_steady_and_accounts_for_every_request() {
+    // scripts/soak.sh for one minute: three protocols, a decoder reloaded
+    // and the filters changed at 30 s, memory, descriptors and threads
+    // sampled; the README's figures are from a 30-minute run.
+    let out = std::process::Command::new(crate::root().join("scripts/soak.sh"))
+        .arg("1")
+        .env("WASMTAP_BIN", crate::bin())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("soak: ok"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
