@@ -238,3 +238,51 @@ fn a_collector_that_never_answers_does_not_stall_capture_or_shutdown() {
     );
     assert!(!held.lock().unwrap().is_empty());
 }
+
+#[test]
+fn a_replay_to_a_collector_that_never_answers_ends_with_a_clear_message() {
+    // Replay applies back-pressure (it waits for room in the export queue),
+    // but not forever: past WASMTAP_OTLP_MAX_BLOCK_MS it says so and goes on,
+    // dropping (counted) what does not fit.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hole.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in hole.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let cfg = std::env::temp_dir().join(format!("wasmtap-replay-hole-{}.toml", std::process::id()));
+    // One span per batch: more batches than the queue holds.
+    std::fs::write(&cfg, "[telemetry]\nbatch_spans = 1\n").unwrap();
+    let t0 = Instant::now();
+    let out = Command::new(bin())
+        .args(["replay"])
+        .arg(root().join("tests/pcaps/http2/nginx-h2load.pcap"))
+        .args([
+            "--format",
+            "none",
+            "--stats",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .args(["--otlp-protocol", "grpc", "--otlp-endpoint"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "200")
+        .env("WASMTAP_OTLP_MAX_BLOCK_MS", "1000")
+        .env("WASMTAP_LOG", "warn")
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    std::fs::remove_file(&cfg).ok();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("has taken nothing for 1s"), "{stderr}");
+    let dropped: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("wasmtap.agent.export.spans{outcome=dropped_queue_full} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(dropped > 0, "{stderr}");
+    assert!(took < Duration::from_secs(60), "replay took {took:?}");
+}

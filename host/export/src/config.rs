@@ -98,7 +98,16 @@ pub struct ExporterConfig {
     /// Retries of a request after a retryable failure (default 5), with exponential backoff from
     /// 100 ms capped at 5 s, or the delay the collector asks for (Retry-After / RetryInfo).
     pub max_retries: u32,
+    /// Replay's back-pressure: how long a batch waits for room in the
+    /// queue before the exporter stops waiting (a collector that never
+    /// comes back must not hang a replay) and drops what does not fit,
+    /// counted, until the collector takes batches again.
+    pub max_block: Duration,
 }
+
+/// Default longest wait for room in the queue (replay).
+pub(crate) const DEFAULT_MAX_BLOCK: Duration = Duration::from_secs(30);
+const ENV_MAX_BLOCK: &str = "WASMTAP_OTLP_MAX_BLOCK_MS";
 
 /// Default per-request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,6 +136,7 @@ impl ExporterConfig {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_batch_spans: DEFAULT_MAX_BATCH_SPANS,
             max_retries: DEFAULT_MAX_RETRIES,
+            max_block: DEFAULT_MAX_BLOCK,
         }
     }
 
@@ -179,6 +189,13 @@ impl ExporterConfig {
             if ms > 0 {
                 cfg.timeout = Duration::from_millis(ms);
             }
+        }
+        if let Some(t) = env(ENV_MAX_BLOCK) {
+            let ms: u64 = t.trim().parse().map_err(|_| ConfigError::InvalidValue {
+                name: ENV_MAX_BLOCK,
+                value: t.clone(),
+            })?;
+            cfg.max_block = Duration::from_millis(ms);
         }
         if let Some(c) = env(ENV_COMPRESSION) {
             cfg.gzip = match c.trim().to_ascii_lowercase().as_str() {

@@ -155,6 +155,12 @@ impl Msg {
 #[derive(Debug)]
 struct Inner {
     tx: mpsc::Sender<Msg>,
+    /// The longest a blocking send waits (see `ExporterConfig::max_block`).
+    max_block: Duration,
+    endpoint: String,
+    /// A blocking send waited `max_block` in vain: until a batch fits again,
+    /// blocking sends do not wait.
+    gave_up: std::sync::atomic::AtomicBool,
     counters: Arc<Counters>,
     /// `Some(deadline)` once shutdown was requested.
     shutdown: watch::Sender<Option<Instant>>,
@@ -188,6 +194,7 @@ impl Exporter {
             Transport::new(&cfg)?
         };
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let (max_block, endpoint) = (cfg.max_block, cfg.endpoint.clone());
         let (shutdown, shutdown_rx) = watch::channel(None);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let counters = Arc::new(Counters::default());
@@ -203,6 +210,9 @@ impl Exporter {
         Ok(Exporter {
             inner: Arc::new(Inner {
                 tx,
+                max_block,
+                endpoint,
+                gave_up: std::sync::atomic::AtomicBool::new(false),
                 counters,
                 shutdown,
                 done: Mutex::new(Some(done_rx)),
@@ -243,9 +253,41 @@ impl Exporter {
         }
         let c = &self.inner.counters;
         add(signal.queued(c), n);
-        if self.inner.tx.blocking_send(msg).is_err() {
-            signal.queued(c).fetch_sub(n, Ordering::Relaxed);
-            add(signal.dropped(c), n);
+        let gave_up = &self.inner.gave_up;
+        let started = Instant::now();
+        let mut msg = msg;
+        loop {
+            match self.inner.tx.try_send(msg) {
+                Ok(()) => {
+                    if gave_up.swap(false, Ordering::Relaxed) {
+                        tracing::info!(
+                            "OTLP exporter: the collector takes batches again; waiting for room again"
+                        );
+                    }
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(m))
+                    if !gave_up.load(Ordering::Relaxed)
+                        && started.elapsed() < self.inner.max_block =>
+                {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => {
+                    if matches!(e, mpsc::error::TrySendError::Full(_))
+                        && !gave_up.swap(true, Ordering::Relaxed)
+                    {
+                        tracing::warn!(
+                            endpoint = %self.inner.endpoint,
+                            "OTLP exporter: the collector has taken nothing for {:?}; going on without waiting, dropping what does not fit (counted) until it takes batches again",
+                            self.inner.max_block
+                        );
+                    }
+                    signal.queued(c).fetch_sub(n, Ordering::Relaxed);
+                    add(signal.dropped(c), n);
+                    return;
+                }
+            }
         }
     }
 
