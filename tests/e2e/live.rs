@@ -183,3 +183,84 @@ fn a_short_soak_holds_steady_and_accounts_for_every_request() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_live_agent_keeps_only_cap_net_raw_and_still_opens_new_interfaces() {
+    use std::process::Command;
+    let tag = std::process::id() % 100_000;
+    let (a, b) = (format!("wtcp{tag}a"), format!("wtcp{tag}b"));
+    let ip = |args: &[&str]| {
+        let _ = Command::new("ip").args(args).status();
+    };
+    struct Down(Vec<String>);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            for n in &self.0 {
+                let _ = Command::new("ip").args(["link", "del", n]).status();
+            }
+        }
+    }
+    let _down = Down(vec![a.clone(), b.clone()]);
+    let pair = |n: &str| {
+        let peer = format!("{n}p");
+        ip(&["link", "add", n, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", n, "up"]);
+        ip(&["link", "set", &peer, "up"]);
+    };
+    pair(&a);
+    let admin = crate::free_port();
+    let agent = crate::LiveAgent::spawn(
+        Command::new(crate::bin())
+            .args([
+                "run",
+                "--interface",
+                &format!("^wtcp{tag}"),
+                "--format",
+                "none",
+            ])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")]),
+    );
+    // Every thread: CAP_NET_RAW (bit 13) and nothing else, bounding set included.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", agent.id())).unwrap();
+    let mut threads = 0;
+    for t in tasks {
+        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+        for set in ["CapEff:", "CapPrm:", "CapBnd:", "CapInh:", "CapAmb:"] {
+            let v = status
+                .lines()
+                .find(|l| l.starts_with(set))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap();
+            let want = if matches!(set, "CapInh:" | "CapAmb:") {
+                "0000000000000000"
+            } else {
+                "0000000000002000"
+            };
+            assert_eq!(v, want, "{set}");
+        }
+        threads += 1;
+    }
+    assert!(threads >= 2);
+    // An interface that appears later is still opened (rescans every 5 s).
+    pair(&b);
+    let mut seen = false;
+    for _ in 0..150 {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "2"])
+            .arg(format!("http://127.0.0.1:{admin}/status"))
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains(&format!("\"{b}\"")) {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let stopped = agent.stop();
+    assert!(
+        seen,
+        "{b} never opened after the capabilities were dropped:\n{}",
+        stopped.stderr
+    );
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+}

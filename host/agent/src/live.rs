@@ -198,8 +198,49 @@ pub fn sidecar_identity() -> Vec<KeyValue> {
     v
 }
 
+/// Least privilege: before any thread starts (threads inherit the sets),
+/// every capability but `CAP_NET_RAW` (packet sockets, for the capture and
+/// for interfaces a rescan opens later) is dropped from the effective,
+/// permitted, inheritable, ambient and bounding sets; `CAP_NET_BIND_SERVICE`
+/// stays when the admin endpoint asks for a port below 1024. A non-root
+/// agent (file capability `cap_net_raw`) has nothing else to drop and may
+/// not touch its bounding set: that is skipped.
+fn drop_capabilities(admin_listen: &str) -> Result<()> {
+    use caps::{CapSet, Capability};
+    let mut keep = caps::CapsHashSet::new();
+    keep.insert(Capability::CAP_NET_RAW);
+    let low_port = admin_listen
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .is_some_and(|p| p < 1024);
+    if low_port {
+        keep.insert(Capability::CAP_NET_BIND_SERVICE);
+    }
+    let before = caps::read(None, CapSet::Permitted).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        for c in caps::all() {
+            if !keep.contains(&c) {
+                // Capabilities the kernel does not know are not an error.
+                let _ = caps::drop(None, CapSet::Bounding, c);
+            }
+        }
+    }
+    let kept: caps::CapsHashSet = before.intersection(&keep).copied().collect();
+    let _ = caps::clear(None, CapSet::Ambient);
+    caps::clear(None, CapSet::Inheritable).map_err(|e| anyhow::anyhow!("{e}"))?;
+    caps::set(None, CapSet::Effective, &kept).map_err(|e| anyhow::anyhow!("{e}"))?;
+    caps::set(None, CapSet::Permitted, &kept).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(
+        kept = ?kept.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        dropped = before.len().saturating_sub(kept.len()),
+        "capabilities dropped"
+    );
+    Ok(())
+}
+
 /// Runs the live capture.
 pub fn run(a: RunArgs) -> Result<()> {
+    drop_capabilities(&a.admin_listen).context("dropping capabilities")?;
     let extra = if a.mode == Mode::Sidecar {
         sidecar_identity()
     } else {
