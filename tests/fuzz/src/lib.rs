@@ -12,6 +12,8 @@
 //!   the host's bound.
 //! - [`matcher`]: request/response matching over arbitrary messages.
 //! - [`service_rule`]: the service map's match expressions.
+//! - [`filters`]: the operators' filters, as `PUT /filters` JSON and as the
+//!   config's `[filters]` TOML, compiled (BPF text and L7 rules).
 //!
 //! `cargo test -p wasmtap-fuzz` runs every target over its corpus
 //! (`corpus/<target>/`, with every regression) on the stable toolchain;
@@ -30,6 +32,7 @@ pub const TARGETS: &[&str] = &[
     "frames",
     "matcher",
     "service_rule",
+    "filters",
     "amqp",
     "dns",
     "http1",
@@ -50,6 +53,7 @@ pub fn run_target(name: &str, data: &[u8]) {
         "frames" => frames(data),
         "matcher" => matcher(data),
         "service_rule" => service_rule(data),
+        "filters" => filters(data),
         "amqp" => decoder::<wasmtap_plugin_amqp::Amqp>(data, 5672),
         "dns" => decoder::<wasmtap_plugin_dns::Dns>(data, 53),
         "http1" => decoder::<wasmtap_plugin_http1::Http1>(data, 80),
@@ -214,6 +218,33 @@ pub fn service_rule(data: &[u8]) {
     let (expr, name) = s.split_once('\0').unwrap_or((&s, "svc"));
     if let Ok(r) = wasmtap_telemetry::services::ServiceRule::parse(expr, name) {
         assert!(r.net.is_some() || r.port.is_some());
+    }
+}
+
+/// The agent's filter module, as it is compiled into the agent.
+#[allow(dead_code, unreachable_pub, missing_docs, clippy::all)]
+#[path = "../../../host/agent/src/filter.rs"]
+mod filter;
+
+/// A filter specification: JSON (`PUT /filters`) when the first byte is
+/// even, else TOML (the config's `[filters]`); compiled when it parses.
+pub fn filters(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(rest);
+    let spec: Option<filter::FilterSpec> = if first % 2 == 0 {
+        serde_json::from_str(&text).ok()
+    } else {
+        toml::from_str(&text).ok()
+    };
+    if let Some(spec) = spec
+        && let Ok(compiled) = spec.compile()
+    {
+        // A filter that compiles gives BPF text libpcap can be handed.
+        if let Some(bpf) = compiled.bpf() {
+            assert!(!bpf.is_empty() && !bpf.contains('\0'));
+        }
     }
 }
 
