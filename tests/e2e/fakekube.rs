@@ -8,8 +8,8 @@
 //!   `metadata.resourceVersion`, filtered by `fieldSelector`
 //!   (`spec.nodeName=`, `metadata.name=`);
 //! - `...?watch=true&resourceVersion=N`: newline-delimited JSON events
-//!   (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`) after `N`, streamed as they
-//!   happen, until `timeoutSeconds`; a version older than the compaction
+//!   (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`) after `N`, in chunks
+//!   (`Transfer-Encoding: chunked`) as they happen, until `timeoutSeconds`; a version older than the compaction
 //!   point gets an `ERROR` event with a `410 Gone` Status (as etcd
 //!   compaction makes a real server do);
 //! - [`FakeKube::down`] closes the listener and every watch (connection
@@ -333,20 +333,31 @@ fn handle(conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
         .get("timeoutSeconds")
         .and_then(|v| v.parse().ok())
         .unwrap_or(290u64);
+    // As the API server does: chunked transfer encoding, one event (or a
+    // few) per chunk, the stream ended by the last chunk.
     conn.write_all(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
     )?;
+    fn chunk(conn: &mut TcpStream, data: &str) -> std::io::Result<()> {
+        write!(conn, "{:x}\r\n{data}\r\n", data.len())?;
+        conn.flush()
+    }
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let mut st = shared.state.lock().unwrap();
     let generation = st.generation;
     if cursor < st.compacted {
+        let compacted = st.compacted;
         drop(st);
-        writeln!(
-            conn,
-            r#"{{"type":"ERROR","object":{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"too old resource version: {cursor} ({})","reason":"Expired","code":410}}}}"#,
-            shared.state.lock().unwrap().compacted
+        chunk(
+            &mut conn,
+            &format!(
+                "{}\n",
+                json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "reason": "Expired", "code": 410,
+                    "message": format!("too old resource version: {cursor} ({compacted})")}})
+            ),
         )?;
-        return Ok(());
+        return chunk(&mut conn, "");
     }
     let mut last_bookmark = Instant::now();
     loop {
@@ -378,12 +389,16 @@ fn handle(conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
         }
         if !out.is_empty() {
             drop(st);
-            conn.write_all(out.as_bytes())?;
-            conn.flush()?;
+            chunk(&mut conn, &out)?;
             st = shared.state.lock().unwrap();
         }
-        if st.generation != generation || Instant::now() >= deadline {
+        if st.generation != generation {
+            // Gone: the connection drops without its last chunk.
             return Ok(());
+        }
+        if Instant::now() >= deadline {
+            drop(st);
+            return chunk(&mut conn, "");
         }
         st = shared
             .changed
