@@ -478,6 +478,11 @@ impl Config {
         );
         self.filters.compile().map_err(|e| anyhow::anyhow!("{e}"))?;
         self.locality()?;
+        anyhow::ensure!(
+            self.overload.shed_after_ms == 0
+                || self.overload.resume_below_ms < self.overload.shed_after_ms,
+            "overload.resume_below_ms must be below overload.shed_after_ms"
+        );
         for (i, h) in self.plugins.allow_sha256.iter().flatten().enumerate() {
             anyhow::ensure!(
                 h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()),

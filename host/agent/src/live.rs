@@ -202,17 +202,18 @@ pub fn sidecar_identity() -> Vec<KeyValue> {
 /// every capability but `CAP_NET_RAW` (packet sockets, for the capture and
 /// for interfaces a rescan opens later) is dropped from the effective,
 /// permitted, inheritable, ambient and bounding sets; `CAP_NET_BIND_SERVICE`
-/// stays when the admin endpoint asks for a port below 1024. A non-root
+/// stays when the admin or metrics endpoint asks for a port below 1024. A non-root
 /// agent (file capability `cap_net_raw`) has nothing else to drop and may
 /// not touch its bounding set: that is skipped.
-fn drop_capabilities(admin_listen: &str) -> Result<()> {
+fn drop_capabilities(listens: &[&str]) -> Result<()> {
     use caps::{CapSet, Capability};
     let mut keep = caps::CapsHashSet::new();
     keep.insert(Capability::CAP_NET_RAW);
-    let low_port = admin_listen
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .is_some_and(|p| p < 1024);
+    let low_port = listens.iter().any(|l| {
+        l.rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_some_and(|p| p < 1024)
+    });
     if low_port {
         keep.insert(Capability::CAP_NET_BIND_SERVICE);
     }
@@ -240,7 +241,11 @@ fn drop_capabilities(admin_listen: &str) -> Result<()> {
 
 /// Runs the live capture.
 pub fn run(a: RunArgs) -> Result<()> {
-    drop_capabilities(&a.admin_listen).context("dropping capabilities")?;
+    let listens = [
+        a.admin_listen.as_str(),
+        a.metrics_listen.as_deref().unwrap_or(""),
+    ];
+    drop_capabilities(&listens).context("dropping capabilities")?;
     let extra = if a.mode == Mode::Sidecar {
         sidecar_identity()
     } else {
@@ -469,6 +474,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         }
         loop {
             // What the kernel held at the stop is read whole, never shed.
+            lag.caught_up(&mut p);
             let mut draining = Lag {
                 shed_after_ns: 0,
                 ..lag
@@ -512,10 +518,12 @@ struct Lag {
 impl Lag {
     /// A frame captured at `ts_ns` is handled at `now_ns`: shed whole new
     /// flows past the threshold, take them again once caught up.
-    fn observe(&mut self, p: &mut Pipeline, ts_ns: u64, now_ns: u64) {
+    fn observe(&mut self, p: &mut Pipeline, ts_ns: u64) {
         if self.shed_after_ns == 0 {
             return;
         }
+        // Read now, not once per batch: a slow batch would look caught up.
+        let now_ns = wall_ns();
         let lag = now_ns.saturating_sub(ts_ns);
         self.worst_ns = self.worst_ns.max(lag);
         if p.shard.admits() && lag > self.shed_after_ns {
@@ -552,13 +560,12 @@ fn read_available(
     lag: &mut Lag,
 ) -> Result<usize, wasmtap_capture::CaptureError> {
     let mut got = 0usize;
-    let now = wall_ns();
     for (n, (src, link)) in sources.list.iter_mut().enumerate() {
         for i in 0..per_source {
             let Some(f) = src.next_frame()? else { break };
             *last_ts = (*last_ts).max(f.ts_ns);
             if i % 64 == 0 {
-                lag.observe(p, f.ts_ns, now);
+                lag.observe(p, f.ts_ns);
             }
             let iface = u16::try_from(n).unwrap_or(u16::MAX);
             p.shard

@@ -252,7 +252,12 @@ impl<S> FlowTable<S> {
             self.stats.packets_shed += 1;
             return true;
         }
-        if self.admit || self.map.contains_key(&key) {
+        // A flow in the table goes on, unless it is a closed one lingering
+        // and this is a new connection on its addresses.
+        let open = self.map.get(&key).is_some_and(
+            |&i| matches!(self.flows.get(i as usize), Some(Some(f)) if f.closed == Closed::No),
+        );
+        if self.admit || open || (self.map.contains_key(&key) && !new_connection) {
             return false;
         }
         self.stats.flows_shed += 1;

@@ -246,6 +246,9 @@ async fn run(client: Client, cfg: KubeConfig, identities: Identities, st: Arc<Ku
     // Per kind (pods, replicasets, jobs, services): listed, no error since.
     let kinds = streams.len();
     let mut ok = [false; 4];
+    // A kind listed once resumes its watch after an error without a new
+    // list: its next event means it is current again.
+    let mut listed = [false; 4];
     let mut events = futures::stream::select_all(streams);
     let mut tick = tokio::time::interval(cfg.publish_every.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -290,7 +293,8 @@ async fn run(client: Client, cfg: KubeConfig, identities: Identities, st: Arc<Ku
                     Some(done) => {
                         st.events.fetch_add(1, Ordering::Relaxed);
                         dirty = true;
-                        ok[kind] |= done;
+                        listed[kind] |= done;
+                        ok[kind] = listed[kind];
                         if done && ok[..kinds].iter().all(|&k| k) && !st.synced.swap(true, Ordering::Relaxed) {
                             tracing::info!(
                                 "kubernetes: listed ({} pods, {} services); watching",

@@ -109,8 +109,9 @@ pub(crate) fn convert_messages(
             let key = key.clone();
             let value = match a.value {
                 wit::AttributeValue::Str(mut s) => {
-                    capped += u64::from(cut(&mut s, caps.value_len));
+                    // Replaced first: U+FFFD is longer than what it replaces.
                     sanitized += u64::from(sanitize(&mut s, true));
+                    capped += u64::from(cut(&mut s, caps.value_len));
                     AttrValue::Str(s)
                 }
                 wit::AttributeValue::Int(i) => AttrValue::Int(i),
@@ -120,11 +121,11 @@ pub(crate) fn convert_messages(
             attributes.push(KeyValue { key, value });
         }
         let mut operation = m.operation;
-        capped += u64::from(cut(&mut operation, 256));
         sanitized += u64::from(sanitize(&mut operation, false));
+        capped += u64::from(cut(&mut operation, 256));
         let mut status_code = m.status_code;
-        capped += u64::from(cut(&mut status_code, 64));
         sanitized += u64::from(sanitize(&mut status_code, false));
+        capped += u64::from(cut(&mut status_code, 64));
         let (lo, hi) = (window.0, window.1.max(window.0));
         let start_ns = m.start_ns.clamp(lo, hi);
         let end_ns = m.end_ns.clamp(lo, hi).max(start_ns);

@@ -49,6 +49,8 @@ pub const MAX_TENURES: usize = 4;
 pub struct IdentityIndex {
     by_ip: HashMap<IpAddr, Vec<Tenure>, foldhash::fast::RandomState>,
     by_endpoint: HashMap<(IpAddr, u16), Vec<Tenure>, foldhash::fast::RandomState>,
+    /// Addresses of `by_endpoint`, for [`IdentityIndex::knows`].
+    endpoint_ips: std::collections::HashSet<IpAddr, foldhash::fast::RandomState>,
     /// The index holds every workload of the cluster, not only this node's:
     /// an address it does not know is outside the cluster.
     pub complete: bool,
@@ -94,6 +96,7 @@ impl IdentityIndex {
     /// port, a Service's virtual IP and port, a container's port).
     pub fn insert_endpoint(&mut self, ip: IpAddr, port: u16, t: Tenure) {
         add(self.by_endpoint.entry((ip, port)).or_default(), t);
+        self.endpoint_ips.insert(ip);
     }
 
     /// Who held `ip:port` at `ts_ns`: the endpoint's holder, else the
@@ -112,7 +115,7 @@ impl IdentityIndex {
 
     /// Whether the index knows `ip` at all (any time, any port).
     pub fn knows(&self, ip: IpAddr) -> bool {
-        self.by_ip.contains_key(&ip) || self.by_endpoint.keys().any(|(i, _)| *i == ip)
+        self.by_ip.contains_key(&ip) || self.endpoint_ips.contains(&ip)
     }
 
     /// Addresses indexed.

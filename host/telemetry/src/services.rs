@@ -93,7 +93,9 @@ pub struct Locality {
 enum Cached {
     /// A configuration rule named it: nothing else is consulted.
     Rule(Arc<Resource>),
-    /// Named by its address, unless a workload or DNS name is known.
+    /// No rule matches: a workload, a DNS name, else the address names it.
+    NoRule,
+    /// As `NoRule`, and its address resource exists (the last fallback).
     Address(Arc<Resource>),
 }
 
@@ -104,7 +106,9 @@ pub struct ServiceMap {
     extra: Vec<KeyValue>,
     cache: HashMap<(IpAddr, u16), Cached, foldhash::fast::RandomState>,
     by_name: HashMap<String, Arc<Resource>, foldhash::fast::RandomState>,
-    by_workload: HashMap<u64, Arc<Resource>, foldhash::fast::RandomState>,
+    /// Workload resources by key, with the identity they were built from
+    /// (rebuilt when it changes: an owner learned later, a new label).
+    by_workload: HashMap<u64, (Arc<Workload>, Arc<Resource>), foldhash::fast::RandomState>,
     clients: HashMap<IpAddr, (bool, Arc<str>), foldhash::fast::RandomState>,
     identity: Option<IdentityView>,
     dns: Option<DnsNames>,
@@ -269,33 +273,27 @@ impl ServiceMap {
 
     /// The resource of the service listening at `ip:port`, at `ts_ns`.
     pub fn resolve(&mut self, ip: IpAddr, port: u16, ts_ns: u64) -> Arc<Resource> {
-        let address = match self.cache.get(&(ip, port)) {
+        match self.cache.get(&(ip, port)) {
             Some(Cached::Rule(r)) => return r.clone(),
-            Some(Cached::Address(r)) => Some(r.clone()),
-            None => None,
-        };
-        let address = match address {
-            Some(r) => r,
+            Some(_) => {}
             None => {
-                if let Some(rule) = self.rules.iter().find(|r| r.matches(ip, port)) {
-                    let name = rule.name.clone();
-                    let r = self.named(name);
-                    if self.cache.len() < self.max_cached {
-                        self.cache.insert((ip, port), Cached::Rule(r.clone()));
-                    }
+                let rule = self
+                    .rules
+                    .iter()
+                    .find(|r| r.matches(ip, port))
+                    .map(|r| r.name.clone());
+                let entry = match rule {
+                    Some(name) => Cached::Rule(self.named(name)),
+                    None => Cached::NoRule,
+                };
+                if self.cache.len() < self.max_cached {
+                    self.cache.insert((ip, port), entry.clone());
+                }
+                if let Cached::Rule(r) = entry {
                     return r;
                 }
-                let name = match ip {
-                    IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-                    IpAddr::V4(v4) => format!("{v4}:{port}"),
-                };
-                let r = self.named(name);
-                if self.cache.len() < self.max_cached {
-                    self.cache.insert((ip, port), Cached::Address(r.clone()));
-                }
-                r
             }
-        };
+        }
         if let Some(w) = self
             .index()
             .and_then(|ix| ix.lookup(ip, port, ts_ns))
@@ -306,17 +304,48 @@ impl ServiceMap {
         if let Some(n) = self.dns.as_ref().and_then(|d| d.lookup(ip, ts_ns)) {
             return self.named(n.to_string());
         }
-        address
+        // The last fallback: only now is an address resource made.
+        if let Some(Cached::Address(r)) = self.cache.get(&(ip, port)) {
+            return r.clone();
+        }
+        let name = match ip {
+            IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+            IpAddr::V4(v4) => format!("{v4}:{port}"),
+        };
+        let r = self.named(name);
+        if let Some(e) = self.cache.get_mut(&(ip, port)) {
+            *e = Cached::Address(r.clone());
+        }
+        r
     }
 
     /// Forgets resources nothing else holds any more (series expired, the
-    /// workload gone), so churning pods do not fill the service cap.
+    /// workload gone, a DNS or address name unused), so churning pods and
+    /// addresses do not fill the service cap.
     pub fn sweep(&mut self) {
-        self.by_workload.retain(|_, r| Arc::strong_count(r) > 1);
+        // An address resource only the cache and the name map hold: back
+        // to "no rule" (made again if the address serves again).
+        for e in self.cache.values_mut() {
+            if let Cached::Address(r) = e
+                && Arc::strong_count(r) <= 2
+            {
+                *e = Cached::NoRule;
+            }
+        }
+        self.by_workload
+            .retain(|_, (_, r)| Arc::strong_count(r) > 1);
+        let rules = &self.rules;
+        self.by_name.retain(|name, r| {
+            Arc::strong_count(r) > 1 || rules.iter().any(|rule| &rule.name == name)
+        });
     }
 
-    fn workload(&mut self, w: &Workload) -> Arc<Resource> {
-        if let Some(r) = self.by_workload.get(&w.key) {
+    fn workload(&mut self, w: &Arc<Workload>) -> Arc<Resource> {
+        if let Some((seen, r)) = self.by_workload.get_mut(&w.key)
+            && (Arc::ptr_eq(seen, w) || **seen == **w)
+        {
+            // The same identity from a newer index: compare pointers next time.
+            *seen = w.clone();
             return r.clone();
         }
         if self.services() >= self.max_services {
@@ -334,7 +363,7 @@ impl ServiceMap {
             attributes,
         });
         self.next_id += 1;
-        self.by_workload.insert(w.key, r.clone());
+        self.by_workload.insert(w.key, (w.clone(), r.clone()));
         r
     }
 
@@ -468,6 +497,41 @@ mod tests {
         drop(r);
         m.sweep();
         assert_eq!(m.by_workload.len(), 0);
+    }
+
+    #[test]
+    fn workload_names_follow_the_index_and_unused_names_leave_the_cap() {
+        use crate::identity::{Identities, IdentityIndex};
+        let ids = Identities::new();
+        let mut m = ServiceMap::new(vec![], vec![])
+            .with_identities(ids.view())
+            .with_max_services(3);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut ix = IdentityIndex::new();
+        ix.insert_ip(ip("10.0.0.5"), pod(1, "api-7d9f8c6b5", 0, true));
+        ids.publish(ix);
+        let first = m.resolve(ip("10.0.0.5"), 80, 1);
+        assert_eq!(first.service_name(), "api-7d9f8c6b5");
+        // The owner became known: same pod, its Deployment's name.
+        let mut ix = IdentityIndex::new();
+        ix.insert_ip(ip("10.0.0.5"), pod(1, "api", 0, true));
+        ids.publish(ix);
+        let later = m.resolve(ip("10.0.0.5"), 80, 2);
+        assert_eq!(later.service_name(), "api");
+        // Named by its workload, no address resource was made.
+        assert!(!m.by_name.contains_key("10.0.0.5:80"));
+        // Address names nobody holds any more leave the cap.
+        drop((first, later));
+        m.sweep();
+        assert_eq!(m.services(), 0);
+        for i in 1..=3 {
+            let r = m.resolve(ip(&format!("192.0.2.{i}")), 80, 3);
+            assert_ne!(r.service_name(), OVERFLOW_SERVICE);
+        }
+        m.sweep();
+        assert_eq!(m.services(), 0);
+        let r = m.resolve(ip("192.0.2.9"), 80, 4);
+        assert_eq!(r.service_name(), "192.0.2.9:80");
     }
 
     #[test]
