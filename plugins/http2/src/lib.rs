@@ -649,7 +649,9 @@ impl Http2Handler {
             self.hpack[d] = hpack::Decoder::new(false);
             fields.clear();
         }
-        let unknown = self.hpack[d].unknown - before;
+        // A reset context counts from zero again (found by fuzzing: the
+        // subtraction overflowed).
+        let unknown = self.hpack[d].unknown.saturating_sub(before);
         if let Some(p) = promised {
             // A pushed stream: its request is the promised header block.
             let s = self.stream(p);
