@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::fakekube::{FakeKube, pod, replica_set};
-use crate::{LiveAgent, attr, bin, free_port, root};
+use crate::{LiveAgent, attr, bin, free_port, root, status};
 
 struct Nodes {
     tag: String,
@@ -133,15 +133,6 @@ impl Drop for Nodes {
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn status(admin: u16) -> Value {
-    let out = Command::new("curl")
-        .args(["-s", "-m", "2"])
-        .arg(format!("http://127.0.0.1:{admin}/status"))
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
 /// Waits until `/status`'s `kubernetes` object satisfies `ok`, then lets

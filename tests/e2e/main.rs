@@ -303,3 +303,48 @@ impl Drop for LiveAgent {
         }
     }
 }
+
+/// Debian's nginx on a free 127.0.0.1 port (`scripts/nginx-serve.sh`),
+/// stopped and its files removed on drop.
+pub struct Nginx {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl Nginx {
+    pub fn start(tag: &str) -> Nginx {
+        let dir = std::env::temp_dir().join(format!("wasmtap-{tag}-{}", std::process::id()));
+        let out = Command::new(root().join("scripts/nginx-serve.sh"))
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "nginx-serve.sh start failed");
+        let port = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Nginx { dir, port }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/nginx-serve.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The agent's `/status` (JSON; `Null` when it does not answer).
+pub fn status(admin: u16) -> Value {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "2"])
+        .arg(format!("http://127.0.0.1:{admin}/status"))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}

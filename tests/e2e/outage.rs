@@ -15,37 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::otlp::Collector;
-use crate::{LiveAgent, attr, bin, free_port, root};
-
-struct Nginx(std::path::PathBuf, u16);
-
-impl Nginx {
-    fn start(tag: &str) -> Nginx {
-        let dir = std::env::temp_dir().join(format!("wasmtap-outage-{tag}-{}", std::process::id()));
-        let out = Command::new(root().join("scripts/nginx-serve.sh"))
-            .arg("start")
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let port = String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        Nginx(dir, port)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = Command::new(root().join("scripts/nginx-serve.sh"))
-            .arg("stop")
-            .arg(&self.0)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::{LiveAgent, Nginx, attr, bin, free_port, root, status};
 
 /// Requests `/phase<N>` every 50 ms until stopped; counts answers per phase.
 struct Traffic {
@@ -87,15 +57,6 @@ impl Traffic {
         self.stop.store(true, Ordering::Relaxed);
         self.done.take().unwrap().join().unwrap()
     }
-}
-
-fn status(admin: u16) -> Value {
-    let out = Command::new("curl")
-        .args(["-s", "-m", "2"])
-        .arg(format!("http://127.0.0.1:{admin}/status"))
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -142,9 +103,9 @@ fn a_collector_outage_is_counted_and_export_resumes_by_itself() {
     let c1 = Collector::start("outage1");
     let (grpc, http) = (c1.grpc, c1.http);
     let admin = free_port();
-    let a = agent(nginx.1, &format!("http://127.0.0.1:{grpc}"), admin);
+    let a = agent(nginx.port, &format!("http://127.0.0.1:{grpc}"), admin);
     let pid = a.id();
-    let traffic = Traffic::start(nginx.1);
+    let traffic = Traffic::start(nginx.port);
     let mut peak = 0;
     let mut sample = |secs: u64| {
         let end = Instant::now() + Duration::from_secs(secs);
@@ -217,8 +178,8 @@ fn a_collector_that_never_answers_does_not_stall_capture_or_shutdown() {
     });
     let nginx = Nginx::start("hole");
     let admin = free_port();
-    let a = agent(nginx.1, &format!("http://127.0.0.1:{port}"), admin);
-    let traffic = Traffic::start(nginx.1);
+    let a = agent(nginx.port, &format!("http://127.0.0.1:{port}"), admin);
+    let traffic = Traffic::start(nginx.port);
     std::thread::sleep(Duration::from_secs(8));
     let answered = traffic.stop();
     std::thread::sleep(Duration::from_secs(1));

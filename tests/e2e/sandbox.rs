@@ -495,29 +495,8 @@ fn an_overloaded_live_agent_sheds_whole_flows_and_recovers() {
     use std::process::Stdio;
     // nginx on a free port, decoded by the slow decoder (about 2 ms a call):
     // a few hundred new connections a second are more than it can follow.
-    let dir = std::env::temp_dir().join(format!("wasmtap-overload-{}", std::process::id()));
-    let out = Command::new(root().join("scripts/nginx-serve.sh"))
-        .arg("start")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let port: u16 = String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    struct Stop(std::path::PathBuf);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new(root().join("scripts/nginx-serve.sh"))
-                .arg("stop")
-                .arg(&self.0)
-                .status();
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _nginx = Stop(dir.clone());
+    let nginx = crate::Nginx::start("overload");
+    let (dir, port) = (nginx.dir.clone(), nginx.port);
     let cfg = dir.join("agent.toml");
     std::fs::write(
         &cfg,
@@ -544,14 +523,7 @@ fn an_overloaded_live_agent_sheds_whole_flows_and_recovers() {
         .unwrap();
     assert!(wrk.success());
     // Load gone: the agent catches up and takes new flows again.
-    let status = || -> Value {
-        let o = Command::new("curl")
-            .args(["-s", "-m", "2"])
-            .arg(format!("http://127.0.0.1:{admin}/status"))
-            .output()
-            .unwrap();
-        serde_json::from_slice(&o.stdout).unwrap_or_default()
-    };
+    let status = || crate::status(admin);
     let mut st = status();
     for _ in 0..300 {
         st = status();
