@@ -10,6 +10,8 @@
 //!   events; the session is run whole and at input-chosen split points, and
 //!   must not panic, consume more than offered or keep more pending than
 //!   the host's bound.
+//! - [`capture_file`]: a pcap or pcapng file read through libpcap and the
+//!   reader's header repair, every frame through L2-L4 decode.
 //! - [`matcher`]: request/response matching over arbitrary messages.
 //! - [`service_rule`]: the service map's match expressions.
 //! - [`filters`]: the operators' filters, as `PUT /filters` JSON and as the
@@ -30,6 +32,7 @@ use wasmtap_sdk::testing::{Event, Host, declare, run};
 /// Every target, by name (the corpus directories and cargo-fuzz binaries).
 pub const TARGETS: &[&str] = &[
     "frames",
+    "capture_file",
     "matcher",
     "service_rule",
     "filters",
@@ -51,6 +54,7 @@ pub const TARGETS: &[&str] = &[
 pub fn run_target(name: &str, data: &[u8]) {
     match name {
         "frames" => frames(data),
+        "capture_file" => capture_file(data),
         "matcher" => matcher(data),
         "service_rule" => service_rule(data),
         "filters" => filters(data),
@@ -158,6 +162,39 @@ pub fn frames(data: &[u8]) {
     table.close_all(CloseReason::Fin, ts, &mut h);
     assert_eq!(h.open, 0, "flows left open");
     assert_eq!(table.len(), 0);
+}
+
+/// A capture file's bytes, read as `wasmtap replay` reads a file: libpcap,
+/// the header repair, then every frame decoded. Errors are fine; panics,
+/// hangs and unbounded reads are not.
+pub fn capture_file(data: &[u8]) {
+    use std::io::Write;
+    thread_local! {
+        static PATH: std::path::PathBuf = std::env::temp_dir()
+            .join(format!("wasmtap-fuzz-{}-{:?}.pcap", std::process::id(), std::thread::current().id()));
+    }
+    PATH.with(|path| {
+        let Ok(mut f) = std::fs::File::create(path) else {
+            return;
+        };
+        if f.write_all(data).is_err() {
+            return;
+        }
+        drop(f);
+        let Ok(mut src) = wasmtap_capture::FileSource::open(path) else {
+            return;
+        };
+        let link = LinkType::from_dlt(src.datalink());
+        let mut decoder = L4Decoder::new(DecoderConfig::default());
+        let mut n = 0u32;
+        while let Ok(Some(frame)) = src.next_frame() {
+            n += 1;
+            assert!(n <= 1_000_000, "more frames than the file could hold");
+            if let Some(link) = link {
+                let _ = decoder.decode(link, frame.ts_ns, frame.data);
+            }
+        }
+    });
 }
 
 /// Messages into one flow's matcher: `[kind][correlation?][ts]...`.
