@@ -169,6 +169,18 @@ pub fn frames(data: &[u8]) {
 /// hangs and unbounded reads are not.
 pub fn capture_file(data: &[u8]) {
     use std::io::Write;
+    // As in the agent (Rust's runtime does it before `main`): a write to a
+    // pipe libpcap closed (the header repair's feeder thread) is an error,
+    // not a SIGPIPE. libFuzzer's C `main` does not ignore it.
+    static IGNORE_SIGPIPE: std::sync::Once = std::sync::Once::new();
+    IGNORE_SIGPIPE.call_once(|| {
+        // SAFETY: setting a signal's disposition to "ignore" has no
+        // preconditions; nothing else in this process handles SIGPIPE.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+    });
     thread_local! {
         static PATH: std::path::PathBuf = std::env::temp_dir()
             .join(format!("wasmtap-fuzz-{}-{:?}.pcap", std::process::id(), std::thread::current().id()));
