@@ -18,7 +18,7 @@ up)
     ip link add "$br" type bridge
     ip addr add "10.${net}.${n}.254/24" dev "$br"
     ip link set "$br" up
-    sysctl -qw "net.ipv4.conf.${br}.forwarding=1"
+    echo 1 > "/proc/sys/net/ipv4/conf/${br}/forwarding"
     i=1
     for p in a b c; do
       ns="wt${tag}${n}${p}"
