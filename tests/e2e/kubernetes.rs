@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::fakekube::{FakeKube, pod, replica_set};
-use crate::{LiveAgent, attr, bin, free_port, root, status};
+use crate::{LiveAgent, agent_spans, attr, bin, free_port, resource, root, status};
 
 struct Nodes {
     tag: String,
@@ -184,27 +184,14 @@ fn agent(
     LiveAgent::spawn(&mut cmd)
 }
 
-fn spans(agent: LiveAgent) -> Vec<Value> {
-    let s = agent.stop();
-    assert!(s.status.success(), "{}", s.stderr);
-    s.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn res(span: &Value, key: &str) -> String {
-    span["resource"][key].as_str().unwrap_or("").to_string()
-}
-
 /// "service.name k8s.pod.name" per span, counted, for spans of `path`.
 fn named(spans: &[Value], path: &str) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for s in spans.iter().filter(|s| attr(s, "url.path") == path) {
         *m.entry(format!(
             "{} {}",
-            res(s, "service.name"),
-            res(s, "k8s.pod.name")
+            resource(s, "service.name"),
+            resource(s, "k8s.pod.name")
         ))
         .or_default() += 1;
     }
@@ -326,7 +313,7 @@ fn a_rollout_and_an_api_outage_keep_every_span_on_the_pod_that_held_the_ip() {
     });
     nodes.calls(&client_ns, worker, "/known", 2);
     let st = status(admin);
-    let spans = spans(a);
+    let spans = agent_spans(a);
 
     assert_eq!(
         named(&spans, "/before"),
@@ -357,7 +344,7 @@ fn a_rollout_and_an_api_outage_keep_every_span_on_the_pod_that_held_the_ip() {
         ("service.namespace", "shop"),
         ("service.instance.id", "shop.web-7d9f8c6b5-bbbbb.app"),
     ] {
-        assert_eq!(res(s, k), v, "{k}");
+        assert_eq!(resource(s, k), v, "{k}");
     }
     // The outage is counted, and shown.
     let k = &st["kubernetes"];
@@ -453,8 +440,8 @@ fn two_nodes_report_every_call_once_from_the_servers_node() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let s1 = spans(a1);
-    let s2 = spans(a2);
+    let s1 = agent_spans(a1);
+    let s2 = agent_spans(a2);
 
     let count = |s: &[Value], path: &str| s.iter().filter(|x| attr(x, "url.path") == path).count();
     // Each call once in the merged output, from the server's node.
@@ -475,7 +462,7 @@ fn two_nodes_report_every_call_once_from_the_servers_node() {
     let of = |s: &[Value], path: &str| {
         s.iter()
             .find(|x| attr(x, "url.path") == path)
-            .map(|x| res(x, "service.name"))
+            .map(|x| resource(x, "service.name"))
             .unwrap_or_default()
     };
     assert_eq!(of(&s2, "/n1-to-n2"), "api");

@@ -4,48 +4,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{LiveAgent, bin, root};
-
-struct Nginx {
-    dir: std::path::PathBuf,
-    port: u16,
-}
-
-impl Nginx {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("wasmtap-live-nginx-{}", std::process::id()));
-        let out = Command::new(root().join("scripts/nginx-serve.sh"))
-            .arg("start")
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        Self { dir, port }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = Command::new(root().join("scripts/nginx-serve.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use crate::{LiveAgent, Nginx, bin};
 
 #[test]
 fn live_loopback_spans_cover_every_wrk_request_and_sigterm_flushes() {
-    let nginx = Nginx::start();
+    let nginx = Nginx::start("live-nginx");
     let agent = LiveAgent::spawn(Command::new(bin()).args([
         "run",
         "--interface",

@@ -319,7 +319,11 @@ impl Nginx {
             .arg(&dir)
             .output()
             .unwrap();
-        assert!(out.status.success(), "nginx-serve.sh start failed");
+        assert!(
+            out.status.success(),
+            "nginx-serve.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let port = String::from_utf8(out.stdout)
             .unwrap()
             .trim()
@@ -347,4 +351,19 @@ pub fn status(admin: u16) -> Value {
         .output()
         .unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// Stops a live agent (it must exit cleanly) and parses its JSON-lines spans.
+pub fn agent_spans(agent: LiveAgent) -> Vec<Value> {
+    let s = agent.stop();
+    assert!(s.status.success(), "{}", s.stderr);
+    s.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A resource attribute of a span (`""` when absent).
+pub fn resource(span: &Value, key: &str) -> String {
+    span["resource"][key].as_str().unwrap_or("").to_string()
 }

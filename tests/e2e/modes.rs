@@ -7,9 +7,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::{LiveAgent, attr, bin, root};
+use crate::{LiveAgent, agent_spans, attr, bin, resource, root};
 
 struct Pods {
     tag: String,
@@ -44,19 +42,6 @@ impl Drop for Pods {
             .status();
         let _ = std::fs::remove_dir_all(&self.nginx_dir);
     }
-}
-
-fn spans(agent: LiveAgent) -> Vec<Value> {
-    let s = agent.stop();
-    assert!(s.status.success(), "{}", s.stderr);
-    s.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn resource(span: &Value, key: &str) -> String {
-    span["resource"][key].as_str().unwrap_or("").to_string()
 }
 
 #[test]
@@ -199,8 +184,8 @@ fn sidecar_sees_its_pod_only_and_host_mode_sees_every_pod() {
         client(&args);
     }
     std::thread::sleep(Duration::from_millis(1000));
-    let side = spans(sidecar);
-    let node = spans(host);
+    let side = agent_spans(sidecar);
+    let node = agent_spans(host);
 
     // Sidecar: pod A's five exchanges, nothing of pod B, with pod A's identity.
     assert_eq!(side.len(), 5, "{side:#?}");

@@ -242,6 +242,10 @@ impl<S> FlowTable<S> {
     /// A packet of a shed flow, or of a new flow while shedding: refused
     /// (true) and counted.
     fn refuse(&mut self, key: FlowKey, ts: u64, new_connection: bool) -> bool {
+        // The common case, admitting with nothing shed, costs no lookup.
+        if self.admit && self.shed.is_empty() {
+            return false;
+        }
         if let Some(last) = self.shed.get_mut(&key) {
             if new_connection && self.admit {
                 // The addresses are reused by a new connection, admitted.

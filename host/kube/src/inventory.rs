@@ -127,8 +127,8 @@ impl<T> Default for Kind<T> {
 }
 
 impl<T> Kind<T> {
-    /// Applies a change whose object was turned into `(key, value)`; returns
-    /// the keys a completed list dropped.
+    /// Applies a change whose object was turned into `(key, value)`; a
+    /// completed list replaces what was live (objects gone meanwhile leave).
     fn change(&mut self, c: Change<Option<(String, T)>>, max: usize, dropped: &mut u64) {
         match c {
             Change::Init => self.listing = Some(HashMap::new()),

@@ -607,7 +607,9 @@ impl Telemetry {
     ) -> Option<SpanRecord> {
         let start = ex.start_ns();
         let end = ex.end_ns().max(start);
-        if let Some(r) = &ex.response {
+        if let Some(r) = &ex.response
+            && self.services.learns_dns()
+        {
             self.learn_dns(&ex.request.attributes, &r.attributes, end);
         }
         if !self

@@ -179,6 +179,11 @@ impl ServiceMap {
         self.by_name.len() + self.by_workload.len()
     }
 
+    /// Whether names are learned from DNS answers.
+    pub fn learns_dns(&self) -> bool {
+        self.dns.is_some()
+    }
+
     /// The DNS name table's counters, when names are learned.
     pub fn dns_stats(&self) -> Option<DnsNamesStats> {
         self.dns.as_ref().map(DnsNames::stats)
