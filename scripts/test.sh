@@ -4,6 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 export CARGO_TERM_COLOR=never
+# A fresh clone gains nothing from incremental artefacts; they double the
+# target directory's size.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+df -h . | tail -1 | awk '{print "== disk before: " $4 " free"}'
+trap 'df -h . | tail -1 | awk "{print \"== disk after: \" \$4 \" free\"}"; du -sh target 2>/dev/null | sed "s/^/== target: /"' EXIT
 echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy (host)"
