@@ -133,6 +133,7 @@ fn a_new_decoder_builds_tests_and_catches_a_regression() {
         "kvrpc.key, kvrpc.status",
         "[7878]",
         "sha256",
+        "wasmtap:decoder/",
     ] {
         assert!(t.contains(want), "inspect lacks {want}: {t}");
     }

@@ -10,7 +10,7 @@
 //! route but `/healthz` and `/readyz` (kubelet probes carry no token).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -38,6 +38,29 @@ pub struct AdminState {
     pub observed: Mutex<String>,
     /// A filter accepted by `PUT /filters`, waiting for the capture thread.
     pub pending_filter: Mutex<Option<FilterSpec>>,
+    /// Connections closed at once because `admin.max_connections` were open.
+    pub connections_refused: AtomicU64,
+    /// Connections that ended in an error: malformed requests, or no
+    /// complete request head within `admin.header_timeout_ms`.
+    pub connection_errors: AtomicU64,
+}
+
+/// The endpoint's bounds (`[admin]` in the configuration).
+#[derive(Clone, Copy, Debug)]
+pub struct AdminLimits {
+    /// Connections served at once; more are closed at once (counted).
+    pub max_connections: usize,
+    /// Time a connection has to send a complete request head.
+    pub header_timeout: std::time::Duration,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            header_timeout: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 fn text(code: StatusCode, body: impl Into<Bytes>, ctype: &str) -> Response<Full<Bytes>> {
@@ -156,8 +179,9 @@ pub fn serve(
     rt: &tokio::runtime::Runtime,
     listen: &str,
     state: Arc<AdminState>,
+    limits: AdminLimits,
 ) -> Result<SocketAddr> {
-    serve_on(rt, listen, state, false)
+    serve_on(rt, listen, state, limits, false)
 }
 
 /// Starts a scrape endpoint serving only `GET /metrics` (read-only, no token),
@@ -166,14 +190,47 @@ pub fn serve_metrics(
     rt: &tokio::runtime::Runtime,
     listen: &str,
     state: Arc<AdminState>,
+    limits: AdminLimits,
 ) -> Result<SocketAddr> {
-    serve_on(rt, listen, state, true)
+    serve_on(rt, listen, state, limits, true)
+}
+
+/// Serves one connection: HTTP/1.1 requests until the peer closes, a
+/// request head does not arrive in time, or a request is malformed.
+pub(crate) async fn serve_connection<I>(
+    io: I,
+    state: Arc<AdminState>,
+    token: Option<Arc<str>>,
+    metrics_only: bool,
+    header_timeout: std::time::Duration,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let counters = state.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        handle(req, state.clone(), token.clone(), metrics_only)
+    });
+    let io = hyper_util::rt::TokioIo::new(io);
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(64 * 1024)
+        // A client may shut its side once it has sent its request: it is
+        // still answered.
+        .half_close(true)
+        .serve_connection(io, svc)
+        .await
+    {
+        counters.connection_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("admin endpoint: connection: {e}");
+    }
 }
 
 fn serve_on(
     rt: &tokio::runtime::Runtime,
     listen: &str,
     state: Arc<AdminState>,
+    limits: AdminLimits,
     metrics_only: bool,
 ) -> Result<SocketAddr> {
     let flag = if metrics_only {
@@ -196,27 +253,29 @@ fn serve_on(
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("{flag}: bind {addr}"))?;
     let bound = listener.local_addr()?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     rt.spawn(async move {
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!("admin endpoint: accept: {e}");
+                    // Out of descriptors, say: do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             };
+            // Bounded: a client that opens connections and sends nothing
+            // cannot hold more than `max_connections` tasks.
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                state.connections_refused.fetch_add(1, Ordering::Relaxed);
+                drop(stream);
+                continue;
+            };
             let (state, token) = (state.clone(), token.clone());
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    handle(req, state.clone(), token.clone(), metrics_only)
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, svc)
-                    .await
-                {
-                    tracing::debug!("admin endpoint: connection: {e}");
-                }
+                serve_connection(stream, state, token, metrics_only, limits.header_timeout).await;
+                drop(permit);
             });
         }
     });

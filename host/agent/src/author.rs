@@ -853,6 +853,7 @@ fn inspect(plugin: &Path) -> Result<()> {
     println!("protocols       {}", info.protocols.join(", "));
     println!("transports      {}", transports.join(", "));
     println!("ports           {:?}", info.ports);
+    println!("imports         {}", info.imports.join(", "));
     println!(
         "attribute keys  {}",
         info.attribute_keys

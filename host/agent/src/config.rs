@@ -32,6 +32,40 @@ pub struct Config {
     pub locality: LocalitySection,
     /// Live capture falling behind: shedding whole new flows.
     pub overload: OverloadSection,
+    /// The admin endpoint's bounds.
+    pub admin: AdminSection,
+}
+
+/// Bounds of the admin endpoint (`--admin-listen`, `--metrics-listen`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Connections served at once; more are closed at once and counted
+    /// (`wasmtap.agent.admin.connections_refused`).
+    pub max_connections: usize,
+    /// A connection that sends no complete request head in this time is
+    /// closed (counted in `wasmtap.agent.admin.connection_errors`).
+    pub header_timeout_ms: u64,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        let d = crate::admin::AdminLimits::default();
+        Self {
+            max_connections: d.max_connections,
+            header_timeout_ms: d.header_timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl AdminSection {
+    /// The endpoint's bounds.
+    pub fn limits(&self) -> crate::admin::AdminLimits {
+        crate::admin::AdminLimits {
+            max_connections: self.max_connections,
+            header_timeout: std::time::Duration::from_millis(self.header_timeout_ms),
+        }
+    }
 }
 
 /// Live capture falling behind the wire.
@@ -350,6 +384,8 @@ pub struct TelemetrySection {
     pub respect_sampled: bool,
     /// Response-time objectives.
     pub sla: SlaSection,
+    /// Which spans are kept (metrics always count every exchange).
+    pub sampling: SamplingSection,
 }
 
 impl Default for TelemetrySection {
@@ -369,6 +405,30 @@ impl Default for TelemetrySection {
             redact_headers: Vec::new(),
             respect_sampled: d.respect_sampled,
             sla: SlaSection::default(),
+            sampling: SamplingSection::default(),
+        }
+    }
+}
+
+/// Span sampling: the share of traces kept, and what is kept whatever it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingSection {
+    /// Share of traces whose spans are kept, 0 to 1, by trace id (1: all).
+    pub ratio: f64,
+    /// Keep failed exchanges' spans (error, no response) whatever the ratio.
+    pub keep_errors: bool,
+    /// Keep the spans of exchanges slower than their SLA threshold whatever the ratio.
+    pub keep_sla_breaches: bool,
+}
+
+impl Default for SamplingSection {
+    fn default() -> Self {
+        let d = wasmtap_telemetry::red::Sampling::default();
+        Self {
+            ratio: d.ratio,
+            keep_errors: d.keep_errors,
+            keep_sla_breaches: d.keep_sla_breaches,
         }
     }
 }
@@ -468,6 +528,8 @@ impl Config {
                 "names.dns_max_addresses",
                 self.names.dns_max_addresses as u64,
             ),
+            ("admin.max_connections", self.admin.max_connections as u64),
+            ("admin.header_timeout_ms", self.admin.header_timeout_ms),
         ];
         for (name, v) in nonzero {
             anyhow::ensure!(v > 0, "{name} must be greater than 0");
@@ -489,6 +551,11 @@ impl Config {
                 "plugins.allow_sha256[{i}]: not a SHA-256 hex digest"
             );
         }
+        let ratio = self.telemetry.sampling.ratio;
+        anyhow::ensure!(
+            ratio.is_finite() && (0.0..=1.0).contains(&ratio),
+            "telemetry.sampling.ratio must be between 0 and 1 (got {ratio})"
+        );
         let ms_ok = |v: f64| v.is_finite() && v > 0.0 && v < 86_400_000.0;
         anyhow::ensure!(
             ms_ok(self.telemetry.sla.default_ms),
@@ -534,6 +601,33 @@ impl Config {
             parse("local_cidrs", &self.locality.local_cidrs)?,
             parse("cluster_cidrs", &self.locality.cluster_cidrs)?,
         ))
+    }
+
+    /// The packet path's settings (times in ns, saturating: a huge number
+    /// of seconds means "never", not an overflow).
+    pub fn shard_config(&self) -> crate::pipeline::ShardConfig {
+        const S: u64 = 1_000_000_000;
+        const MS: u64 = 1_000_000;
+        crate::pipeline::ShardConfig {
+            flows: wasmtap_flow::FlowConfig {
+                max_flows: self.flows.max_flows,
+                tcp_idle_timeout_ns: self.flows.tcp_idle_timeout_secs.saturating_mul(S),
+                udp_idle_timeout_ns: self.flows.udp_idle_timeout_secs.saturating_mul(S),
+                gap_timeout_ns: self.flows.gap_timeout_ms.saturating_mul(MS),
+                max_ooo_bytes_per_direction: self.flows.max_ooo_bytes_per_direction,
+                max_ooo_bytes_total: self.flows.max_ooo_bytes_total,
+                ..Default::default()
+            },
+            batch: self.telemetry.batch_spans,
+            max_pending: self.matching.max_pending_per_flow,
+            response_timeout_ns: self.matching.response_timeout_ms.saturating_mul(MS),
+            tunnels: wasmtap_decode::TunnelConfig {
+                enabled: self.tunnels.enabled,
+                max_depth: self.tunnels.max_depth,
+                vxlan_port: self.tunnels.vxlan_port,
+                geneve_port: self.tunnels.geneve_port,
+            },
+        }
     }
 
     /// The DNS name table's settings, when names are learned from DNS.
@@ -650,6 +744,11 @@ impl Config {
             temporality: t.temporality,
             redact_keys: redact,
             respect_sampled: t.respect_sampled,
+            sampling: wasmtap_telemetry::red::Sampling {
+                ratio: t.sampling.ratio,
+                keep_errors: t.sampling.keep_errors,
+                keep_sla_breaches: t.sampling.keep_sla_breaches,
+            },
         }
     }
 

@@ -285,7 +285,11 @@ pub fn run(a: RunArgs) -> Result<()> {
             2 * wasmtap_capture::BLOCK_TIMEOUT_MS.unsigned_abs() as u64
         };
         p.shard.dedup = crate::pipeline::Dedup::new(
-            (p.cfg.flows.dedup_window_ms + slack_ms) * 1_000_000,
+            p.cfg
+                .flows
+                .dedup_window_ms
+                .saturating_add(slack_ms)
+                .saturating_mul(1_000_000),
             p.cfg.flows.dedup_capacity,
         );
     }
@@ -294,10 +298,20 @@ pub fn run(a: RunArgs) -> Result<()> {
     let admin = Arc::new(AdminState::default());
     let mut own = Vec::new();
     if !a.admin_listen.is_empty() {
-        own.push(crate::admin::serve(&p.rt, &a.admin_listen, admin.clone())?);
+        own.push(crate::admin::serve(
+            &p.rt,
+            &a.admin_listen,
+            admin.clone(),
+            p.cfg.admin.limits(),
+        )?);
     }
     if let Some(m) = a.metrics_listen.as_deref().filter(|m| !m.is_empty()) {
-        own.push(crate::admin::serve_metrics(&p.rt, m, admin.clone())?);
+        own.push(crate::admin::serve_metrics(
+            &p.rt,
+            m,
+            admin.clone(),
+            p.cfg.admin.limits(),
+        )?);
     }
     // The agent's own endpoints are not what it observes.
     p.shard.set_own_endpoints(own);
@@ -328,7 +342,9 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
 
     let started = Instant::now();
-    let deadline = (a.duration > 0).then(|| started + Duration::from_secs(a.duration));
+    let deadline = (a.duration > 0)
+        .then(|| started.checked_add(Duration::from_secs(a.duration)))
+        .flatten();
     let mut last_flush = Instant::now();
     let mut last_tick = Instant::now();
     let mut last_table = Instant::now();
@@ -747,6 +763,10 @@ fn publish_status(
             "dns_dropped": t.dns_names_dropped,
         },
         "reported_elsewhere": t.reported_elsewhere,
+        "admin": {
+            "connections_refused": admin.connections_refused.load(Ordering::Relaxed),
+            "connection_errors": admin.connection_errors.load(Ordering::Relaxed),
+        },
         "sources": srcs,
         "frames": p.shard.frames,
         "flows": p.shard.flows_len(),
@@ -766,6 +786,7 @@ fn publish_status(
     if let Some(k) = &p.kube {
         counters.kubernetes(k);
     }
+    counters.admin(admin);
     let metrics = crate::admin::prometheus(counters.values());
     if let Ok(mut g) = admin.status.lock() {
         *g = status.to_string();

@@ -265,6 +265,7 @@ impl Counters {
             t.redacted,
         ));
         v.push(("wasmtap.agent.spans.unsampled", vec![], t.unsampled));
+        v.push(("wasmtap.agent.spans.sampled_out", vec![], t.sampled_out));
         v.push((
             "wasmtap.agent.exchanges.reported_elsewhere",
             vec![],
@@ -319,6 +320,21 @@ impl Counters {
             "wasmtap.agent.kubernetes.synced",
             vec![],
             u64::from(k.synced.load(Relaxed)),
+        ));
+    }
+
+    /// Adds the admin endpoint's counters.
+    pub fn admin(&mut self, a: &crate::admin::AdminState) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.values.push((
+            "wasmtap.agent.admin.connections_refused",
+            vec![],
+            a.connections_refused.load(Relaxed),
+        ));
+        self.values.push((
+            "wasmtap.agent.admin.connection_errors",
+            vec![],
+            a.connection_errors.load(Relaxed),
         ));
     }
 

@@ -4,6 +4,8 @@
 //! `cargo bench -p wasmtap-runtime` (needs the agent build's component:
 //! `cargo build -p wasmtap` first).
 
+// A benchmark times itself.
+#![allow(clippy::disallowed_methods)]
 #![allow(missing_docs)]
 
 use std::sync::Arc;

@@ -125,6 +125,9 @@ pub struct PluginInfo {
     pub sha256: String,
     /// The attribute keys the decoder declared; messages refer to them by index.
     pub attribute_keys: Arc<[wasmtap_telemetry::model::Key]>,
+    /// The interfaces the component imports (`wasi:clocks/wall-clock@0.2.6`,
+    /// `wasmtap:decoder/host@0.1.0`...), sorted.
+    pub imports: Vec<String>,
 }
 
 impl PluginInfo {
@@ -448,6 +451,15 @@ impl PluginHost {
             ports: d.default_ports,
             source,
             sha256,
+            imports: {
+                let mut v: Vec<String> = component
+                    .component_type()
+                    .imports(&self.engine)
+                    .map(|(name, _)| name.to_string())
+                    .collect();
+                v.sort();
+                v
+            },
         };
         Ok(Plugin {
             pre,
@@ -513,6 +525,9 @@ impl Registry {
     }
 
     /// The current set.
+    // Taken by a worker only when the version it read has changed (a
+    // reload), and by the loader when it publishes.
+    #[allow(clippy::disallowed_methods)]
     pub fn current(&self) -> Arc<PluginSet> {
         match self.inner.set.lock() {
             Ok(g) => g.clone(),
@@ -521,6 +536,8 @@ impl Registry {
     }
 
     /// Publishes a new set; returns its version.
+    // The loader's thread, off the packet path.
+    #[allow(clippy::disallowed_methods)]
     pub fn publish(&self, plugins: Vec<Arc<Plugin>>) -> u64 {
         let mut g = match self.inner.set.lock() {
             Ok(g) => g,

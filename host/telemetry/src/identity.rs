@@ -156,6 +156,8 @@ impl Identities {
     }
 
     /// Replaces the index shards see.
+    // The inventory's task, off the packet path.
+    #[allow(clippy::disallowed_methods)]
     pub fn publish(&self, index: IdentityIndex) {
         let mut g = self
             .inner
@@ -175,6 +177,8 @@ impl Identities {
         }
     }
 
+    // Taken by a shard only when the published version has changed.
+    #[allow(clippy::disallowed_methods)]
     fn current(&self) -> Arc<IdentityIndex> {
         self.inner
             .index

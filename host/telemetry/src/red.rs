@@ -33,7 +33,10 @@ pub struct FlowCtx<'a> {
     pub protocol: &'a str,
     /// `tcp` or `udp`.
     pub transport: &'a str,
-    /// Flow id (for deterministic span ids).
+    /// Identifies the exchange within everything the agent reports: its
+    /// flow and its place in the flow (the caller's choice). Span ids derive
+    /// from it and the exchange's start time only, so the same capture gives
+    /// the same ids however its flows were spread over shards.
     pub flow_id: u64,
 }
 
@@ -79,6 +82,49 @@ pub struct TelemetryConfig {
     /// Spans whose caller's trace context says "not sampled" (W3C flags, B3
     /// sampled 0) are not exported; their metrics are counted as always.
     pub respect_sampled: bool,
+    /// Which spans are built and handed on; metrics count every exchange.
+    pub sampling: Sampling,
+}
+
+/// Span sampling: a share of traces by trace id (consistent across agents
+/// and with a caller's trace), and the spans worth keeping whatever the
+/// share, which the agent can tell because it sees the whole exchange.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// Share of traces whose spans are kept, 0..=1 (1: every span). A span
+    /// is kept when the last 56 bits of its trace id, as a number, are below
+    /// `ratio` × 2^56 (the randomness OpenTelemetry's consistent samplers
+    /// read), so every agent keeps or drops a trace alike.
+    pub ratio: f64,
+    /// Keep the spans of failed exchanges (error, no response) whatever the ratio.
+    pub keep_errors: bool,
+    /// Keep the spans of exchanges slower than their SLA threshold whatever the ratio.
+    pub keep_sla_breaches: bool,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            ratio: 1.0,
+            keep_errors: true,
+            keep_sla_breaches: true,
+        }
+    }
+}
+
+impl Sampling {
+    /// Whether a trace is in the sampled share.
+    pub fn keeps_trace(&self, trace_id: &[u8; 16]) -> bool {
+        if self.ratio >= 1.0 {
+            return true;
+        }
+        let mut last = [0u8; 8];
+        last[1..].copy_from_slice(&trace_id[9..]);
+        let r = u64::from_be_bytes(last);
+        // In integers: 56 bits do not fit an f64's mantissa.
+        let threshold = (self.ratio.max(0.0) * (1u64 << 56) as f64) as u64;
+        r < threshold
+    }
 }
 
 impl Default for TelemetryConfig {
@@ -96,6 +142,7 @@ impl Default for TelemetryConfig {
             temporality: Temporality::Cumulative,
             redact_keys: default_redactions(),
             respect_sampled: false,
+            sampling: Sampling::default(),
         }
     }
 }
@@ -317,6 +364,9 @@ pub struct TelemetryStats {
     /// Spans not exported because the caller did not sample its trace
     /// (`respect_sampled`).
     pub unsampled: u64,
+    /// Spans not built because sampling left their trace out
+    /// ([`Sampling`]); their exchanges count in metrics as always.
+    pub sampled_out: u64,
     /// Series held now (RED, operations, services, edges, L4 pairs).
     pub series_held: u64,
     /// Calls (and flows) left to the agent beside the server
@@ -413,7 +463,6 @@ pub struct Telemetry {
     last_ns: u64,
     /// Time of the previous snapshot (interval gauges, delta start).
     prev_snapshot_ns: Option<u64>,
-    seq: u64,
     dur_bounds: Arc<[f64]>,
     body_bounds: Arc<[f64]>,
 }
@@ -492,7 +541,6 @@ impl Telemetry {
             start_ns: None,
             last_ns: 0,
             prev_snapshot_ns: None,
-            seq: 0,
             dur_bounds: Arc::from(DURATION_BUCKETS.as_slice()),
             body_bounds: Arc::from(BODY_SIZE_BUCKETS.as_slice()),
         }
@@ -773,6 +821,26 @@ impl Telemetry {
         end: u64,
     ) -> Option<SpanRecord> {
         let error = class.is_error();
+        let a = splitmix(ctx.flow_id ^ splitmix(start));
+        let b = splitmix(a ^ 0x5eed_0f5a_4e00_u64);
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&a.to_be_bytes());
+        trace_id[8..].copy_from_slice(&b.to_be_bytes());
+        // Sampling is decided before the span is built: building is the cost.
+        let s = &self.cfg.sampling;
+        if s.ratio < 1.0
+            && !(s.keep_errors && error)
+            && !(s.keep_sla_breaches
+                && end - start > self.threshold(resource.service_name(), &operation))
+        {
+            let callers = attr_str(&ex.request.attributes, TRACE_PARENT)
+                .and_then(parse_traceparent)
+                .map(|(t, _)| t);
+            if !s.keeps_trace(callers.as_ref().unwrap_or(&trace_id)) {
+                self.stats.sampled_out += 1;
+                return None;
+            }
+        }
 
         let mut attributes = Vec::with_capacity(
             9 + ex.request.attributes.len()
@@ -851,12 +919,6 @@ impl Telemetry {
         attributes.push(KeyValue::str(k.network_transport.clone(), ctx.transport));
         attributes.push(KeyValue::str(k.network_protocol_name.clone(), ctx.protocol));
 
-        self.seq += 1;
-        let a = splitmix(ctx.flow_id ^ splitmix(start) ^ self.seq.rotate_left(32));
-        let b = splitmix(a ^ self.seq);
-        let mut trace_id = [0u8; 16];
-        trace_id[..8].copy_from_slice(&a.to_be_bytes());
-        trace_id[8..].copy_from_slice(&b.to_be_bytes());
         let span_id = splitmix(b).to_be_bytes();
         // The caller's trace context (a decoder reports it in the W3C
         // form): the span joins that trace, as the caller's child.

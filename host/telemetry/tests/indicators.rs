@@ -711,3 +711,60 @@ fn a_request_cut_by_the_capture_is_a_span_but_no_metric() {
     assert_eq!(sum_all(&snap, "wasmtap.server.errors"), 0);
     assert!(t.edge_summary().is_empty());
 }
+
+#[test]
+fn sampling_keeps_a_share_of_spans_and_every_failure_and_breach_but_metrics_count_all() {
+    use wasmtap_telemetry::red::Sampling;
+    let mut t = telemetry(TelemetryConfig {
+        sampling: Sampling {
+            ratio: 0.25,
+            keep_errors: true,
+            keep_sla_breaches: true,
+        },
+        sla_default_ns: 100 * MS,
+        ..TelemetryConfig::default()
+    });
+    let (mut ok_kept, mut failed_kept, mut slow_kept) = (0, 0, 0);
+    for i in 0..4000u64 {
+        let mut c = ctx("10.0.0.5:4000", "10.0.0.1:80", "http");
+        c.flow_id = i;
+        let start = S + i * MS;
+        // Every 10th fails, every 10th (others) is slow, the rest are fast successes.
+        let (ex, kind) = match i % 10 {
+            0 => (answered("GET", start, MS, false, "500"), 1),
+            5 => (answered("GET", start, 200 * MS, true, "200"), 2),
+            _ => (answered("GET", start, MS, true, "200"), 0),
+        };
+        if t.record(ex, &c, true).is_some() {
+            match kind {
+                0 => ok_kept += 1,
+                1 => failed_kept += 1,
+                _ => slow_kept += 1,
+            }
+        }
+    }
+    assert_eq!(failed_kept, 400, "every failure kept");
+    assert_eq!(slow_kept, 400, "every SLA breach kept");
+    // A quarter of the 3,200 ordinary spans, give or take chance.
+    assert!((650..=950).contains(&ok_kept), "kept {ok_kept} of 3200");
+    assert_eq!(t.stats().sampled_out, 3200 - ok_kept);
+    let snap = t.final_snapshot(10 * S);
+    assert_eq!(
+        sum_all(&snap, "wasmtap.server.requests"),
+        4000,
+        "metrics count every exchange"
+    );
+
+    // Consistent with the caller's trace: the same trace id, the same verdict.
+    let s = Sampling {
+        ratio: 0.5,
+        ..Sampling::default()
+    };
+    let low = [0u8; 16];
+    let mut high = [0xffu8; 16];
+    assert!(s.keeps_trace(&low));
+    assert!(!s.keeps_trace(&high));
+    high[9] = 0x7f;
+    assert!(s.keeps_trace(&high), "0x7fff... is below half of 2^56");
+    assert!(Sampling::default().keeps_trace(&[0xff; 16]));
+}

@@ -16,6 +16,10 @@
 //! - [`service_rule`]: the service map's match expressions.
 //! - [`filters`]: the operators' filters, as `PUT /filters` JSON and as the
 //!   config's `[filters]` TOML, compiled (BPF text and L7 rules).
+//! - [`config`]: the whole configuration file, parsed, validated and every
+//!   setting derived from it.
+//! - [`admin`]: raw bytes from a client of the admin endpoint, through its
+//!   HTTP/1.1 connection handling, bounds and token check.
 //!
 //! `cargo test -p wasmtap-fuzz` runs every target over its corpus
 //! (`corpus/<target>/`, with every regression) on the stable toolchain;
@@ -36,6 +40,8 @@ pub const TARGETS: &[&str] = &[
     "matcher",
     "service_rule",
     "filters",
+    "config",
+    "admin",
     "amqp",
     "dns",
     "http1",
@@ -58,6 +64,8 @@ pub fn run_target(name: &str, data: &[u8]) {
         "matcher" => matcher(data),
         "service_rule" => service_rule(data),
         "filters" => filters(data),
+        "config" => config(data),
+        "admin" => admin(data),
         "amqp" => decoder::<wasmtap_plugin_amqp::Amqp>(data, 5672),
         "dns" => decoder::<wasmtap_plugin_dns::Dns>(data, 53),
         "http1" => decoder::<wasmtap_plugin_http1::Http1>(data, 80),
@@ -270,11 +278,6 @@ pub fn service_rule(data: &[u8]) {
     }
 }
 
-/// The agent's filter module, as it is compiled into the agent.
-#[allow(dead_code, unreachable_pub, missing_docs, clippy::all)]
-#[path = "../../../host/agent/src/filter.rs"]
-mod filter;
-
 /// A filter specification: JSON (`PUT /filters`) when the first byte is
 /// even, else TOML (the config's `[filters]`); compiled when it parses.
 pub fn filters(data: &[u8]) {
@@ -282,18 +285,37 @@ pub fn filters(data: &[u8]) {
         return;
     };
     let text = String::from_utf8_lossy(rest);
-    let spec: Option<filter::FilterSpec> = if first % 2 == 0 {
-        serde_json::from_str(&text).ok()
-    } else {
-        toml::from_str(&text).ok()
-    };
-    if let Some(spec) = spec
-        && let Ok(compiled) = spec.compile()
-    {
-        // A filter that compiles gives BPF text libpcap can be handed.
-        if let Some(bpf) = compiled.bpf() {
-            assert!(!bpf.is_empty() && !bpf.contains('\0'));
-        }
+    // A filter that compiles gives BPF text libpcap can be handed.
+    if let Ok(Some(bpf)) = wasmtap::fuzzing::filters(&text, first % 2 == 0) {
+        assert!(!bpf.is_empty() && !bpf.contains('\0'));
+    }
+}
+
+/// A configuration file (TOML), as `--config` reads it: parsed, validated,
+/// and every setting the agent derives from it derived.
+pub fn config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = wasmtap::fuzzing::config(&text);
+}
+
+/// Raw bytes a client sends the admin endpoint (one or more requests):
+/// the endpoint answers in HTTP/1.x or closes, and without the token it
+/// serves nothing but the probes.
+pub fn admin(data: &[u8]) {
+    use wasmtap::fuzzing::{ADMIN_TOKEN, METRICS_MARK, STATUS_MARK};
+    let out = wasmtap::fuzzing::admin(data);
+    assert!(
+        out.is_empty() || out.starts_with(b"HTTP/1."),
+        "not an HTTP answer: {:?}",
+        String::from_utf8_lossy(&out[..out.len().min(200)])
+    );
+    let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    if !has(data, ADMIN_TOKEN.as_bytes()) {
+        assert!(
+            !has(&out, STATUS_MARK.as_bytes()) && !has(&out, METRICS_MARK.as_bytes()),
+            "served without the token: {:?}",
+            String::from_utf8_lossy(&out)
+        );
     }
 }
 

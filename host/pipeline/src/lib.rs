@@ -1,8 +1,14 @@
-//! One shard of the packet path: decode → flows → plugin sessions → matching → spans.
+//! The packet path, sans I/O: one [`Shard`] takes captured frames and turns
+//! them into spans and metrics (L2-L4 decode → flows and TCP reassembly →
+//! plugin sessions → request/response matching → telemetry), under the
+//! operators' [`filter`]s.
 //!
 //! A shard owns its flow table, its plugin instances and its telemetry state:
 //! nothing on this path takes a lock or reads a clock (capture timestamps drive
-//! every timeout), so a replay is deterministic.
+//! every timeout), so a replay is deterministic. The agent (`host/agent`)
+//! only feeds it frames, from files or live capture, and wires its outputs.
+
+pub mod filter;
 
 use std::sync::Arc;
 
@@ -17,6 +23,22 @@ use wasmtap_telemetry::red::{FlowCtx, Telemetry};
 pub struct FlowState {
     session: Session,
     matcher: Matcher,
+    /// The flow's identity for span ids: from its endpoints and first
+    /// packet time only, so ids do not depend on what else was seen.
+    span_key: u64,
+    /// Exchanges reported so far (each span id also takes its number).
+    exchanges: u64,
+}
+
+/// A flow's span key: its endpoints, transport and first packet time.
+fn span_key(flow: &FlowMeta) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x7370_616e_6b65_7921).hash_one((
+        flow.client,
+        flow.server,
+        flow.l4 == L4::Tcp,
+        flow.first_ns,
+    ))
 }
 
 /// Where finished spans go.
@@ -32,31 +54,34 @@ pub trait SpanSink {
 /// Matching and batching, the part of a shard the flow table calls back into.
 pub struct Handler {
     worker: Worker,
-    pub(crate) telemetry: Telemetry,
-    pub(crate) match_stats: MatchStats,
+    /// Metrics, indicators, the service graph and span building.
+    pub telemetry: Telemetry,
+    /// Request/response matching counters.
+    pub match_stats: MatchStats,
     msgs: Vec<Message>,
     exchanges: Vec<Exchange>,
     spans: Vec<SpanRecord>,
     batch: usize,
     max_pending: usize,
     response_timeout_ns: u64,
-    pub(crate) sessions_ended: std::collections::BTreeMap<&'static str, u64>,
+    /// Decoder sessions ended, by how they ended.
+    pub sessions_ended: std::collections::BTreeMap<&'static str, u64>,
     /// The filters: packets (in user space) and exchanges they reject are not reported.
-    pub(crate) filter: Option<Arc<crate::filter::CompiledFilter>>,
+    filter: Option<Arc<crate::filter::CompiledFilter>>,
     /// Exchanges the L7 filter dropped.
-    pub(crate) filtered: u64,
+    pub filtered: u64,
     /// Whether the filter restricts addresses, transports or ports.
-    pub(crate) packet_filter: bool,
+    packet_filter: bool,
     /// Packets the L3/L4 filter dropped in user space.
-    pub(crate) packets_filtered: u64,
+    pub packets_filtered: u64,
     /// Requests left waiting when their flow's decoder failed (not service errors).
-    pub(crate) cut_by_decoder: u64,
+    pub cut_by_decoder: u64,
     /// Requests still within their response timeout when the capture ended
     /// or their flow was evicted (not service errors).
-    pub(crate) cut_by_capture: u64,
+    pub cut_by_capture: u64,
     /// TCP flows that ended with packets in one direction only (a mirror of
     /// one way, asymmetric routing).
-    pub(crate) one_sided_flows: u64,
+    pub one_sided_flows: u64,
 }
 
 /// Whether the capture never showed the server's side of a TCP flow while
@@ -141,7 +166,7 @@ impl Handler {
         self.emit(flow, st, sink);
     }
 
-    fn emit(&mut self, flow: &FlowMeta, st: &FlowState, sink: &mut dyn SpanSink) {
+    fn emit(&mut self, flow: &FlowMeta, st: &mut FlowState, sink: &mut dyn SpanSink) {
         if self.exchanges.is_empty() {
             return;
         }
@@ -156,12 +181,12 @@ impl Handler {
         } else {
             (flow.client, flow.server)
         };
-        let ctx = FlowCtx {
+        let mut ctx = FlowCtx {
             client,
             server,
             protocol: &protocol,
             transport: transport(flow.l4),
-            flow_id: flow.id,
+            flow_id: st.span_key,
         };
         let want = sink.wants_spans();
         if let Some(f) = self.filter.as_ref().filter(|f| f.restricts_exchanges()) {
@@ -171,6 +196,12 @@ impl Handler {
             self.filtered += (before - self.exchanges.len()) as u64;
         }
         for ex in self.exchanges.drain(..) {
+            // The exchange's number in its flow: pipelined exchanges may
+            // share a start time.
+            ctx.flow_id = st
+                .span_key
+                .wrapping_add(st.exchanges.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            st.exchanges += 1;
             if let Some(span) = self.telemetry.record(ex, &ctx, want) {
                 self.spans.push(span);
             }
@@ -210,6 +241,8 @@ impl FlowHandler<FlowState> for Bound<'_> {
         FlowState {
             session,
             matcher: Matcher::default(),
+            span_key: span_key(flow),
+            exchanges: 0,
         }
     }
 
@@ -284,7 +317,7 @@ impl FlowHandler<FlowState> for Bound<'_> {
         {
             self.h.one_sided_flows += 1;
         }
-        self.h.emit(flow, &st, self.sink);
+        self.h.emit(flow, &mut st, self.sink);
         // L4 metrics: every flow, whether or not a decoder understood it.
         self.h
             .telemetry
@@ -388,14 +421,17 @@ pub struct Shard {
     pub dedup: Dedup,
     decoder: Decoder,
     flows: FlowTable<FlowState>,
-    pub(crate) handler: Handler,
+    /// Matching, telemetry and their counters.
+    pub handler: Handler,
     last_expiry_ns: u64,
-    pub(crate) frames: u64,
-    pub(crate) frame_bytes: u64,
+    /// Frames taken.
+    pub frames: u64,
+    /// Bytes of the frames taken.
+    pub frame_bytes: u64,
     /// The agent's own listening sockets (admin, scrape): their traffic is not observed.
     own: Vec<std::net::SocketAddr>,
     /// Packets to or from the agent's own sockets, dropped.
-    pub(crate) own_dropped: u64,
+    pub own_dropped: u64,
 }
 
 impl Shard {
