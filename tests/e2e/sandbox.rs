@@ -37,15 +37,19 @@ fn run_mode(mode: &str) -> Run {
 
 /// `extra` is prepended to the config (top-level tables such as `[plugins]`).
 fn run_mode_with(mode: &str, extra: &str) -> Run {
+    run_config(
+        mode,
+        &format!("{extra}[plugins.config.hostile]\nmode = \"{mode}\"\n"),
+    )
+}
+
+/// A replay of the capture with the hostile decoder under config `text`.
+fn run_config(mode: &str, text: &str) -> Run {
     let cfg = std::env::temp_dir().join(format!(
         "wasmtap-hostile-{mode}-{}.toml",
         std::process::id()
     ));
-    std::fs::write(
-        &cfg,
-        format!("{extra}[plugins.config.hostile]\nmode = \"{mode}\"\n"),
-    )
-    .unwrap();
+    std::fs::write(&cfg, text).unwrap();
     let out = Command::new(bin())
         .args([
             "replay",
@@ -576,5 +580,36 @@ fn an_overloaded_live_agent_sheds_whole_flows_and_recovers() {
         load.len(),
         o["flows_shed"],
         o["worst_lag_ms"]
+    );
+}
+
+#[test]
+fn a_decoder_reaching_for_files_sockets_and_the_environment_gets_nothing() {
+    // A listener the decoder is told to connect to: it must never be reached.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let listening = listener.local_addr().unwrap().port();
+    let r = run_config(
+        "reach",
+        &format!("[plugins.config.hostile]\nmode = \"reach\"\nport = {listening}\n"),
+    );
+    other_flow_untouched(&r);
+    let blobs: Vec<String> = r
+        .spans
+        .iter()
+        .filter(|s| port(s) == "5000")
+        .map(|s| attr(s, "hostile.blob"))
+        .collect();
+    assert!(!blobs.is_empty());
+    for b in &blobs {
+        // Every try reported, none got through.
+        for t in ["fs=no", "dir=no", "env=none", "tcp=no", "udp=no", "dns=no"] {
+            assert!(b.contains(t), "{t} missing in {b}");
+        }
+        assert!(!b.contains("=ok"), "{b}");
+    }
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the decoder connected to the listener"
     );
 }

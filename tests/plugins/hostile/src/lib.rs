@@ -9,7 +9,11 @@
 //! `"escape"` (terminal escape sequences in operations, status codes and an
 //! attribute), `"time-travel"` (timestamps far outside the packets'),
 //! `"overconsume"` (claims to consume more than it was offered), `"clock"`
-//! (puts the wall-clock time it reads and a random number on every message).
+//! (puts the wall-clock time it reads and a random number on every message),
+//! `"reach"` (tries to read a file, list a directory, read the environment,
+//! connect to `"port"` of the config on 127.0.0.1, bind a UDP socket and
+//! resolve a name, and puts what happened on every message: `fs=ok` and the
+//! like if anything got through).
 
 use std::cell::Cell;
 
@@ -37,6 +41,7 @@ enum Mode {
     TimeTravel,
     Overconsume,
     Clock,
+    Reach,
 }
 
 fn mode() -> Mode {
@@ -68,9 +73,59 @@ fn mode() -> Mode {
         Mode::Overconsume
     } else if has("clock") {
         Mode::Clock
+    } else if has("reach") {
+        Mode::Reach
     } else {
         Mode::Correct
     }
+}
+
+/// Tries what a sandboxed decoder must not do; one `name=outcome` per try.
+fn reach() -> String {
+    use std::net::ToSocketAddrs;
+    let c = wasmtap_sdk::config();
+    let port: u16 = c
+        .split("\"port\":")
+        .nth(1)
+        .map(|r| {
+            r.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(9);
+    let verdict = |name: &str, r: Result<String, std::io::Error>| match r {
+        Ok(what) => format!("{name}=ok:{what}"),
+        Err(e) => format!("{name}=no:{:?}", e.kind()),
+    };
+    let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+    [
+        verdict(
+            "fs",
+            std::fs::read("/etc/hostname").map(|b| b.len().to_string()),
+        ),
+        verdict("dir", std::fs::read_dir("/").map(|d| d.count().to_string())),
+        if env.is_empty() {
+            "env=none".to_string()
+        } else {
+            format!("env=ok:{}", env.join(":"))
+        },
+        verdict(
+            "tcp",
+            std::net::TcpStream::connect(("127.0.0.1", port)).map(|s| format!("{s:?}")),
+        ),
+        verdict(
+            "udp",
+            std::net::UdpSocket::bind("0.0.0.0:0").map(|s| format!("{s:?}")),
+        ),
+        verdict(
+            "dns",
+            "localhost:80"
+                .to_socket_addrs()
+                .map(|a| a.count().to_string()),
+        ),
+    ]
+    .join(" ")
 }
 
 /// The version this build reports (the hot-reload test builds two).
@@ -110,9 +165,11 @@ impl Decoder for Hostile {
     }
 
     fn new_session(transport: Transport, server_port: u16) -> HostileSession {
+        let mode = mode();
         HostileSession {
             inner: Http1::new_session(transport, server_port),
-            mode: mode(),
+            reached: (mode == Mode::Reach).then(reach),
+            mode,
         }
     }
 }
@@ -121,6 +178,8 @@ impl Decoder for Hostile {
 pub struct HostileSession {
     inner: Http1Session,
     mode: Mode,
+    /// What `reach` got (the `reach` mode).
+    reached: Option<String>,
 }
 
 fn burn(iterations: u64) -> u64 {
@@ -217,6 +276,10 @@ impl Session for HostileSession {
                         "hostile.blob",
                         format!("{now} {}", h.finish()),
                     ));
+                }
+                Mode::Reach => {
+                    let r = self.reached.clone().unwrap_or_default();
+                    m.attributes.push(Attribute::str("hostile.blob", r));
                 }
                 _ => {}
             }
