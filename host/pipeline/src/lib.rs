@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use wasmtap_decode::{Decoder, LinkType};
 use wasmtap_flow::{CloseReason, Direction, FlowHandler, FlowMeta, FlowTable, L4};
-use wasmtap_runtime::{Dir, FlowClose, L4 as RtL4, Session, SessionEnd, Worker};
+use wasmtap_runtime::{Session, SessionEnd, Worker};
 use wasmtap_telemetry::exchange::{Exchange, MatchStats, Matcher, Message};
 use wasmtap_telemetry::model::SpanRecord;
 use wasmtap_telemetry::red::{FlowCtx, Telemetry};
@@ -113,27 +113,10 @@ fn is_own(own: &[std::net::SocketAddr], pkt: &wasmtap_decode::Packet<'_>) -> boo
     })
 }
 
-fn dir(d: Direction) -> Dir {
-    match d {
-        Direction::ToServer => Dir::ToServer,
-        Direction::ToClient => Dir::ToClient,
-    }
-}
-
 fn transport(l4: L4) -> &'static str {
     match l4 {
         L4::Tcp => "tcp",
         L4::Udp => "udp",
-    }
-}
-
-fn close(r: CloseReason) -> FlowClose {
-    match r {
-        CloseReason::Fin => FlowClose::Fin,
-        CloseReason::Reset => FlowClose::Reset,
-        CloseReason::IdleTimeout => FlowClose::IdleTimeout,
-        CloseReason::EndOfCapture => FlowClose::EndOfCapture,
-        CloseReason::Evicted => FlowClose::Evicted,
     }
 }
 
@@ -229,14 +212,10 @@ struct Bound<'a> {
 
 impl FlowHandler<FlowState> for Bound<'_> {
     fn on_open(&mut self, flow: &FlowMeta, ts_ns: u64) -> FlowState {
-        let l4 = match flow.l4 {
-            L4::Tcp => RtL4::Tcp,
-            L4::Udp => RtL4::Udp,
-        };
         self.h
             .telemetry
             .flow_opened(flow.client, flow.server, transport(flow.l4), ts_ns);
-        let mut session = self.h.worker.open(l4, flow.server.port());
+        let mut session = self.h.worker.open(flow.l4, flow.server.port());
         session.set_flow(flow.client, flow.server, !flow.saw_syn);
         FlowState {
             session,
@@ -256,14 +235,12 @@ impl FlowHandler<FlowState> for Bound<'_> {
     ) {
         self.h
             .worker
-            .data(&mut st.session, dir(d), ts_ns, data, &mut self.h.msgs);
+            .data(&mut st.session, d, ts_ns, data, &mut self.h.msgs);
         self.h.drain(flow, st, self.sink);
     }
 
     fn on_gap(&mut self, flow: &FlowMeta, st: &mut FlowState, d: Direction, _ts_ns: u64, len: u64) {
-        self.h
-            .worker
-            .gap(&mut st.session, dir(d), len, &mut self.h.msgs);
+        self.h.worker.gap(&mut st.session, d, len, &mut self.h.msgs);
         self.h.drain(flow, st, self.sink);
         let to_client = if st.session.swapped() {
             Direction::ToServer
@@ -281,7 +258,7 @@ impl FlowHandler<FlowState> for Bound<'_> {
         self.h.count_end(&st.session);
         self.h
             .worker
-            .close(&mut st.session, close(reason), ts_ns, &mut self.h.msgs);
+            .close(&mut st.session, reason, ts_ns, &mut self.h.msgs);
         self.h.drain(flow, &mut st, self.sink);
         match reason {
             // The capture ended (or the table had to make room) before an

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtap_runtime::{Dir, L4, PluginHost, PluginSource, RuntimeConfig, Worker};
+use wasmtap_runtime::{Direction, L4, PluginHost, PluginSource, RuntimeConfig, Worker};
 
 fn main() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -47,10 +47,10 @@ fn main() {
         let calls = 200_000u32;
         let t = Instant::now();
         for i in 0..calls {
-            let (d, b): (Dir, &[u8]) = if i % 2 == 0 {
-                (Dir::ToServer, req)
+            let (d, b): (Direction, &[u8]) = if i % 2 == 0 {
+                (Direction::ToServer, req)
             } else {
-                (Dir::ToClient, resp)
+                (Direction::ToClient, resp)
             };
             w.data(&mut s, d, u64::from(i), b, &mut out);
             out.clear();

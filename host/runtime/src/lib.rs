@@ -19,7 +19,7 @@ pub use plugin::{
     RuntimeError,
 };
 pub use worker::{
-    Dir, Failure, FlowClose, L4, PluginStats, Session, SessionEnd, Worker, WorkerStats,
+    CloseReason, Direction, Failure, L4, PluginStats, Session, SessionEnd, Worker, WorkerStats,
 };
 
 /// The WIT package this host implements (`wasmtap:decoder`).

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use wasmtap_runtime::{
-    Dir, Failure, FlowClose, L4, Plugin, PluginHost, PluginSource, Registry, RuntimeConfig,
+    CloseReason, Direction, Failure, L4, Plugin, PluginHost, PluginSource, Registry, RuntimeConfig,
     SessionEnd, Worker,
 };
 use wasmtap_telemetry::exchange::{Message, MessageKind};
@@ -74,9 +74,9 @@ fn exchange(w: &mut Worker, port: u16, ts: u64) -> (Vec<Message>, Option<Session
         false,
     );
     let mut out = Vec::new();
-    w.data(&mut s, Dir::ToServer, ts, REQ, &mut out);
-    w.data(&mut s, Dir::ToClient, ts + 1_000, RESP, &mut out);
-    w.close(&mut s, FlowClose::Fin, ts + 2_000, &mut out);
+    w.data(&mut s, Direction::ToServer, ts, REQ, &mut out);
+    w.data(&mut s, Direction::ToClient, ts + 1_000, RESP, &mut out);
+    w.close(&mut s, CloseReason::Fin, ts + 2_000, &mut out);
     (out, s.ended().cloned())
 }
 
@@ -108,12 +108,12 @@ fn a_flow_on_another_port_is_dispatched_by_probe() {
     let mut junk = Vec::new();
     w.data(
         &mut s,
-        Dir::ToServer,
+        Direction::ToServer,
         1,
         &[0u8, 1, 2, 3, 0xff, 0xfe],
         &mut junk,
     );
-    w.data(&mut s, Dir::ToClient, 2, &[9u8; 64], &mut junk);
+    w.data(&mut s, Direction::ToClient, 2, &[9u8; 64], &mut junk);
     assert!(junk.is_empty());
     assert!(
         s.ended().is_none() || s.ended() == Some(&SessionEnd::NoDecoder),
@@ -164,21 +164,21 @@ fn a_reload_drains_the_old_slot_while_its_sessions_live() {
     // A session opened on version 1, mid-request when the reload comes.
     let mut old = w.open(L4::Tcp, 5000);
     let mut out = Vec::new();
-    w.data(&mut old, Dir::ToServer, 1, &REQ[..10], &mut out);
+    w.data(&mut old, Direction::ToServer, 1, &REQ[..10], &mut out);
     registry.publish(vec![load_bytes(&host, "correct", &another_build())]);
     w.refresh();
     let states: Vec<&str> = w.loaded().iter().map(|l| l.3).collect();
     assert_eq!(states.len(), 2, "{states:?}");
     assert!(states.contains(&"draining"), "{states:?}");
     // The old session finishes its request on its own slot.
-    w.data(&mut old, Dir::ToServer, 2, &REQ[10..], &mut out);
-    w.data(&mut old, Dir::ToClient, 3, RESP, &mut out);
+    w.data(&mut old, Direction::ToServer, 2, &REQ[10..], &mut out);
+    w.data(&mut old, Direction::ToClient, 3, RESP, &mut out);
     assert_eq!(kinds(&out), [MessageKind::Request, MessageKind::Response]);
     // A new flow goes to the new slot.
     let (new, _) = exchange(&mut w, 5000, 10);
     assert_eq!(new.len(), 2);
     // Once the old session ends, its slot retires.
-    w.close(&mut old, FlowClose::Fin, 4, &mut out);
+    w.close(&mut old, CloseReason::Fin, 4, &mut out);
     let states: Vec<&str> = w.loaded().iter().map(|l| l.3).collect();
     assert!(!states.contains(&"draining"), "{states:?}");
 }

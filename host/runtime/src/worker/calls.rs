@@ -10,10 +10,20 @@ use wasmtap_telemetry::exchange::Message;
 
 use super::*;
 
-pub(super) fn dir_wit(d: Dir) -> wit::Direction {
+pub(super) fn close_wit(r: CloseReason) -> wit::CloseReason {
+    match r {
+        CloseReason::Fin => wit::CloseReason::Fin,
+        CloseReason::Reset => wit::CloseReason::Reset,
+        CloseReason::IdleTimeout => wit::CloseReason::IdleTimeout,
+        CloseReason::EndOfCapture => wit::CloseReason::EndOfCapture,
+        CloseReason::Evicted => wit::CloseReason::Evicted,
+    }
+}
+
+pub(super) fn dir_wit(d: Direction) -> wit::Direction {
     match d {
-        Dir::ToServer => wit::Direction::ToServer,
-        Dir::ToClient => wit::Direction::ToClient,
+        Direction::ToServer => wit::Direction::ToServer,
+        Direction::ToClient => wit::Direction::ToClient,
     }
 }
 
@@ -28,13 +38,13 @@ pub(super) fn l4_wit(l: L4) -> wit::Transport {
 /// Where a failing call was: for the log.
 pub(super) struct Call {
     pub(super) name: &'static str,
-    pub(super) dir: Option<Dir>,
+    pub(super) dir: Option<Direction>,
     pub(super) offset: u64,
     pub(super) flow: String,
 }
 
 impl Call {
-    pub(super) fn new(name: &'static str, s: &Session, dir: Dir) -> Self {
+    pub(super) fn new(name: &'static str, s: &Session, dir: Direction) -> Self {
         Self {
             name,
             dir: (name != "close").then_some(dir),
@@ -80,7 +90,7 @@ impl Worker {
     pub fn data(
         &mut self,
         s: &mut Session,
-        dir: Dir,
+        dir: Direction,
         ts_ns: u64,
         data: &[u8],
         out: &mut Vec<Message>,
@@ -88,7 +98,7 @@ impl Worker {
         if data.is_empty() {
             return;
         }
-        let mut dir = if s.swapped { dir.flip() } else { dir };
+        let mut dir = if s.swapped { dir.reverse() } else { dir };
         self.now_ns = self.now_ns.max(ts_ns);
         s.widen(ts_ns);
         if let State::ByPort(idx) = s.state {
@@ -119,11 +129,11 @@ impl Worker {
             if found.is_none() && s.roles_guessed && s.l4 == L4::Tcp {
                 // Roles guessed from ports may be backwards: a decoder that
                 // recognises these bytes as the other direction's says so.
-                found = self.choose_by_probe(s, dir.flip(), probe_bytes);
+                found = self.choose_by_probe(s, dir.reverse(), probe_bytes);
                 if found.is_some() {
                     s.swapped = true;
                     s.pending.swap(0, 1);
-                    dir = dir.flip();
+                    dir = dir.reverse();
                     self.roles_swapped += 1;
                 }
             }
@@ -221,7 +231,7 @@ impl Worker {
         idx: usize,
         s: &Session,
         call: &str,
-        dir: Dir,
+        dir: Direction,
         e: &wit::DecodeError,
     ) {
         let plugin = self.slots[idx].plugin.info.name.clone();
@@ -243,8 +253,8 @@ impl Worker {
     }
 
     /// Reports `len` bytes of `dir` that were never captured.
-    pub fn gap(&mut self, s: &mut Session, dir: Dir, len: u64, out: &mut Vec<Message>) {
-        let dir = if s.swapped { dir.flip() } else { dir };
+    pub fn gap(&mut self, s: &mut Session, dir: Direction, len: u64, out: &mut Vec<Message>) {
+        let dir = if s.swapped { dir.reverse() } else { dir };
         if matches!(s.state, State::Undecided) {
             // Bytes held for probing cannot continue across a hole.
             if let Some(p) = s.pending.get_mut(dir as usize) {
@@ -288,7 +298,7 @@ impl Worker {
     pub fn close(
         &mut self,
         s: &mut Session,
-        reason: FlowClose,
+        reason: CloseReason,
         ts_ns: u64,
         out: &mut Vec<Message>,
     ) {
@@ -322,7 +332,7 @@ impl Worker {
         arm(slot, deadline, now, s.rng);
         let session = slot.bindings.wasmtap_decoder_decoder().session();
         let res = timed(&mut slot.stats, || {
-            session.call_close(&mut slot.store, resource, reason.to_wit(), ts_ns)
+            session.call_close(&mut slot.store, resource, close_wit(reason), ts_ns)
         });
         s.rng = slot.store.data().det.rng();
         match res {
@@ -333,7 +343,7 @@ impl Worker {
                 self.set_state(s, State::Ended(SessionEnd::Closed));
             }
             Err(e) => {
-                let f = self.fail(idx, &e, Call::new("close", s, Dir::ToServer));
+                let f = self.fail(idx, &e, Call::new("close", s, Direction::ToServer));
                 self.set_state(s, State::Ended(SessionEnd::Failed(f)));
             }
         }

@@ -75,14 +75,14 @@ impl Worker {
                 );
             }
             Err(e) => {
-                let f = self.fail(idx, &e, Call::new("new", s, Dir::ToServer));
+                let f = self.fail(idx, &e, Call::new("new", s, Direction::ToServer));
                 self.set_state(s, State::Ended(SessionEnd::Failed(f)));
             }
         }
     }
 
     /// One decoder's `probe` confidence (0 on failure or when it cannot run).
-    pub(super) fn probe_one(&mut self, idx: usize, l4: L4, dir: Dir, data: &[u8]) -> u8 {
+    pub(super) fn probe_one(&mut self, idx: usize, l4: L4, dir: Direction, data: &[u8]) -> u8 {
         if self.slots[idx].quarantined_until_ns > self.now_ns {
             return 0;
         }
@@ -109,7 +109,12 @@ impl Worker {
         }
     }
 
-    pub(super) fn choose_by_probe(&mut self, s: &Session, dir: Dir, data: &[u8]) -> Option<usize> {
+    pub(super) fn choose_by_probe(
+        &mut self,
+        s: &Session,
+        dir: Direction,
+        data: &[u8],
+    ) -> Option<usize> {
         let mut best: Option<(usize, u8)> = None;
         for idx in 0..self.slots.len() {
             let ok_l4 = match s.l4 {

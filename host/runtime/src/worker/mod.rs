@@ -1,7 +1,7 @@
 //! A shard's plugin instances and its flows' sessions. Single-threaded.
 //!
 //! - [`store`]: an instance's store (WASI granting nothing, limits, log, clocks).
-//! - [`session`]: the session vocabulary and the per-flow [`Session`].
+//! - [`session`]: the per-flow [`Session`] and how sessions end.
 //! - this file: the slots (one instance per plugin) and their life cycle
 //!   across hot reloads (a slot drains, then retires).
 //! - [`dispatch`]: which decoder takes a flow, by port and probe.
@@ -24,8 +24,10 @@ use crate::plugin::{Plugin, PluginHost, RuntimeConfig};
 
 use calls::{Call, arm, dir_wit, l4_wit, one_line};
 use session::State;
-pub use session::{Dir, Failure, FlowClose, L4, Session, SessionEnd};
+pub use session::{Failure, Session, SessionEnd};
 pub(crate) use store::{StoreState, new_store};
+/// The flow vocabulary is the flow table's: one definition for the packet path.
+pub use wasmtap_flow::{CloseReason, Direction, L4};
 
 /// Counters of one plugin on one worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

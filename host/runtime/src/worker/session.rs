@@ -1,38 +1,12 @@
-//! What a flow's decoding is: directions, transports, why a session ended,
-//! how a flow closed, and the per-flow [`Session`] the flow table keeps.
+//! A flow's decoding: the per-flow [`Session`] the flow table keeps, why a
+//! session ended, and how a decoder failed. (Directions, transports and
+//! close reasons are the flow table's own types, re-exported.)
 
 use std::sync::Arc;
 
 use wasmtime::component::ResourceAny;
 
-use crate::bindings::wasmtap::decoder::types as wit;
-
-/// Direction of bytes on a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dir {
-    /// Client to server.
-    ToServer,
-    /// Server to client.
-    ToClient,
-}
-
-impl Dir {
-    pub(super) fn flip(self) -> Self {
-        match self {
-            Dir::ToServer => Dir::ToClient,
-            Dir::ToClient => Dir::ToServer,
-        }
-    }
-}
-
-/// Transport of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum L4 {
-    /// TCP (ordered stream).
-    Tcp,
-    /// UDP (datagrams).
-    Udp,
-}
+use wasmtap_flow::L4;
 
 /// Why a session stopped decoding before its flow ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,33 +145,6 @@ impl Session {
         match &self.state {
             State::Ended(e) => Some(e),
             _ => None,
-        }
-    }
-}
-
-/// Why a flow ended, as told to its session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowClose {
-    /// FIN both ways.
-    Fin,
-    /// RST.
-    Reset,
-    /// Idle timeout.
-    IdleTimeout,
-    /// End of capture.
-    EndOfCapture,
-    /// Evicted to respect a bound.
-    Evicted,
-}
-
-impl FlowClose {
-    pub(super) fn to_wit(self) -> wit::CloseReason {
-        match self {
-            FlowClose::Fin => wit::CloseReason::Fin,
-            FlowClose::Reset => wit::CloseReason::Reset,
-            FlowClose::IdleTimeout => wit::CloseReason::IdleTimeout,
-            FlowClose::EndOfCapture => wit::CloseReason::EndOfCapture,
-            FlowClose::Evicted => wit::CloseReason::Evicted,
         }
     }
 }
