@@ -9,6 +9,10 @@
 //! only feeds it frames, from files or live capture, and wires its outputs.
 
 pub mod filter;
+pub mod sharded;
+mod stage;
+
+pub use stage::{Deferred, Report, Stage};
 
 use std::sync::Arc;
 
@@ -52,10 +56,11 @@ pub trait SpanSink {
 }
 
 /// Matching and batching, the part of a shard the flow table calls back into.
-pub struct Handler {
+pub struct Handler<S: Stage = Telemetry> {
     worker: Worker,
-    /// Metrics, indicators, the service graph and span building.
-    pub telemetry: Telemetry,
+    /// Metrics, indicators, the service graph and span building (or, in a
+    /// shard of several, the reports for the one telemetry stage).
+    pub telemetry: S,
     /// Request/response matching counters.
     pub match_stats: MatchStats,
     msgs: Vec<Message>,
@@ -120,7 +125,7 @@ fn transport(l4: L4) -> &'static str {
     }
 }
 
-impl Handler {
+impl<S: Stage> Handler<S> {
     fn drain(&mut self, flow: &FlowMeta, st: &mut FlowState, sink: &mut dyn SpanSink) {
         for m in self.msgs.drain(..) {
             st.matcher.push(
@@ -164,7 +169,7 @@ impl Handler {
         } else {
             (flow.client, flow.server)
         };
-        let mut ctx = FlowCtx {
+        let ctx = FlowCtx {
             client,
             server,
             protocol: &protocol,
@@ -178,17 +183,10 @@ impl Handler {
                 .retain(|ex| f.exchange_passes(&protocol, &ex.request.operation));
             self.filtered += (before - self.exchanges.len()) as u64;
         }
-        for ex in self.exchanges.drain(..) {
-            // The exchange's number in its flow: pipelined exchanges may
-            // share a start time.
-            ctx.flow_id = st
-                .span_key
-                .wrapping_add(st.exchanges.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            st.exchanges += 1;
-            if let Some(span) = self.telemetry.record(ex, &ctx, want) {
-                self.spans.push(span);
-            }
-        }
+        let first = st.exchanges;
+        st.exchanges += self.exchanges.len() as u64;
+        self.telemetry
+            .exchanges(&ctx, first, &mut self.exchanges, want, &mut self.spans);
         if self.spans.len() >= self.batch {
             sink.spans(std::mem::replace(
                 &mut self.spans,
@@ -205,12 +203,12 @@ impl Handler {
 }
 
 /// The flow-table callbacks, with the sink for this call.
-struct Bound<'a> {
-    h: &'a mut Handler,
+struct Bound<'a, S: Stage> {
+    h: &'a mut Handler<S>,
     sink: &'a mut dyn SpanSink,
 }
 
-impl FlowHandler<FlowState> for Bound<'_> {
+impl<S: Stage> FlowHandler<FlowState> for Bound<'_, S> {
     fn on_open(&mut self, flow: &FlowMeta, ts_ns: u64) -> FlowState {
         self.h
             .telemetry
@@ -315,6 +313,22 @@ impl FlowHandler<FlowState> for Bound<'_> {
     }
 }
 
+/// A decoded packet into the flow table, unless the filter's user-space
+/// verdict drops it (the kernel program may let more through, fragments or
+/// lists over its budget, and files have none).
+fn take<S: Stage>(
+    bound: &mut Bound<'_, S>,
+    flows: &mut FlowTable<FlowState>,
+    pkt: &wasmtap_decode::Packet<'_>,
+    ts_ns: u64,
+) {
+    if bound.h.packet_filter && !packet_passes(bound.h.filter.as_deref(), pkt) {
+        bound.h.packets_filtered += 1;
+    } else {
+        flows.process(pkt, ts_ns, bound);
+    }
+}
+
 /// Settings of a shard.
 pub struct ShardConfig {
     /// Flow table bounds.
@@ -392,14 +406,15 @@ impl Dedup {
     }
 }
 
-/// One shard: decoder, flow table, plugin worker, telemetry.
-pub struct Shard {
+/// One shard: decoder, flow table, plugin worker, telemetry (`S`: the
+/// telemetry itself, or [`Deferred`] reports for a shared telemetry stage).
+pub struct Shard<S: Stage = Telemetry> {
     /// Cross-interface duplicate filter.
     pub dedup: Dedup,
     decoder: Decoder,
     flows: FlowTable<FlowState>,
     /// Matching, telemetry and their counters.
-    pub handler: Handler,
+    pub handler: Handler<S>,
     last_expiry_ns: u64,
     /// Frames taken.
     pub frames: u64,
@@ -411,9 +426,9 @@ pub struct Shard {
     pub own_dropped: u64,
 }
 
-impl Shard {
+impl<S: Stage> Shard<S> {
     /// Builds a shard around a plugin worker.
-    pub fn new(cfg: ShardConfig, worker: Worker, telemetry: Telemetry) -> Self {
+    pub fn new(cfg: ShardConfig, worker: Worker, telemetry: S) -> Self {
         let mut flows = FlowTable::new(cfg.flows);
         flows.set_server_ports(&worker.server_ports());
         Self {
@@ -469,29 +484,46 @@ impl Shard {
         self.frame_bytes += data.len() as u64;
         // A new plugin set (hot reload) applies between frames: one atomic load.
         self.handler.worker.refresh();
+        // The decoder counts its errors by kind (DecodeStats).
+        if let Ok(Some(pkt)) = self.decoder.decode(link, ts_ns, data) {
+            let mut bound = Bound {
+                h: &mut self.handler,
+                sink,
+            };
+            if !self.own.is_empty() && is_own(&self.own, &pkt) {
+                self.own_dropped += 1;
+            } else if !self.dedup.seen_elsewhere(&pkt, iface, ts_ns) {
+                take(&mut bound, &mut self.flows, &pkt, ts_ns);
+            }
+        }
+        self.after(ts_ns, sink);
+    }
+
+    /// Processes one packet decoded elsewhere (a shard of several: the
+    /// reader decodes frames and hands each flow's packets to its shard).
+    pub fn packet(
+        &mut self,
+        pkt: &wasmtap_decode::Packet<'_>,
+        ts_ns: u64,
+        sink: &mut dyn SpanSink,
+    ) {
+        self.handler.worker.refresh();
         let mut bound = Bound {
             h: &mut self.handler,
             sink,
         };
-        match self.decoder.decode(link, ts_ns, data) {
-            Ok(Some(pkt)) if !self.own.is_empty() && is_own(&self.own, &pkt) => {
-                self.own_dropped += 1;
-            }
-            Ok(Some(pkt)) if self.dedup.seen_elsewhere(&pkt, iface, ts_ns) => {}
-            // The kernel program may let more through (fragments, lists over
-            // its budget) and files have none: the filter's own verdict rules.
-            Ok(Some(pkt))
-                if bound.h.packet_filter && !packet_passes(bound.h.filter.as_deref(), &pkt) =>
-            {
-                bound.h.packets_filtered += 1;
-            }
-            Ok(Some(pkt)) => self.flows.process(&pkt, ts_ns, &mut bound),
-            Ok(None) => {}
-            // The decoder counts its errors by kind (DecodeStats).
-            Err(_) => {}
-        }
+        take(&mut bound, &mut self.flows, pkt, ts_ns);
+        self.after(ts_ns, sink);
+    }
+
+    /// After a packet: time advances (idle flows end, gaps time out), and
+    /// response timeouts are swept once per second of capture time.
+    fn after(&mut self, ts_ns: u64, sink: &mut dyn SpanSink) {
+        let mut bound = Bound {
+            h: &mut self.handler,
+            sink,
+        };
         self.flows.advance(ts_ns, &mut bound);
-        // Response timeouts: swept once per second of capture time.
         if ts_ns.saturating_sub(self.last_expiry_ns) >= 1_000_000_000 {
             self.last_expiry_ns = ts_ns;
             self.expire(ts_ns, sink);

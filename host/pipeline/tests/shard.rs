@@ -46,30 +46,43 @@ fn http1_component() -> Vec<u8> {
     std::fs::read(&wasm).unwrap()
 }
 
-fn shard(filter: Option<FilterSpec>) -> Shard {
-    let host = wasmtap_runtime::PluginHost::new(wasmtap_runtime::RuntimeConfig::default()).unwrap();
-    let plugin = host
-        .load(
-            "http1",
-            &http1_component(),
-            wasmtap_runtime::PluginSource::Embedded,
-            "{}",
-        )
-        .unwrap();
-    let worker = wasmtap_runtime::Worker::new(&host, &[Arc::new(plugin)]).unwrap();
+fn config() -> ShardConfig {
+    ShardConfig {
+        flows: Default::default(),
+        batch: 64,
+        max_pending: 64,
+        response_timeout_ns: 30_000_000_000,
+        tunnels: Default::default(),
+    }
+}
+
+fn telemetry() -> wasmtap_telemetry::red::Telemetry {
     let services = wasmtap_telemetry::services::ServiceMap::new(Vec::new(), Vec::new());
-    let telemetry = wasmtap_telemetry::red::Telemetry::new(services, Default::default());
-    let mut s = Shard::new(
-        ShardConfig {
-            flows: Default::default(),
-            batch: 64,
-            max_pending: 64,
-            response_timeout_ns: 30_000_000_000,
-            tunnels: Default::default(),
-        },
-        worker,
-        telemetry,
-    );
+    wasmtap_telemetry::red::Telemetry::new(services, Default::default())
+}
+
+/// A worker with the HTTP/1 decoder, compiled once for every test.
+fn worker() -> wasmtap_runtime::Worker {
+    type Loaded = (wasmtap_runtime::PluginHost, Arc<wasmtap_runtime::Plugin>);
+    static LOADED: std::sync::OnceLock<Loaded> = std::sync::OnceLock::new();
+    let (host, plugin) = LOADED.get_or_init(|| {
+        let host =
+            wasmtap_runtime::PluginHost::new(wasmtap_runtime::RuntimeConfig::default()).unwrap();
+        let plugin = host
+            .load(
+                "http1",
+                &http1_component(),
+                wasmtap_runtime::PluginSource::Embedded,
+                "{}",
+            )
+            .unwrap();
+        (host, Arc::new(plugin))
+    });
+    wasmtap_runtime::Worker::new(host, std::slice::from_ref(plugin)).unwrap()
+}
+
+fn shard(filter: Option<FilterSpec>) -> Shard {
+    let mut s = Shard::new(config(), worker(), telemetry());
     if let Some(f) = filter {
         s.set_filter(Some(Arc::new(f.compile().unwrap())));
     }
@@ -216,4 +229,153 @@ fn metrics_agree_with_the_spans() {
     let requests: u64 = summary.iter().map(|r| r.requests).sum();
     assert_eq!(requests, 3, "{summary:?}");
     assert!(!snap.points.is_empty());
+}
+
+/// A capture through `n` shards on threads: its spans and final metrics.
+fn replay_sharded(file: &Path, n: usize) -> (Vec<SpanRecord>, Vec<String>) {
+    let shards = (0..n)
+        .map(|_| Shard::new(config(), worker(), wasmtap_pipeline::Deferred::default()))
+        .collect();
+    let mut s = wasmtap_pipeline::sharded::Sharded::new(
+        Shard::new(config(), worker(), telemetry()),
+        shards,
+        wasmtap_pipeline::sharded::ShardedConfig {
+            batch_packets: 4,
+            queue_batches: 2,
+            batch_spans: 8,
+        },
+        true,
+    )
+    .unwrap();
+    let mut out = Collect::default();
+    let mut src = wasmtap_capture::FileSource::open(file).unwrap();
+    let link = wasmtap_decode::LinkType::from_dlt(src.datalink()).unwrap();
+    let mut last = 0;
+    while let Some(f) = src.next_frame().unwrap() {
+        last = f.ts_ns;
+        s.frame(link, f.ts_ns, f.data, &mut out);
+    }
+    s.finish(last, &mut out);
+    assert_eq!(s.finished.len(), n, "every shard handed back");
+    assert_eq!(
+        s.main.flow_stats().flows_opened,
+        0,
+        "the reader tracks no flow"
+    );
+    let opened: u64 = s.finished.iter().map(|x| x.flow_stats().flows_opened).sum();
+    assert!(opened > 0 || out.0.is_empty());
+    let metrics = points(&mut s.main.handler.telemetry);
+    (out.0, metrics)
+}
+
+/// A telemetry stage's final metrics, one sorted line per point.
+fn points(t: &mut wasmtap_telemetry::red::Telemetry) -> Vec<String> {
+    let snap = t.final_snapshot(u64::MAX / 2);
+    let mut v: Vec<String> = snap
+        .points
+        .iter()
+        .map(|p| {
+            let mut attrs: Vec<String> = p
+                .attributes
+                .iter()
+                .map(|kv| format!("{}={:?}", kv.key, kv.value))
+                .collect();
+            attrs.sort();
+            // Sums of floating-point observations depend on the order they
+            // were added in (shards report in any order): compared to 1e-9.
+            let data = match &p.data {
+                wasmtap_telemetry::model::MetricData::Histogram {
+                    count,
+                    sum,
+                    min,
+                    max,
+                    bucket_counts,
+                    ..
+                } => format!("hist {count} {sum:.9} {min} {max} {bucket_counts:?}"),
+                wasmtap_telemetry::model::MetricData::Gauge { value } => {
+                    format!("gauge {value:.9}")
+                }
+                other => format!("{other:?}"),
+            };
+            format!(
+                "{} {} {} {data}",
+                p.resource.service_name(),
+                p.name,
+                attrs.join(","),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// What identifies a span's content, sorted (shards finish in any order).
+fn span_set(spans: &[SpanRecord]) -> Vec<String> {
+    let mut v: Vec<String> = spans
+        .iter()
+        .map(|s| {
+            let mut attrs: Vec<String> = s
+                .attributes
+                .iter()
+                .map(|kv| format!("{}={:?}", kv.key, kv.value))
+                .collect();
+            attrs.sort();
+            format!(
+                "{:?} {:?} {} {} {} {:?} {}",
+                s.trace_id,
+                s.span_id,
+                s.name,
+                s.start_unix_nano,
+                s.end_unix_nano,
+                s.status,
+                attrs.join(",")
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn several_shards_give_the_same_spans_ids_included_and_the_same_metrics_as_one() {
+    let dir = root().join("tests/pcaps/http");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10);
+    let mut spans_seen = 0;
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        let (one, one_metrics) = replay_sharded(f, 1);
+        // One shard on a thread is the single-threaded shard exactly.
+        let (inline, mut s) = replay(&format!("http/{name}"), None);
+        assert_eq!(
+            span_set(&one),
+            span_set(&inline),
+            "{name}: threaded vs inline"
+        );
+        assert_eq!(
+            one_metrics,
+            points(&mut s.handler.telemetry),
+            "{name}: metrics"
+        );
+        for n in [2, 3] {
+            let (many, many_metrics) = replay_sharded(f, n);
+            assert_eq!(span_set(&many), span_set(&one), "{name}: {n} shards, spans");
+            let differ: Vec<_> = many_metrics
+                .iter()
+                .filter(|m| !one_metrics.contains(m))
+                .chain(one_metrics.iter().filter(|m| !many_metrics.contains(m)))
+                .collect();
+            assert!(
+                differ.is_empty(),
+                "{name}: {n} shards, metrics: {differ:#?}"
+            );
+        }
+        spans_seen += one.len();
+    }
+    assert!(spans_seen >= 20, "{spans_seen}");
 }
