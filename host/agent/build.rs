@@ -44,7 +44,17 @@ fn main() {
     let target_dir = env::var("WASMTAP_PLUGIN_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target/wasm-plugins"));
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The decoders are built by the repository's pinned toolchain
+    // (rust-toolchain.toml, with the wasm target), whatever toolchain runs
+    // this build: under rustup, through its `cargo` proxy with the outer
+    // toolchain's choice removed (cargo-fuzz runs on a nightly without the
+    // wasm target).
+    let under_rustup = env::var_os("RUSTUP_TOOLCHAIN").is_some();
+    let cargo = if under_rustup {
+        "cargo".into()
+    } else {
+        env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+    };
     // Plugin crates are plain rlibs (so their parsers test natively); the
     // component is made by asking rustc for a cdylib for wasm32-wasip2 here.
     for c in &crates {
@@ -75,6 +85,10 @@ fn main() {
             "CARGO_TARGET_DIR",
             "RUSTC_WORKSPACE_WRAPPER",
             "CARGO_PRIMARY_PACKAGE",
+            "RUSTUP_TOOLCHAIN",
+            "RUSTC",
+            "RUSTDOC",
+            "RUSTC_WRAPPER",
         ] {
             cmd.env_remove(var);
         }

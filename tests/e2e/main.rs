@@ -37,6 +37,7 @@ mod robustness;
 mod rotation;
 mod sandbox;
 mod secrets;
+mod shards;
 mod synth;
 mod tls;
 mod tracecontext;

@@ -132,6 +132,11 @@ struct ReplayArgs {
     /// Replay the file this many times, each pass shifted in time after the previous one.
     #[arg(long = "loop", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     loops: u64,
+    /// Shards: flows are spread over this many threads by their 5-tuple,
+    /// each with its own flow table and decoder instances, behind one
+    /// reader and one telemetry stage (not with --follow).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    shards: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -232,6 +237,9 @@ pub(crate) struct Pipeline {
     pub cfg: Arc<Config>,
     /// The Kubernetes watcher's state, when it runs.
     pub kube: Option<Arc<wasmtap_kube::KubeStatus>>,
+    /// The plugin host and the plugin set shards follow.
+    host: Arc<wasmtap_runtime::PluginHost>,
+    registry: wasmtap_runtime::Registry,
     _watcher: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -275,7 +283,7 @@ impl Pipeline {
         let load_stats = loader.stats.clone();
         // A decoder dropped into the directory takes effect without a restart.
         let watcher = match a.plugins {
-            Some(_) => Some(plugins::watch(loader, registry)?),
+            Some(_) => Some(plugins::watch(loader, registry.clone())?),
             None => None,
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -349,19 +357,46 @@ impl Pipeline {
             load_stats,
             cfg,
             kube,
+            host,
+            registry,
             _watcher: watcher,
         })
+    }
+
+    /// `n` shards for threads of their own (`--shards`), each with its own
+    /// decoder instances, following the same plugin set, under the same filters.
+    fn deferred_shards(&self, n: usize) -> Result<Vec<pipeline::Shard<pipeline::Deferred>>> {
+        let filter = Arc::new(
+            self.cfg
+                .filters
+                .compile()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+        (0..n)
+            .map(|_| {
+                let worker = wasmtap_runtime::Worker::following(&self.host, self.registry.clone())?;
+                let mut s = pipeline::Shard::new(
+                    self.cfg.shard_config(),
+                    worker,
+                    pipeline::Deferred::default(),
+                );
+                s.set_filter(Some(filter.clone()));
+                Ok(s)
+            })
+            .collect()
     }
 
     /// Flushes every output, exports the last metrics, prints the table and
     /// counters as asked. Nothing accepted is lost: spans already handed to
     /// outputs are written or exported (within the export timeout).
+    /// `others`: the shards that ran on threads (`--shards`), for their counters.
     pub fn finish(
         mut self,
         a: &CommonArgs,
         now_ns: u64,
         elapsed: Duration,
         extra_counters: Vec<selftel::Counter>,
+        others: &[pipeline::Shard<pipeline::Deferred>],
     ) -> Result<()> {
         let (shard, out) = (&mut self.shard, &mut self.out);
         shard.finish(now_ns, out);
@@ -396,11 +431,15 @@ impl Pipeline {
         };
         let mut counters = selftel::Counters::collect(
             shard,
+            &shard.handler.telemetry.stats(),
             out.spans,
             export_stats.as_ref(),
             &self.load_stats,
             elapsed,
         );
+        for o in others {
+            counters.add_shard(o);
+        }
         counters.extend(extra_counters);
         if let Some(k) = &self.kube {
             counters.kubernetes(k);
@@ -487,10 +526,53 @@ fn by_first_packet(paths: Vec<PathBuf>) -> Vec<Part> {
 
 /// Reads one capture file into the pipeline; returns a read error that
 /// stopped it early (everything before it was decoded).
+/// What replay feeds frames to: one shard, or several on threads.
+trait FrameSink {
+    fn frame(&mut self, link: wasmtap_decode::LinkType, ts_ns: u64, data: &[u8], out: &mut Outputs);
+    fn flush(&mut self, out: &mut Outputs);
+    fn frames(&self) -> u64;
+}
+
+impl FrameSink for Shard {
+    fn frame(
+        &mut self,
+        link: wasmtap_decode::LinkType,
+        ts_ns: u64,
+        data: &[u8],
+        out: &mut Outputs,
+    ) {
+        Shard::frame(self, link, ts_ns, data, out);
+    }
+    fn flush(&mut self, out: &mut Outputs) {
+        Shard::flush(self, out);
+    }
+    fn frames(&self) -> u64 {
+        self.frames
+    }
+}
+
+impl FrameSink for pipeline::sharded::Sharded<'_> {
+    fn frame(
+        &mut self,
+        link: wasmtap_decode::LinkType,
+        ts_ns: u64,
+        data: &[u8],
+        out: &mut Outputs,
+    ) {
+        pipeline::sharded::Sharded::frame(self, link, ts_ns, data, out);
+    }
+    fn flush(&mut self, out: &mut Outputs) {
+        pipeline::sharded::Sharded::flush(self, out);
+    }
+    fn frames(&self) -> u64 {
+        self.main.frames
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn replay_file(
     path: &Path,
-    shard: &mut Shard,
+    shard: &mut impl FrameSink,
     out: &mut Outputs,
     pace: Pace,
     shift: u64,
@@ -526,7 +608,7 @@ fn replay_file(
                 *bytes_read += f.data.len() as u64 + 16;
                 shard.frame(link, ts, f.data, out);
                 if let Some(pb) = progress
-                    && shard.frames.is_multiple_of(4096)
+                    && shard.frames().is_multiple_of(4096)
                 {
                     pb.set_position(*bytes_read);
                 }
@@ -539,57 +621,96 @@ fn replay_file(
 
 fn replay(a: ReplayArgs) -> Result<()> {
     if a.follow {
+        anyhow::ensure!(a.shards == 1, "--follow reads with one shard (--shards 1)");
         return follow(a);
     }
     let parts = ordered_parts(&a.files)?;
     anyhow::ensure!(!parts.is_empty(), "no capture file to read");
     let mut p = Pipeline::new(&a.common, None, Vec::new())?;
-    let (shard, out) = (&mut p.shard, &mut p.out);
-    let progress = match parts.as_slice() {
-        [one] => progress_bar(&one.path),
-        _ => None,
-    };
     let started = Instant::now();
-    let mut last_ts = 0u64;
-    let mut warnings = Vec::new();
-    let mut bytes_read = 0u64;
-    let mut first_ts: Option<u64> = None;
-    let mut shift = 0u64;
-    for round in 0..a.loops {
-        if round > 0 {
-            // The next pass starts one second after the previous one ended.
-            shift = (last_ts + 1_000_000_000).saturating_sub(first_ts.unwrap_or(0));
-        }
-        for part in &parts {
-            match replay_file(
-                &part.path,
-                shard,
-                out,
-                a.pace,
-                shift,
-                started,
-                &mut first_ts,
-                &mut last_ts,
-                &mut bytes_read,
-                progress.as_ref(),
-            ) {
-                Ok(None) => {}
-                // Damage: what came before it was decoded; the next file goes on.
-                Ok(Some(e)) => warnings.push(e.to_string()),
-                Err(e) if parts.len() == 1 => return Err(e),
-                Err(e) => warnings.push(format!("{e:#}")),
-            }
-        }
-    }
-    if let Some(pb) = progress {
-        pb.finish_and_clear();
+    let mut run = Run::default();
+    let mut others = Vec::new();
+    if a.shards > 1 {
+        let shards = p.deferred_shards(a.shards as usize)?;
+        let want = pipeline::SpanSink::wants_spans(&p.out);
+        let cfg = pipeline::sharded::ShardedConfig {
+            batch_spans: p.cfg.telemetry.batch_spans,
+            ..Default::default()
+        };
+        let (shard, out) = (&mut p.shard, &mut p.out);
+        let mut sharded = pipeline::sharded::Sharded::new(shard, shards, cfg, want)
+            .context("start the shard threads")?;
+        let r = run.parts(&a, &parts, &mut sharded, out, started);
+        sharded.finish(run.last_ts, out);
+        others = std::mem::take(&mut sharded.finished);
+        r?;
+    } else {
+        let (shard, out) = (&mut p.shard, &mut p.out);
+        run.parts(&a, &parts, shard, out, started)?;
     }
     let elapsed = started.elapsed();
-    p.finish(&a.common, last_ts, elapsed, Vec::new())?;
-    for w in warnings {
+    p.finish(&a.common, run.last_ts, elapsed, Vec::new(), &others)?;
+    for w in run.warnings {
         eprintln!("wasmtap: warning: {w}");
     }
     Ok(())
+}
+
+/// Where a replay is.
+#[derive(Default)]
+struct Run {
+    last_ts: u64,
+    warnings: Vec<String>,
+}
+
+impl Run {
+    /// Every pass over every part, into `feed`.
+    fn parts(
+        &mut self,
+        a: &ReplayArgs,
+        parts: &[Part],
+        feed: &mut impl FrameSink,
+        out: &mut Outputs,
+        started: Instant,
+    ) -> Result<()> {
+        let progress = match parts {
+            [one] => progress_bar(&one.path),
+            _ => None,
+        };
+        let mut bytes_read = 0u64;
+        let mut first_ts: Option<u64> = None;
+        let mut shift = 0u64;
+        for round in 0..a.loops {
+            if round > 0 {
+                // The next pass starts one second after the previous one ended.
+                shift = (self.last_ts + 1_000_000_000).saturating_sub(first_ts.unwrap_or(0));
+            }
+            for part in parts {
+                match replay_file(
+                    &part.path,
+                    feed,
+                    out,
+                    a.pace,
+                    shift,
+                    started,
+                    &mut first_ts,
+                    &mut self.last_ts,
+                    &mut bytes_read,
+                    progress.as_ref(),
+                ) {
+                    Ok(None) => {}
+                    // Damage: what came before it was decoded; the next file goes on.
+                    Ok(Some(e)) => self.warnings.push(e.to_string()),
+                    Err(e) if parts.len() == 1 => return Err(e),
+                    Err(e) => self.warnings.push(format!("{e:#}")),
+                }
+            }
+        }
+        if let Some(pb) = progress {
+            pb.finish_and_clear();
+        }
+        Ok(())
+    }
 }
 
 /// `replay --follow DIR`: files are read as a capture tool rotates them in.
@@ -734,7 +855,7 @@ fn follow(a: ReplayArgs) -> Result<()> {
         }
     }
     let elapsed = started.elapsed();
-    p.finish(&a.common, last_ts, elapsed, Vec::new())
+    p.finish(&a.common, last_ts, elapsed, Vec::new(), &[])
 }
 
 fn file_size(path: &Path) -> u64 {

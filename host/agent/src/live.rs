@@ -515,7 +515,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     drop(sources);
     let now = last_ts.max(wall_ns());
     let common = a.common;
-    p.finish(&common, now, started.elapsed(), extra)?;
+    p.finish(&common, now, started.elapsed(), extra, &[])?;
     if let Some(e) = read_error {
         bail!("{e}");
     }
@@ -777,6 +777,7 @@ fn publish_status(
     });
     let mut counters = selftel::Counters::collect(
         &p.shard,
+        &p.shard.handler.telemetry.stats(),
         p.out.spans,
         p.out.otlp.as_ref().map(|x| x.stats()).as_ref(),
         &p.load_stats,

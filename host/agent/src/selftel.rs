@@ -8,8 +8,6 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 
-use crate::pipeline::Shard;
-
 /// One counter: metric name, attributes, value.
 pub type Counter = (&'static str, Vec<(&'static str, String)>, u64);
 
@@ -20,9 +18,12 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Collects the counters of a finished shard.
-    pub fn collect(
-        shard: &Shard,
+    /// Collects the counters of a finished shard, with the telemetry
+    /// stage's (`t`: a shard of several has none of its own).
+    #[allow(clippy::too_many_arguments)]
+    pub fn collect<S: wasmtap_pipeline::Stage>(
+        shard: &wasmtap_pipeline::Shard<S>,
+        t: &wasmtap_telemetry::red::TelemetryStats,
         spans: u64,
         export: Option<&wasmtap_export::ExportStats>,
         loads: &crate::plugins::LoadStats,
@@ -237,7 +238,6 @@ impl Counters {
             vec![],
             shard.handler.filtered,
         ));
-        let t = shard.handler.telemetry.stats();
         v.push((
             "wasmtap.agent.metrics.overflow",
             vec![],
@@ -321,6 +321,36 @@ impl Counters {
             vec![],
             u64::from(k.synced.load(Relaxed)),
         ));
+    }
+
+    /// Adds the counters of another shard of the same run: a counter seen
+    /// in both adds up; the per-plugin `loaded` mark and memory high-water
+    /// take the larger.
+    pub fn add_shard<S: wasmtap_pipeline::Stage>(&mut self, shard: &wasmtap_pipeline::Shard<S>) {
+        let other = Self::collect(
+            shard,
+            &Default::default(),
+            0,
+            None,
+            &Default::default(),
+            self.elapsed,
+        );
+        for (name, attrs, n) in other.values {
+            match self
+                .values
+                .iter_mut()
+                .find(|(m, a, _)| *m == name && *a == attrs)
+            {
+                Some(c)
+                    if name == "wasmtap.agent.plugin.loaded"
+                        || name == "wasmtap.agent.plugin.memory_high_water_bytes" =>
+                {
+                    c.2 = c.2.max(n);
+                }
+                Some(c) => c.2 += n,
+                None => self.values.push((name, attrs, n)),
+            }
+        }
     }
 
     /// Adds the admin endpoint's counters.

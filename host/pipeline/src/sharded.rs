@@ -97,11 +97,11 @@ fn shard_of(pkt: &Packet<'_>, n: usize) -> usize {
 }
 
 /// Shards on threads of their own, fed by the caller's thread.
-pub struct Sharded {
+pub struct Sharded<'a> {
     cfg: ShardedConfig,
     /// The reader's shard: its decoder decodes every frame, its telemetry
     /// is the one stage, its counters count frames; it tracks no flow.
-    pub main: Shard,
+    pub main: &'a mut Shard,
     filling: Vec<Batch>,
     to: Vec<SyncSender<ToShard>>,
     from: Receiver<(usize, FromShard)>,
@@ -112,11 +112,11 @@ pub struct Sharded {
     pub finished: Vec<Shard<Deferred>>,
 }
 
-impl Sharded {
+impl<'a> Sharded<'a> {
     /// Starts one thread per shard of `shards`; `main` decodes frames and
     /// holds the telemetry stage. `want_spans`: whether the sink takes spans.
     pub fn new(
-        main: Shard,
+        main: &'a mut Shard,
         shards: Vec<Shard<Deferred>>,
         cfg: ShardedConfig,
         want_spans: bool,

@@ -26,7 +26,11 @@ struct Edge {
     requests: u64,
     failed: u64,
     duration: Hist,
+    /// The earliest call's time since the last reset (order-independent:
+    /// shards report in any order), never before `floor_ns`.
     start_ns: u64,
+    /// The last reset (delta temporality).
+    floor_ns: u64,
     updated_ns: u64,
 }
 
@@ -105,8 +109,10 @@ impl Edges {
             failed: 0,
             duration: Hist::new(bounds.clone()),
             start_ns: ts,
+            floor_ns: 0,
             updated_ns: ts,
         });
+        e.start_ns = e.start_ns.min(ts).max(e.floor_ns);
         e.requests += 1;
         e.failed += u64::from(failed);
         e.duration.record(secs);
@@ -206,6 +212,7 @@ impl Edges {
                 e.failed = 0;
                 e.duration.reset();
                 e.start_ns = now;
+                e.floor_ns = now;
             }
         }
     }
@@ -264,7 +271,10 @@ struct Pair {
     gap_bytes: [u64; 2],
     rtt: Hist,
     duration: Hist,
+    /// The earliest event's time since the last reset, never before `floor_ns`.
     start_ns: u64,
+    /// The last reset (delta temporality).
+    floor_ns: u64,
     updated_ns: u64,
 }
 
@@ -296,7 +306,13 @@ impl L4Pairs {
         self.map.len()
     }
 
-    fn pair(&mut self, resource: &Arc<Resource>, client: Arc<str>, transport: &str) -> &mut Pair {
+    fn pair(
+        &mut self,
+        resource: &Arc<Resource>,
+        client: Arc<str>,
+        transport: &str,
+        ts: u64,
+    ) -> &mut Pair {
         let mut key = PairKey {
             resource: resource.id,
             client,
@@ -312,8 +328,8 @@ impl L4Pairs {
                 overflow: true,
             };
         }
-        let (rb, db, now) = (&self.rtt_bounds, &self.dur_bounds, self.last_ns);
-        self.map.entry(key).or_insert_with(|| Pair {
+        let (rb, db) = (&self.rtt_bounds, &self.dur_bounds);
+        let p = self.map.entry(key).or_insert_with(|| Pair {
             resource: resource.clone(),
             opened: 0,
             closed: [0; 5],
@@ -324,9 +340,12 @@ impl L4Pairs {
             gap_bytes: [0; 2],
             rtt: Hist::new(rb.clone()),
             duration: Hist::new(db.clone()),
-            start_ns: now,
-            updated_ns: now,
-        })
+            start_ns: ts,
+            floor_ns: 0,
+            updated_ns: ts,
+        });
+        p.start_ns = p.start_ns.min(ts).max(p.floor_ns);
+        p
     }
 
     pub(crate) fn opened(
@@ -338,14 +357,14 @@ impl L4Pairs {
     ) {
         self.last_ns = self.last_ns.max(ts);
         let now = self.last_ns;
-        let p = self.pair(resource, client, transport);
+        let p = self.pair(resource, client, transport, ts);
         p.opened += 1;
         p.updated_ns = p.updated_ns.max(now);
     }
 
     pub(crate) fn closed(&mut self, resource: &Arc<Resource>, client: Arc<str>, f: &FlowEnd<'_>) {
         self.last_ns = self.last_ns.max(f.end_ns);
-        let p = self.pair(resource, client, f.transport);
+        let p = self.pair(resource, client, f.transport, f.start_ns);
         if let Some(i) = REASONS.iter().position(|r| *r == f.reason)
             && let Some(c) = p.closed.get_mut(i)
         {
@@ -487,6 +506,7 @@ impl L4Pairs {
                 p.rtt.reset();
                 p.duration.reset();
                 p.start_ns = now;
+                p.floor_ns = now;
             }
         }
     }

@@ -283,7 +283,11 @@ struct Series {
     duration: Hist,
     request_body: Option<Hist>,
     response_body: Option<Hist>,
+    /// The earliest exchange's start since the last reset (order-independent:
+    /// shards report in any order), never before `floor_ns`.
     start_ns: u64,
+    /// The last reset (delta temporality).
+    floor_ns: u64,
     updated_ns: u64,
 }
 
@@ -1267,6 +1271,7 @@ impl Telemetry {
                     request_body: http.then(|| Hist::new(self.body_bounds.clone())),
                     response_body: http.then(|| Hist::new(self.body_bounds.clone())),
                     start_ns: ex.start_ns(),
+                    floor_ns: 0,
                     updated_ns: end,
                 });
                 self.series_len += 1;
@@ -1276,6 +1281,7 @@ impl Telemetry {
         let Some(s) = bucket.get_mut(idx) else {
             return;
         };
+        s.start_ns = s.start_ns.min(ex.start_ns()).max(s.floor_ns);
         s.requests += 1;
         s.errors += u64::from(error);
         s.responses += u64::from(answered);
@@ -1517,6 +1523,7 @@ impl Telemetry {
                     b.reset();
                 }
                 s.start_ns = now;
+                s.floor_ns = now;
             }
         }
 
