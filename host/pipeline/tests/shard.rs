@@ -102,16 +102,23 @@ impl SpanSink for Collect {
 fn replay(file: &str, filter: Option<FilterSpec>) -> (Vec<SpanRecord>, Shard) {
     let mut s = shard(filter);
     let mut out = Collect::default();
-    let path = root().join("tests/pcaps").join(file);
-    let mut src = wasmtap_capture::FileSource::open(&path).unwrap();
-    let link = wasmtap_decode::LinkType::from_dlt(src.datalink()).unwrap();
-    let mut last = 0;
-    while let Some(f) = src.next_frame().unwrap() {
-        last = f.ts_ns;
-        s.frame(link, f.ts_ns, f.data, &mut out);
-    }
+    let last = frames(&root().join("tests/pcaps").join(file), |link, ts, data| {
+        s.frame(link, ts, data, &mut out)
+    });
     s.finish(last, &mut out);
     (out.0, s)
+}
+
+/// Every frame of `file` to `f`; the last frame's time.
+fn frames(file: &Path, mut f: impl FnMut(wasmtap_decode::LinkType, u64, &[u8])) -> u64 {
+    let mut src = wasmtap_capture::FileSource::open(file).unwrap();
+    let link = wasmtap_decode::LinkType::from_dlt(src.datalink()).unwrap();
+    let mut last = 0;
+    while let Some(fr) = src.next_frame().unwrap() {
+        last = fr.ts_ns;
+        f(link, fr.ts_ns, fr.data);
+    }
+    last
 }
 
 fn attr(s: &SpanRecord, key: &str) -> String {
@@ -249,13 +256,7 @@ fn replay_sharded(file: &Path, n: usize) -> (Vec<SpanRecord>, Vec<String>) {
     )
     .unwrap();
     let mut out = Collect::default();
-    let mut src = wasmtap_capture::FileSource::open(file).unwrap();
-    let link = wasmtap_decode::LinkType::from_dlt(src.datalink()).unwrap();
-    let mut last = 0;
-    while let Some(f) = src.next_frame().unwrap() {
-        last = f.ts_ns;
-        s.frame(link, f.ts_ns, f.data, &mut out);
-    }
+    let last = frames(file, |link, ts, data| s.frame(link, ts, data, &mut out));
     s.finish(last, &mut out);
     assert_eq!(s.finished.len(), n, "every shard handed back");
     assert_eq!(
