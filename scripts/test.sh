@@ -13,8 +13,9 @@ echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy (host)"
 cargo clippy -j2 --workspace --all-targets -q -- -D warnings
-echo "== clippy (plugins, wasm32-wasip2)"
+echo "== clippy (plugins and test plugins, wasm32-wasip2)"
 cargo clippy -j2 --target wasm32-wasip2 --target-dir target/wasm-plugins -q \
-  $(for d in plugins/*/; do [ -f "$d/Cargo.toml" ] && echo -p "wasmtap-plugin-$(basename "$d")"; done) -- -D warnings
+  $(for d in plugins/*/; do [ -f "$d/Cargo.toml" ] && echo -p "wasmtap-plugin-$(basename "$d")"; done) \
+  $(for d in tests/plugins/*/; do [ -f "$d/Cargo.toml" ] && echo -p "wasmtap-test-$(basename "$d")"; done) -- -D warnings
 echo "== tests"
 cargo test -j2 --workspace
