@@ -21,9 +21,11 @@ ours=$(best target/release/wasmtap replay "$pcap" --format none)
 shards=${WASMTAP_BENCH_SHARDS:-2}
 sharded=$(best target/release/wasmtap replay "$pcap" --format none --shards "$shards")
 theirs=$(best tshark -r "$pcap" -Y http.response -T fields -e http.response.code)
+reading=$(best tcpdump -r "$pcap" -w /dev/null)
 exchanges=$(target/release/wasmtap replay "$pcap" --format jsonl | wc -l)
 printf 'capture: %s packets, %s exchanges\n' "$packets" "$exchanges"
 printf 'wasmtap: %.3f s  %.0f packets/s  %.0f exchanges/s\n' "$ours" "$(echo "$packets/$ours" | bc -l)" "$(echo "$exchanges/$ours" | bc -l)"
 printf 'tshark:  %.3f s  %.0f packets/s\n' "$theirs" "$(echo "$packets/$theirs" | bc -l)"
 printf 'ratio (tshark time / wasmtap time): %.1fx\n' "$(echo "$theirs/$ours" | bc -l)"
+printf 'tcpdump -r: %.3f s (just reading the file): wasmtap is %.1fx that, %.1fx with --shards %s\n' "$reading" "$(echo "$ours/$reading" | bc -l)" "$(echo "$sharded/$reading" | bc -l)" "$shards"
 printf 'wasmtap --shards %s: %.3f s  %.2fx one shard, %.1fx tshark\n' "$shards" "$sharded" "$(echo "$ours/$sharded" | bc -l)" "$(echo "$theirs/$sharded" | bc -l)"
