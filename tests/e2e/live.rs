@@ -227,3 +227,80 @@ fn a_live_agent_keeps_only_cap_net_raw_and_still_opens_new_interfaces() {
     );
     assert!(stopped.status.success(), "{}", stopped.stderr);
 }
+
+/// The admin endpoint is bounded: connections beyond `[admin]
+/// max_connections` are closed at once, a connection that sends no request
+/// head within `header_timeout_ms` is closed, both counted in `/status`, and
+/// the endpoint serves again once they are gone.
+#[test]
+fn the_admin_endpoint_bounds_idle_connections() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let dir = std::env::temp_dir().join(format!("wasmtap-admin-bounds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("agent.toml");
+    std::fs::write(
+        &cfg,
+        "[admin]\nmax_connections = 2\nheader_timeout_ms = 500\n",
+    )
+    .unwrap();
+    let admin = crate::free_port();
+    let agent = crate::LiveAgent::spawn(
+        std::process::Command::new(crate::bin())
+            .args([
+                "run",
+                "--interface",
+                "lo",
+                "--bpf",
+                "tcp port 9",
+                "--format",
+                "none",
+            ])
+            .args(["--config", cfg.to_str().unwrap()])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")]),
+    );
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        crate::status(admin)["admin"].is_object()
+    });
+    assert!(up, "admin endpoint never served /status");
+    // Two idle connections take both slots; a third is closed at once.
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", admin)).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let mut third = TcpStream::connect(("127.0.0.1", admin)).unwrap();
+    third
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let started = Instant::now();
+    let r = third.read(&mut buf);
+    // At once, not after the head timeout (500 ms) as a served one would be.
+    assert!(
+        matches!(r, Ok(0)) && started.elapsed() < Duration::from_millis(400),
+        "the third connection was served: {r:?} after {:?}",
+        started.elapsed()
+    );
+    // The idle ones are closed after the head timeout.
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let started = Instant::now();
+        let r = c.read(&mut buf);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "an idle connection was kept: {r:?}"
+        );
+    }
+    // Serving again, with both counted.
+    let counted = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let s = crate::status(admin);
+        s["admin"]["connections_refused"].as_u64().unwrap_or(0) >= 1
+            && s["admin"]["connection_errors"].as_u64().unwrap_or(0) >= 2
+    });
+    let last = crate::status(admin);
+    agent.stop();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(counted, "{}", last["admin"]);
+}
