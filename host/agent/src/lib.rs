@@ -366,12 +366,7 @@ impl Pipeline {
     /// `n` shards for threads of their own (`--shards`), each with its own
     /// decoder instances, following the same plugin set, under the same filters.
     fn deferred_shards(&self, n: usize) -> Result<Vec<pipeline::Shard<pipeline::Deferred>>> {
-        let filter = Arc::new(
-            self.cfg
-                .filters
-                .compile()
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        );
+        let filter = self.shard.filter().cloned();
         (0..n)
             .map(|_| {
                 let worker = wasmtap_runtime::Worker::following(&self.host, self.registry.clone())?;
@@ -380,7 +375,7 @@ impl Pipeline {
                     worker,
                     pipeline::Deferred::default(),
                 );
-                s.set_filter(Some(filter.clone()));
+                s.set_filter(filter.clone());
                 Ok(s)
             })
             .collect()

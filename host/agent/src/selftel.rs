@@ -20,7 +20,6 @@ pub struct Counters {
 impl Counters {
     /// Collects the counters of a finished shard, with the telemetry
     /// stage's (`t`: a shard of several has none of its own).
-    #[allow(clippy::too_many_arguments)]
     pub fn collect<S: wasmtap_pipeline::Stage>(
         shard: &wasmtap_pipeline::Shard<S>,
         t: &wasmtap_telemetry::red::TelemetryStats,

@@ -496,7 +496,7 @@ impl<S: Stage> Shard<S> {
                 take(&mut bound, &mut self.flows, &pkt, ts_ns);
             }
         }
-        self.after(ts_ns, sink);
+        self.tick(ts_ns, sink);
     }
 
     /// Processes one packet decoded elsewhere (a shard of several: the
@@ -513,21 +513,7 @@ impl<S: Stage> Shard<S> {
             sink,
         };
         take(&mut bound, &mut self.flows, pkt, ts_ns);
-        self.after(ts_ns, sink);
-    }
-
-    /// After a packet: time advances (idle flows end, gaps time out), and
-    /// response timeouts are swept once per second of capture time.
-    fn after(&mut self, ts_ns: u64, sink: &mut dyn SpanSink) {
-        let mut bound = Bound {
-            h: &mut self.handler,
-            sink,
-        };
-        self.flows.advance(ts_ns, &mut bound);
-        if ts_ns.saturating_sub(self.last_expiry_ns) >= 1_000_000_000 {
-            self.last_expiry_ns = ts_ns;
-            self.expire(ts_ns, sink);
-        }
+        self.tick(ts_ns, sink);
     }
 
     fn expire(&mut self, now_ns: u64, sink: &mut dyn SpanSink) {
@@ -547,8 +533,9 @@ impl<S: Stage> Shard<S> {
         });
     }
 
-    /// Advances time without a frame (live capture when the wire is quiet):
-    /// idle flows end, gaps time out, unanswered requests expire.
+    /// Advances time, after each packet or without one (live capture when
+    /// the wire is quiet): idle flows end, gaps time out, and unanswered
+    /// requests expire (swept once per second of capture time).
     pub fn tick(&mut self, now_ns: u64, sink: &mut dyn SpanSink) {
         let mut bound = Bound {
             h: &mut self.handler,
@@ -568,6 +555,11 @@ impl<S: Stage> Shard<S> {
         if !rest.is_empty() {
             sink.spans(rest);
         }
+    }
+
+    /// The filters in force.
+    pub fn filter(&self) -> Option<&Arc<crate::filter::CompiledFilter>> {
+        self.handler.filter.as_ref()
     }
 
     /// Installs the filters: packets they reject (user-space verdict) and

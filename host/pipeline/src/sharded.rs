@@ -104,7 +104,7 @@ pub struct Sharded<'a> {
     pub main: &'a mut Shard,
     filling: Vec<Batch>,
     to: Vec<SyncSender<ToShard>>,
-    from: Receiver<(usize, FromShard)>,
+    from: Receiver<FromShard>,
     threads: Vec<JoinHandle<()>>,
     spans: Vec<SpanRecord>,
     last_tick_ns: u64,
@@ -134,7 +134,7 @@ impl<'a> Sharded<'a> {
                     let mut sink = Want(want_spans);
                     let send = |shard: &mut Shard<Deferred>| {
                         let r = std::mem::take(&mut shard.handler.telemetry.reports);
-                        r.is_empty() || back.send((i, FromShard::Reports(r))).is_ok()
+                        r.is_empty() || back.send(FromShard::Reports(r)).is_ok()
                     };
                     while let Ok(msg) = rx.recv() {
                         match msg {
@@ -162,7 +162,7 @@ impl<'a> Sharded<'a> {
                             ToShard::Finish(ts) => {
                                 shard.finish(ts, &mut sink);
                                 if send(&mut shard) {
-                                    let _ = back.send((i, FromShard::Done(Box::new(shard))));
+                                    let _ = back.send(FromShard::Done(Box::new(shard)));
                                 }
                                 return;
                             }
@@ -253,7 +253,7 @@ impl<'a> Sharded<'a> {
         }
     }
 
-    fn take(&mut self, (_, m): (usize, FromShard)) {
+    fn take(&mut self, m: FromShard) {
         match m {
             FromShard::Reports(rs) => {
                 for r in rs {

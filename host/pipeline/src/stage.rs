@@ -185,7 +185,7 @@ impl Stage for Deferred {
             client: ctx.client,
             server: ctx.server,
             protocol: Arc::from(ctx.protocol),
-            transport: if ctx.transport == "udp" { "udp" } else { "tcp" },
+            transport: ctx.transport,
             span_key: ctx.flow_id,
             first,
             want_spans,

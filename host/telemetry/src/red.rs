@@ -32,7 +32,7 @@ pub struct FlowCtx<'a> {
     /// Protocol name (from the decoder).
     pub protocol: &'a str,
     /// `tcp` or `udp`.
-    pub transport: &'a str,
+    pub transport: &'static str,
     /// Identifies the exchange within everything the agent reports: its
     /// flow and its place in the flow (the caller's choice). Span ids derive
     /// from it and the exchange's start time only, so the same capture gives

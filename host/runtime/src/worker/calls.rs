@@ -85,7 +85,29 @@ pub(super) fn arm(slot: &mut Slot, deadline: Option<u64>, now_ns: u64, rng: u64)
     slot.store.data().det.enter(now_ns, rng);
 }
 
+type GuestSession<'a> = crate::bindings::exports::wasmtap::decoder::decoder::GuestSession<'a>;
+
 impl Worker {
+    /// One `feed`, `gap` or `close` call into slot `idx`'s decoder for a
+    /// flow: armed (the CPU deadline, the capture time and the flow's
+    /// generator `rng` its WASI reads), counted, timed one call in
+    /// [`TIME_ONE_CALL_IN`], and the generator's new state kept for the flow.
+    fn session_call<R>(
+        &mut self,
+        idx: usize,
+        rng: &mut u64,
+        call: impl FnOnce(GuestSession<'_>, &mut Store<StoreState>) -> R,
+    ) -> R {
+        let (deadline, now) = (self.deadline_ticks, self.now_ns);
+        let slot = &mut self.slots[idx];
+        arm(slot, deadline, now, *rng);
+        slot.stats.calls += 1;
+        let session = slot.bindings.wasmtap_decoder_decoder().session();
+        let r = timed(&mut slot.stats, || call(session, &mut slot.store));
+        *rng = slot.store.data().det.rng();
+        r
+    }
+
     /// Offers the next bytes of `dir` (for UDP: one datagram) and appends completed messages.
     pub fn data(
         &mut self,
@@ -161,24 +183,17 @@ impl Worker {
         };
         let d = dir as usize;
         let udp = s.l4 == L4::Udp;
-        let deadline = self.deadline_ticks;
-        let now = self.now_ns;
-        let slot = &mut self.slots[idx];
-        arm(slot, deadline, now, s.rng);
-        let session = slot.bindings.wasmtap_decoder_decoder().session();
         let offered: &[u8] = if s.pending[d].is_empty() || udp {
             data
         } else {
             s.pending[d].extend_from_slice(data);
             &s.pending[d]
         };
-        slot.stats.calls += 1;
-        slot.stats.bytes_in += offered.len() as u64;
+        self.slots[idx].stats.bytes_in += offered.len() as u64;
         s.offset[d] = s.offset[d].saturating_add(data.len() as u64);
-        let res = timed(&mut slot.stats, || {
-            session.call_feed(&mut slot.store, resource, dir_wit(dir), ts_ns, offered)
+        let res = self.session_call(idx, &mut s.rng, |session, store| {
+            session.call_feed(store, resource, dir_wit(dir), ts_ns, offered)
         });
-        s.rng = slot.store.data().det.rng();
         match res {
             Ok(Ok(fr)) if fr.consumed as usize > offered.len() => {
                 // Not clamped: a decoder that believes it read bytes it was
@@ -267,16 +282,9 @@ impl Worker {
         };
         // Bytes held back are incomplete and now can never complete in order.
         s.pending[dir as usize].clear();
-        let deadline = self.deadline_ticks;
-        let now = self.now_ns;
-        let slot = &mut self.slots[idx];
-        slot.stats.calls += 1;
-        arm(slot, deadline, now, s.rng);
-        let session = slot.bindings.wasmtap_decoder_decoder().session();
-        let res = timed(&mut slot.stats, || {
-            session.call_gap(&mut slot.store, resource, dir_wit(dir), len)
+        let res = self.session_call(idx, &mut s.rng, |session, store| {
+            session.call_gap(store, resource, dir_wit(dir), len)
         });
-        s.rng = slot.store.data().det.rng();
         match res {
             Ok(Ok(fr)) => {
                 let window = s.window;
@@ -325,16 +333,9 @@ impl Worker {
             s.pending = [Vec::new(), Vec::new()];
             return;
         }
-        let deadline = self.deadline_ticks;
-        let now = self.now_ns;
-        let slot = &mut self.slots[idx];
-        slot.stats.calls += 1;
-        arm(slot, deadline, now, s.rng);
-        let session = slot.bindings.wasmtap_decoder_decoder().session();
-        let res = timed(&mut slot.stats, || {
-            session.call_close(&mut slot.store, resource, close_wit(reason), ts_ns)
+        let res = self.session_call(idx, &mut s.rng, |session, store| {
+            session.call_close(store, resource, close_wit(reason), ts_ns)
         });
-        s.rng = slot.store.data().det.rng();
         match res {
             Ok(msgs) => {
                 let window = s.window;
